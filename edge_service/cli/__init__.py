@@ -1,0 +1,1 @@
+"""Command-line entry points. Only these own the process (printing, exit codes)."""

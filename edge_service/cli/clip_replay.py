@@ -1,0 +1,16 @@
+"""`replay` subcommand (placeholder until its issue lands: it says so and exits non-zero)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_service.errors import DgsError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("replay", help="(not available yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise DgsError("'replay' is not available in this build yet")

@@ -1,0 +1,16 @@
+"""`analyze` subcommand (placeholder until its issue lands: it says so and exits non-zero)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_service.errors import DgsError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("analyze", help="(not available yet)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise DgsError("'analyze' is not available in this build yet")

@@ -1,0 +1,1 @@
+"""Harness plugin (filled in by its area)."""
