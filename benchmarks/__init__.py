@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks [--quick] [NAME ...]` writes Markdown tables to results/."""
