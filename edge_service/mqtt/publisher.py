@@ -1,0 +1,419 @@
+"""The appliance's MQTT publisher: retained availability, durable QoS 1 events/results,
+rate-limited QoS 0 live streams. See docs/mqtt.md for the contract."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_service import __version__
+from edge_service.errors import BrokerError, InputError
+from edge_service.mqtt import payloads as pl
+from edge_service.mqtt import topics
+from edge_service.mqtt.credentials import load_credentials
+from edge_service.mqtt.outbox import Entry, Outbox, OutboxFull
+from edge_service.mqtt.settings import MqttSettings
+
+log = logging.getLogger(__name__)
+
+# CONNACK reasons that retrying will not fix without an operator (v5 codes and v3 rc 4/5).
+_AUTH_REFUSED = {"Bad user name or password", "Not authorized", "Banned"}
+_RESERVED_STATUS = {"schema", "state", "ts", "site", "device", "link", "alarms"}
+
+
+class Publisher:
+    """Publishes one device's API. Thread-safe; all QoS 1 traffic goes through the outbox."""
+
+    def __init__(self, settings: MqttSettings, outbox_path: Path | str) -> None:
+        self.s = settings
+        self.outbox = Outbox(outbox_path, settings.outbox_max_messages, settings.fsync)
+        # Unique per site/device, and slugs only: client ids appear in broker logs.
+        self.client_id = f"dgs-{settings.site}-{settings.device}"
+        self._lock = threading.Lock()  # guards the maps and counters below
+        self._send_lock = threading.Lock()  # keeps outbox order == wire order
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
+        self._early: dict[int, Any] = {}  # PUBACKs that beat publish() returning
+        self._other_mids: set[int] = set()  # status/live mids: not outbox entries
+        self._connected = threading.Event()
+        self._status_acked = threading.Event()
+        self._status_mid: int | None = None
+        self._auth_refused: str | None = None
+        self.last_error: str | None = None
+        self._alarms: set[str] = set()
+        self._status: dict[str, Any] = {}
+        self._live_last: dict[str, float] = {}
+        self.stats = {"connects": 0, "disconnects": 0, "published": 0, "acked": 0,
+                      "rejected": 0, "live_dropped": 0}  # fmt: skip
+        self._started = False
+        self._stopping = False
+        self._client = self._make_client()
+
+    # ---------------------------------------------------------------- set-up
+    @property
+    def v5(self) -> bool:
+        return self.s.protocol == "5"
+
+    def _make_client(self) -> mqtt.Client:
+        proto = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
+        kwargs: dict[str, Any] = {}
+        if not self.v5:
+            kwargs["clean_session"] = True
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kwargs
+        )
+        c.max_inflight_messages_set(self.s.inflight_max)
+        c.max_queued_messages_set(0)  # bounded by the outbox instead
+        c.reconnect_delay_set(
+            max(1, round(self.s.reconnect_min_s)), max(1, round(self.s.reconnect_max_s))
+        )
+        creds = load_credentials(self.s.secrets_file)
+        if creds is not None:
+            c.username_pw_set(*creds)
+        if self.s.use_tls:
+            t = self.s.tls
+            try:
+                c.tls_set(
+                    ca_certs=str(t.ca_file) if t and t.ca_file else None,
+                    certfile=str(t.cert_file) if t and t.cert_file else None,
+                    keyfile=str(t.key_file) if t and t.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise BrokerError(f"cannot load TLS files: {exc}") from exc
+            c.tls_insecure_set(False)  # verify the broker's hostname, always
+        payload, props = self._status_payload("offline")
+        c.will_set(topics.status(self.s.site, self.s.device), payload, 1, True, props)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_connect_fail = self._on_connect_fail
+        return c
+
+    def _props(self, schema: str, msg_id: str | None = None) -> Properties | None:
+        if not self.v5:
+            return None
+        p = Properties(PacketTypes.PUBLISH)
+        p.ContentType = "application/json"
+        p.PayloadFormatIndicator = 1
+        user = [("schema", schema), ("schema_version", schema.rsplit("/", 1)[-1])]
+        if msg_id:
+            user.append(("msg_id", msg_id))
+        p.UserProperty = user
+        return p
+
+    # --------------------------------------------------------------- status
+    def _status_payload(self, state: str) -> tuple[bytes, Properties | None]:
+        doc: dict[str, Any] = {
+            "schema": pl.SCHEMA_STATUS,
+            "state": state,
+            "ts": time.time(),
+            "site": self.s.site,
+            "device": self.s.device,
+            "versions": {"software": __version__, **self.s.versions},
+        }
+        with self._lock:
+            for k, v in self._status.items():
+                if k == "versions" and isinstance(v, Mapping):
+                    doc["versions"].update(v)
+                else:
+                    doc[k] = v
+            doc["link"] = {**self.stats, "outbox_pending": self._pending_safe(),
+                           "last_error": self.last_error}  # fmt: skip
+            doc["alarms"] = sorted(self._alarms)
+        return pl.dumps(doc), self._props(pl.SCHEMA_STATUS)
+
+    def _pending_safe(self) -> int:
+        try:
+            return self.outbox.count()
+        except Exception:  # closed during shutdown: status must still go out
+            return -1
+
+    def _publish_status(self, state: str) -> tuple[int, bool]:
+        payload, props = self._status_payload(state)
+        info = self._client.publish(
+            topics.status(self.s.site, self.s.device), payload, 1, True, props
+        )
+        return info.mid, self._untracked(info.mid)
+
+    def _untracked(self, mid: int) -> bool:
+        """Remember a mid that is not an outbox entry; True when its ack already came."""
+        with self._lock:
+            if self._early.pop(mid, None) is not None:
+                return True
+            self._other_mids.add(mid)
+            return False
+
+    def set_status(self, status: Mapping[str, Any]) -> None:
+        """Merge clip/probe/version fields into the retained status and re-publish it."""
+        pl.check_no_pii(status, "status")
+        with self._lock:
+            for k, v in status.items():
+                if k in _RESERVED_STATUS:
+                    raise InputError(f"status field {k!r} is managed by the publisher")
+                self._status[k] = v
+        if self._started and self._connected.is_set():
+            self._publish_status("online")
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self, status: Mapping[str, Any] | None = None) -> None:
+        """Connect in the background (a down broker is not an error: the outbox keeps
+        everything and the client retries with backoff) and queue the outbox backlog."""
+        if status:
+            self.set_status(status)
+        backlog = self.outbox.pending()
+        if backlog:
+            log.info("outbox %s holds %d unacknowledged messages; resending in order",
+                     self.outbox.path, len(backlog))  # fmt: skip
+        with self._send_lock:
+            for e in backlog:
+                self._send(e)
+        try:
+            self._client.connect_async(self.s.host, self.s.port, self.s.keepalive_s,
+                                       clean_start=True if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)  # fmt: skip
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"cannot connect to {self.s.url}: {exc}") from exc
+        self._client.loop_start()
+        self._started = True
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once connected; raises BrokerError when the broker refused our credentials."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._auth_refused:
+                raise BrokerError(
+                    f"broker {self.s.url} refused the connection: {self._auth_refused}"
+                )
+            if self._connected.wait(0.05):
+                return True
+        if self._auth_refused:
+            raise BrokerError(f"broker {self.s.url} refused the connection: {self._auth_refused}")
+        return False
+
+    def wait_drained(self, timeout_s: float) -> bool:
+        """True when every event/result has been acknowledged by the broker."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.outbox.count() == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Clean shutdown: publish `stopped` (no last will), disconnect, close the outbox.
+        Unacknowledged messages stay in the outbox for the next start."""
+        if not self._started:
+            self.outbox.close()
+            return
+        if self._connected.is_set():
+            self._status_acked.clear()
+            with self._lock:
+                self._status_mid = None
+            mid, acked = self._publish_status("stopped")
+            with self._lock:
+                self._status_mid = mid
+                if acked or mid not in self._other_mids:  # already acknowledged
+                    self._status_acked.set()
+            self._status_acked.wait(timeout_s)
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._started = False
+        self.outbox.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self.stop()
+
+    # ------------------------------------------------------------ QoS1 API
+    def event(self, session_id: str, kind: str, data: Mapping[str, Any] | None = None) -> str:
+        """Queue a session event durably; returns its message id."""
+        if kind not in pl.EVENT_KINDS:
+            raise InputError(f"event kind must be one of {pl.EVENT_KINDS}, not {kind!r}")
+        topic = self._topic(session_id, "events")
+        body = dict(data or {})
+        pl.check_no_pii(body, "event data")
+        msg_id = str(uuid.uuid4())
+
+        def build(seq: int) -> tuple[str, str, bytes, str]:
+            doc = pl.envelope(pl.SCHEMA_EVENT, msg_id, seq, self.s.site, self.s.device, session_id)
+            doc.update(event=kind, data=body)
+            return msg_id, topic, pl.dumps(doc), pl.SCHEMA_EVENT
+
+        self._append(build)
+        return msg_id
+
+    def result(self, session_id: str, result_doc: Mapping[str, Any]) -> str:
+        """Queue the session's result (dgs.session-result/1) durably. The message id is
+        derived from site/device/session, so publishing it twice is idempotent downstream."""
+        topic = self._topic(session_id, "result")
+        pl.check_no_pii(result_doc, "result")
+        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id)
+        doc_copy = dict(result_doc)
+
+        def build(seq: int) -> tuple[str, str, bytes, str]:
+            doc = pl.envelope(pl.SCHEMA_RESULT, msg_id, seq, self.s.site, self.s.device, session_id)
+            doc["result"] = doc_copy
+            return msg_id, topic, pl.dumps(doc), pl.SCHEMA_RESULT
+
+        self._append(build)
+        if self.s.fhir:
+            self.fhir(session_id, result_doc)
+        return msg_id
+
+    def fhir(self, session_id: str, result_doc: Mapping[str, Any]) -> str:
+        """Queue a FHIR R4 transaction Bundle (DiagnosticReport + Observations + Device)."""
+        from edge_service.mqtt.fhir import bundle
+
+        topic = self._topic(session_id, "fhir")
+        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id, "fhir")
+        b = bundle(self.s.site, self.s.device, session_id, result_doc)
+
+        def build(seq: int) -> tuple[str, str, bytes, str]:
+            doc = pl.envelope(pl.SCHEMA_FHIR, msg_id, seq, self.s.site, self.s.device, session_id)
+            doc["bundle"] = b
+            return msg_id, topic, pl.dumps(doc), pl.SCHEMA_FHIR
+
+        self._append(build)
+        return msg_id
+
+    def _topic(self, session_id: str, leaf: str) -> str:
+        try:
+            return topics.session(self.s.site, self.s.device, session_id, leaf)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+
+    def _append(self, build: Any) -> None:
+        with self._send_lock:
+            try:
+                entry = self.outbox.append(build)
+            except OutboxFull:
+                first = "outbox_full" not in self._alarms
+                with self._lock:
+                    self._alarms.add("outbox_full")
+                log.error("MQTT outbox full (%d messages): new messages are refused until the "
+                          "broker acknowledges the backlog", self.outbox.max_messages)  # fmt: skip
+                if first and self._connected.is_set():
+                    self._publish_status("online")
+                raise
+            if entry is None:
+                log.info("message already pending in the outbox; not queued twice")
+                return
+            self._send(entry)
+
+    def _send(self, e: Entry) -> None:
+        info = self._client.publish(e.topic, e.payload, 1, False, self._props(e.schema, e.msg_id))
+        with self._lock:
+            self.stats["published"] += 1
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._inflight[info.mid] = e.seq
+        if early is not None:
+            self._acked(e.seq, early)
+
+    def _acked(self, seq: int, reason: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            # e.g. ACL denial (MQTT 5 PUBACK 0x87): keep the message, raise the alarm.
+            msg = f"broker rejected message seq {seq}: {reason}"
+            self.outbox.mark_rejected(seq, str(reason))
+            with self._lock:
+                self.stats["rejected"] += 1
+                self.last_error = msg
+                self._alarms.add("rejected")
+            log.error("%s; kept in the outbox %s", msg, self.outbox.path)
+            return
+        self.outbox.ack(seq)
+        with self._lock:
+            self.stats["acked"] += 1
+            if "outbox_full" in self._alarms and self.outbox.count() < self.outbox.max_messages:
+                self._alarms.discard("outbox_full")
+
+    # ------------------------------------------------------------ QoS0 API
+    def live_angles(self, sample: Mapping[str, Any]) -> bool:
+        return self._live("angles", pl.SCHEMA_LIVE_ANGLES, sample)
+
+    def live_measurements(self, sample: Mapping[str, Any]) -> bool:
+        return self._live("measurements", pl.SCHEMA_LIVE_MEASUREMENTS, sample)
+
+    def _live(self, stream: str, schema: str, sample: Mapping[str, Any]) -> bool:
+        """Fire-and-forget: dropped (False) when offline or over the rate limit, because
+        live data is not history and must not pile up behind results."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._live_last.get(stream)
+            if not self._connected.is_set() or (
+                last is not None and now - last < 1.0 / self.s.live_rate_hz
+            ):
+                self.stats["live_dropped"] += 1
+                return False
+            self._live_last[stream] = now
+        doc = {"schema": schema, "site": self.s.site, "device": self.s.device, "ts": time.time()}
+        doc.update(sample)
+        pl.check_no_pii(doc, "live sample")
+        info = self._client.publish(
+            topics.live(self.s.site, self.s.device, stream), pl.dumps(doc), 0, False,
+            self._props(schema),
+        )  # fmt: skip
+        self._untracked(info.mid)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    # ------------------------------------------------------------ callbacks
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            text = str(reason)
+            self.last_error = f"connection refused: {text}"
+            if text in _AUTH_REFUSED:
+                self._auth_refused = text
+            log.error("broker %s refused the connection: %s (outbox keeps %d messages)",
+                      self.s.url, text, self._pending_safe())  # fmt: skip
+            return
+        self._auth_refused = None
+        with self._lock:
+            self.stats["connects"] += 1
+        self._connected.set()
+        log.info("connected to %s as %s", self.s.url, self.client_id)
+        self._publish_status("online")  # birth: retained, replaces the last will
+
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            with self._lock:
+                self.stats["disconnects"] += 1
+            if not self._stopping:
+                log.warning("disconnected from %s (%s); %d messages kept in the outbox",
+                            self.s.url, reason, self._pending_safe())  # fmt: skip
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self.last_error = f"broker {self.s.url} unreachable"
+        log.warning("broker %s unreachable; retrying with backoff, %d messages kept in the "
+                    "outbox", self.s.url, self._pending_safe())  # fmt: skip
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            if mid in self._other_mids:
+                self._other_mids.discard(mid)
+                if mid == self._status_mid:
+                    self._status_acked.set()
+                return
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                self._early[mid] = reason
+                return
+        self._acked(seq, reason)
