@@ -1,0 +1,51 @@
+"""Conversions of decoded pixel arrays (any photometric interpretation) to grayscale uint8."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_service.errors import InputError
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma, the same weights the scanners' YBR encoding uses."""
+    if rgb.dtype != np.uint8:
+        rgb = to_uint8(rgb)
+    import cv2
+
+    return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
+
+
+def to_uint8(arr: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
+    """Scale an integer array to uint8 by dropping low bits (no per-frame windowing:
+    that would make brightness depend on the frame's content and break replay)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "f":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        span = hi - lo if hi > lo else 1.0
+        return np.clip((arr - lo) * (255.0 / span), 0, 255).astype(np.uint8)
+    if arr.dtype.kind == "i":
+        arr = arr.astype(np.int64) - int(
+            np.iinfo(arr.dtype).min if bits_stored is None else -(1 << (bits_stored - 1))
+        )
+    bits = bits_stored or arr.dtype.itemsize * 8
+    shift = max(bits - 8, 0)
+    return np.clip(arr.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+
+
+def frame_to_gray(frame: np.ndarray, photometric: str, bits_stored: int | None) -> np.ndarray:
+    """One decoded frame (H,W) or (H,W,3) already in RGB/monochrome space -> (H,W) uint8."""
+    if frame.ndim == 3:
+        if frame.shape[-1] == 1:
+            frame = frame[..., 0]
+        elif frame.shape[-1] in (3, 4):
+            return rgb_to_gray(frame[..., :3])
+        else:
+            raise InputError(f"unsupported pixel layout {frame.shape}")
+    if frame.ndim != 2:
+        raise InputError(f"unsupported pixel layout {frame.shape}")
+    gray = to_uint8(frame, bits_stored)
+    if photometric == "MONOCHROME1":
+        gray = 255 - gray
+    return np.ascontiguousarray(gray)

@@ -1,0 +1,156 @@
+"""Write `cine.dcm`: a standard US Multi-frame Image any viewer or PACS opens.
+
+The header is built with pydicom; the Pixel Data element is appended by streaming the
+frames from the journal, so a long session never needs all frames in memory at once.
+Explicit VR Little Endian, MONOCHROME2, 8 bits, native (uncompressed) so that replay is
+bit-exact.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import itertools
+import os
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+
+from edge_service import __version__
+from edge_service.recording.journal import write_all
+from edge_service.recording.meta import SessionMeta, fsync_dir
+
+US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
+FRAME_TIME_VECTOR_TAG = 0x00181065
+LATERALITY = {"left": "L", "right": "R"}
+
+
+def _dt_fields(t: float) -> tuple[str, str, str]:
+    d = _dt.datetime.fromtimestamp(t, tz=_dt.UTC)
+    return d.strftime("%Y%m%d"), d.strftime("%H%M%S.%f"), d.strftime("%Y%m%d%H%M%S.%f+0000")
+
+
+def build_header(meta: SessionMeta, times: list[float], rows: int, cols: int) -> Dataset:
+    n = len(times)
+    t0 = times[0]
+    date, tm, dtm = _dt_fields(t0)
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = UID(US_MULTIFRAME)
+    fm.MediaStorageSOPInstanceUID = UID(meta.sop_uid)
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    fm.ImplementationVersionName = "DGSEDGE_" + __version__.replace(".", "")[:6]
+
+    ds = Dataset()
+    ds.file_meta = fm
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SOPClassUID = US_MULTIFRAME
+    ds.SOPInstanceUID = meta.sop_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = tm
+    ds.AcquisitionDateTime = dtm
+    ds.AccessionNumber = ""
+    ds.Modality = "US"
+    ds.Manufacturer = "dgs-edge"
+    ds.ManufacturerModelName = str(meta.probe.get("model", ""))[:64]
+    ds.SoftwareVersions = __version__
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = f"Dynamic sciatic nerve ultrasound ({meta.protocol})"[:64]
+    ds.SeriesDescription = f"{meta.protocol} {meta.side}"[:64]
+    # Pseudonymous identity only: a random id, no name/birth date/sex (type 2 -> empty).
+    ds.PatientName = meta.patient_id.replace("-", "^", 1)  # PN form family^given
+    ds.PatientID = meta.patient_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "dgs-edge pseudonymous capture: random id, no demographics"
+    ds.BodyPartExamined = "HIP"
+    ds.Laterality = LATERALITY[meta.side]
+    ds.StudyInstanceUID = meta.study_uid
+    ds.SeriesInstanceUID = meta.series_uid
+    ds.StudyID = meta.session_id[:16]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.NumberOfFrames = n
+    ds.FrameIncrementPointer = FRAME_TIME_VECTOR_TAG
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "00"
+    ms = [0.0] + [max((b - a) * 1000.0, 0.0) for a, b in itertools.pairwise(times)]
+    ds.FrameTimeVector = [f"{v:.6g}" for v in ms]
+    if n > 1 and times[-1] > t0:
+        mean_ms = (times[-1] - t0) * 1000.0 / (n - 1)
+        ds.CineRate = max(1, round(1000.0 / mean_ms))
+    ds.StartTrim = 1
+    ds.StopTrim = n
+    if meta.spacing_mm is not None:
+        roi = meta.roi
+        x0, y0, x1, y1 = (0, 0, cols, rows) if roi is None else (roi.x0, roi.y0, roi.x1, roi.y1)
+        reg = Dataset()
+        reg.RegionSpatialFormat = 1  # 2D
+        reg.RegionDataType = 1  # tissue
+        reg.RegionFlags = 0
+        reg.RegionLocationMinX0 = x0
+        reg.RegionLocationMinY0 = y0
+        reg.RegionLocationMaxX1 = x1 - 1  # DICOM bounds are inclusive
+        reg.RegionLocationMaxY1 = y1 - 1
+        reg.PhysicalUnitsXDirection = 3  # cm
+        reg.PhysicalUnitsYDirection = 3
+        reg.PhysicalDeltaX = meta.spacing_mm[0] / 10.0
+        reg.PhysicalDeltaY = meta.spacing_mm[1] / 10.0
+        ds.SequenceOfUltrasoundRegions = Sequence([reg])
+    return ds
+
+
+def write_cine(
+    path: Path,
+    meta: SessionMeta,
+    times: list[float],
+    shape: tuple[int, int],
+    frames: Iterable[np.ndarray],
+) -> None:
+    """Write atomically (tmp + fsync + rename): a crash mid-write never leaves a cine.dcm
+    that looks complete."""
+    rows, cols = shape
+    ds = build_header(meta, times, rows, cols)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    length = rows * cols * len(times)
+    pad = length % 2  # DICOM values have even length
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, buf.getvalue())
+        # (7FE0,0010) OB, explicit VR little endian: tag, VR, 2 reserved bytes, 4-byte length.
+        write_all(fd, struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, length + pad))
+        written = 0
+        for px in frames:
+            if px.shape != (rows, cols):
+                raise ValueError(f"frame shape {px.shape} != {(rows, cols)}")
+            write_all(fd, np.ascontiguousarray(px, dtype=np.uint8).tobytes())
+            written += rows * cols
+        if written != length:
+            raise ValueError(f"wrote {written} pixel bytes, expected {length}")
+        if pad:
+            write_all(fd, b"\x00")
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

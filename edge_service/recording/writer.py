@@ -1,0 +1,177 @@
+"""`RecordingWriter`: a crash-safe session directory (design.md contract #2).
+
+Layout while recording: session.json (complete=false), frames.raw (journal), frames.csv
+(`index,t`), imu.jsonl. `close()` streams the journal into cine.dcm, marks session.json
+complete and removes the journal. After `kill -9` the directory still opens with
+`open_recording`, which recovers every completed frame from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from edge_service.acquisition.frame import Frame
+from edge_service.errors import InputError
+from edge_service.recording import journal
+from edge_service.recording.cine import write_cine
+from edge_service.recording.meta import SessionMeta, fsync_dir, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SESSION_JSON = "session.json"
+CINE = "cine.dcm"
+FRAMES_CSV = "frames.csv"
+IMU_JSONL = "imu.jsonl"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class RecordingWriter:
+    """Write one session. Also a context manager (closes, i.e. finalises, on exit).
+
+    out_dir must not hold a recording already (never overwrite a session). fsync_every_s
+    bounds what a power cut can lose; a killed process loses nothing already added.
+    keep_journal keeps frames.raw after cine.dcm is written (for debugging).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        meta: SessionMeta,
+        *,
+        fsync_every_s: float = 0.5,
+        keep_journal: bool = False,
+    ) -> None:
+        self.path = Path(out_dir)
+        self.meta = meta
+        self._fsync_every_s = fsync_every_s
+        self._keep_journal = keep_journal
+        self.path.mkdir(parents=True, exist_ok=True)
+        if (self.path / SESSION_JSON).exists() or (self.path / CINE).exists():
+            raise InputError(f"{self.path}: already holds a recording; choose a new directory")
+        self._times: list[float] = []
+        self._shape: tuple[int, int] | None = None
+        self._n_imu = 0
+        self._closed = False
+        self._last_sync = time.monotonic()
+        meta.complete = False
+        write_json_atomic(self.path / SESSION_JSON, meta.to_dict())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL
+        self._jfd = os.open(self.path / journal.JOURNAL_NAME, flags, 0o644)
+        self._cfd = os.open(self.path / FRAMES_CSV, flags, 0o644)
+        self._ifd = os.open(self.path / IMU_JSONL, flags, 0o644)
+        journal.write_all(self._cfd, b"index,t\n")
+        fsync_dir(self.path)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self._times)
+
+    def add_frame(self, frame: Frame) -> None:
+        """Append one frame; it is durable against a process kill when this returns."""
+        self._check_open()
+        px = frame.pixels
+        if self._shape is None:
+            self._shape = (int(px.shape[0]), int(px.shape[1]))
+            changed = False
+            if self.meta.spacing_mm is None and frame.spacing_mm is not None:
+                self.meta.spacing_mm = (float(frame.spacing_mm[0]), float(frame.spacing_mm[1]))
+                changed = True
+            if self.meta.roi is None and frame.roi is not None:
+                self.meta.roi = frame.roi
+                changed = True
+            if changed:
+                # Recovery after a crash reads calibration from session.json: persist it now.
+                write_json_atomic(self.path / SESSION_JSON, self.meta.to_dict())
+        elif px.shape != self._shape:
+            raise InputError(f"frame {frame.index}: size {px.shape} differs from {self._shape}")
+        if not math.isfinite(frame.t):
+            raise InputError(f"frame {frame.index}: non-finite timestamp")
+        index = len(self._times)
+        journal.write_all(self._jfd, journal.pack(index, frame.t, px))
+        # frames.csv after the journal: the journal is the truth; csv is the readable index.
+        journal.write_all(self._cfd, f"{index},{frame.t!r}\n".encode())
+        self._times.append(frame.t)
+        self._maybe_sync()
+
+    def add_imu(self, sample: dict[str, Any]) -> None:
+        """Append one clip sample as one imu.jsonl line (needs at least `t`)."""
+        self._check_open()
+        if "t" not in sample:
+            raise InputError("IMU sample needs a host time 't'")
+        line = json.dumps(sample, default=_json_default, separators=(",", ":")) + "\n"
+        journal.write_all(self._ifd, line.encode())
+        self._n_imu += 1
+        self._maybe_sync()
+
+    def _maybe_sync(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sync >= self._fsync_every_s:
+            self._sync()
+            self._last_sync = now
+
+    def _sync(self) -> None:
+        for fd in (self._jfd, self._cfd, self._ifd):
+            os.fsync(fd)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError("recording is already closed")
+
+    def close(self) -> None:
+        """Finalise: cine.dcm from the journal, session.json complete=true, drop journal."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sync()
+        for fd in (self._jfd, self._cfd, self._ifd):
+            os.close(fd)
+        jpath = self.path / journal.JOURNAL_NAME
+        if self._times and self._shape is not None:
+            records = journal.scan(jpath, verify=False)
+            write_cine(
+                self.path / CINE,
+                self.meta,
+                self._times,
+                self._shape,
+                journal.read_pixels(jpath, records),
+            )
+        self.meta.n_frames = len(self._times)
+        self.meta.n_imu = self._n_imu
+        self.meta.ended_t = time.time()
+        if self._times and len(self._times) > 1 and self.meta.fps_hz is None:
+            span = self._times[-1] - self._times[0]
+            self.meta.fps_hz = (len(self._times) - 1) / span if span > 0 else None
+        self.meta.complete = True
+        write_json_atomic(self.path / SESSION_JSON, self.meta.to_dict())
+        if not self._keep_journal:
+            jpath.unlink(missing_ok=True)
+        log.info(
+            "recording %s closed: %d frames, %d imu samples", self.path, self.n_frames, self._n_imu
+        )
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

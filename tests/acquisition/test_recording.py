@@ -1,0 +1,216 @@
+"""Session recordings: round trip, DICOM validity, crash safety with a real kill -9."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from edge_service.acquisition.frame import Frame, Roi
+from edge_service.errors import InputError
+from edge_service.recording import RecordingWriter, SessionMeta, open_recording
+from tests.acquisition import _writer_child
+from tests.acquisition.conftest import dciodvfy
+
+
+def _meta(**kw: object) -> SessionMeta:
+    base: dict[str, object] = {
+        "side": "left",
+        "protocol": "fair",
+        "probe": {"model": "C3-5", "depth_mm": 80},
+        "clip": {"id": "clip-1"},
+        "spacing_mm": (0.2, 0.25),
+    }
+    base.update(kw)
+    return SessionMeta(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_bit_exact(tmp_path: Path, frames: list[Frame], roi: Roi) -> None:
+    meta = _meta(roi=roi)
+    with RecordingWriter(tmp_path / "s", meta) as w:
+        for f in frames:
+            w.add_frame(f)
+        w.add_imu({"t": 1.0, "seq": 0, "flexion_deg": np.float32(12.5), "adduction_deg": 1.0})
+        w.add_imu({"t": 1.01, "seq": 1, "flexion_deg": 13.0, "adduction_deg": 1.5})
+    rec = open_recording(tmp_path / "s")
+    assert rec.complete and not rec.recovered
+    assert rec.n_frames == len(frames)
+    assert rec.spacing_mm == pytest.approx((0.2, 0.25))
+    assert rec.roi == roi
+    got = list(rec.frames())
+    assert [g.index for g in got] == list(range(len(frames)))
+    for a, b in zip(frames, got, strict=True):
+        assert np.array_equal(a.pixels, b.pixels)
+        assert b.t == a.t  # exact: frames.csv stores repr(float)
+        assert b.spacing_mm == pytest.approx((0.2, 0.25))
+    imu = rec.imu_samples()
+    assert [s["seq"] for s in imu] == [0, 1] and imu[0]["flexion_deg"] == 12.5
+    assert not (tmp_path / "s" / "frames.raw").exists()
+    js = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert js["side"] == "left" and js["protocol"] == "fair" and js["complete"] is True
+    assert js["n_frames"] == len(frames) and js["probe"]["model"] == "C3-5"
+
+
+def test_cine_is_valid_us_multiframe(tmp_path: Path, frames: list[Frame], roi: Roi) -> None:
+    meta = _meta(roi=roi)
+    with RecordingWriter(tmp_path / "s", meta) as w:
+        for f in frames:
+            w.add_frame(f)
+    cine = tmp_path / "s" / "cine.dcm"
+    report = dciodvfy(cine)
+    assert "USMultiFrameImage" in report
+    assert "Error" not in report, report
+    ds = pydicom.dcmread(cine)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.3.1"
+    assert int(ds.NumberOfFrames) == len(frames)
+    assert ds.PatientID == meta.patient_id and ds.PatientID.startswith("DGS-")
+    assert ds.PatientBirthDate == "" and ds.Laterality == "L"
+    reg = ds.SequenceOfUltrasoundRegions[0]
+    assert reg.PhysicalUnitsXDirection == 3 and float(reg.PhysicalDeltaX) == pytest.approx(0.02)
+    assert (reg.RegionLocationMinX0, reg.RegionLocationMaxX1) == (roi.x0, roi.x1 - 1)
+    ftv = [float(v) for v in ds.FrameTimeVector]
+    want = [0.0] + [(b.t - a.t) * 1000 for a, b in itertools.pairwise(frames)]
+    assert ftv == pytest.approx(want, abs=1e-3)
+    assert np.array_equal(ds.pixel_array, np.stack([f.pixels for f in frames]))
+
+
+def test_dcmdump_reads_cine(tmp_path: Path, frames: list[Frame]) -> None:
+    with RecordingWriter(tmp_path / "s", _meta()) as w:
+        for f in frames:
+            w.add_frame(f)
+    res = subprocess.run(
+        ["dcmdump", "-q", "+P", "NumberOfFrames", str(tmp_path / "s" / "cine.dcm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"[{len(frames)}]" in res.stdout
+
+
+def test_writer_takes_spacing_from_frames_when_meta_has_none(tmp_path: Path) -> None:
+    f = Frame(np.zeros((10, 20), np.uint8), 5.0, 0, (0.1, 0.2), Roi(1, 1, 19, 9))
+    with RecordingWriter(tmp_path / "s", _meta(spacing_mm=None)) as w:
+        w.add_frame(f)
+    rec = open_recording(tmp_path / "s")
+    assert rec.spacing_mm == pytest.approx((0.1, 0.2)) and rec.roi == Roi(1, 1, 19, 9)
+
+
+def test_uncalibrated_recording_has_no_spacing(tmp_path: Path, frames: list[Frame]) -> None:
+    with RecordingWriter(tmp_path / "s", _meta(spacing_mm=None)) as w:
+        w.add_frame(frames[0])
+    rec = open_recording(tmp_path / "s")
+    assert rec.spacing_mm is None
+    assert "SequenceOfUltrasoundRegions" not in pydicom.dcmread(tmp_path / "s" / "cine.dcm")
+
+
+def test_writer_refuses_bad_input(tmp_path: Path, frames: list[Frame]) -> None:
+    with pytest.raises(InputError, match="side"):
+        _meta(side="middle")
+    w = RecordingWriter(tmp_path / "s", _meta())
+    w.add_frame(frames[0])
+    with pytest.raises(InputError, match="size"):
+        w.add_frame(Frame(np.zeros((5, 5), np.uint8), 1.0, 1, None))
+    with pytest.raises(InputError, match="'t'"):
+        w.add_imu({"seq": 1})
+    w.close()
+    with pytest.raises(InputError, match="closed"):
+        w.add_frame(frames[1])
+    with pytest.raises(InputError, match="already holds"):
+        RecordingWriter(tmp_path / "s", _meta())
+    # The refused frame did not corrupt what was recorded.
+    assert open_recording(tmp_path / "s").n_frames == 1
+
+
+def test_open_recording_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a directory"):
+        open_recording(tmp_path / "nope")
+    with pytest.raises(InputError, match=r"no session\.json"):
+        open_recording(tmp_path)
+    (tmp_path / "session.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"corrupt session\.json"):
+        open_recording(tmp_path)
+
+
+def test_kill_9_leaves_readable_recording(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.acquisition._writer_child", str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.stdout is not None
+    last = -1
+    deadline = time.monotonic() + 60
+    while last < 40 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        last = int(line)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert last >= 40, "writer child did not get going"
+
+    rec = open_recording(out)
+    assert rec.recovered and not rec.complete
+    assert not (out / "cine.dcm").exists()
+    n = rec.n_frames
+    assert n >= last + 1  # every frame reported complete survived
+    for f in rec.frames():
+        assert np.array_equal(f.pixels, _writer_child.pixels(f.index))
+        assert f.t == 1_700_000_000.0 + f.index / 60
+        assert f.spacing_mm == pytest.approx((0.3, 0.3))
+    assert len(rec.imu_samples()) >= last + 1
+
+    rec.repair()
+    again = open_recording(out)
+    assert again.complete and again.n_frames == n
+    assert "Error" not in dciodvfy(out / "cine.dcm")
+    assert all(np.array_equal(f.pixels, _writer_child.pixels(f.index)) for f in again.frames())
+
+
+def test_torn_journal_tail_is_dropped(tmp_path: Path, frames: list[Frame]) -> None:
+    out = tmp_path / "s"
+    w = RecordingWriter(out, _meta(), keep_journal=True)
+    for f in frames[:5]:
+        w.add_frame(f)
+    # Simulate a crash: no close(); chop the last record in half, corrupt nothing else.
+    j = out / "frames.raw"
+    size = j.stat().st_size
+    os.truncate(j, size - 100)
+    with open(out / "imu.jsonl", "ab") as fh:
+        fh.write(b'{"t": 1.0, "se')
+    rec = open_recording(out)
+    assert rec.recovered and rec.n_frames == 4
+    assert rec.imu_samples() == []
+    got = list(rec.frames())
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(frames, got, strict=False))
+
+
+def test_vendor_cine_in_session_dir(tmp_path: Path) -> None:
+    """A session whose cine.dcm came from a scanner (no frames.csv) opens with its own times."""
+    from pydicom.data import get_testdata_file
+
+    src = Path(str(get_testdata_file("examples_ybr_color.dcm")))
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "cine.dcm").write_bytes(src.read_bytes())
+    (d / "session.json").write_text(json.dumps(_meta(spacing_mm=None).to_dict()))
+    rec = open_recording(d)
+    assert rec.n_frames == 30
+    assert rec.spacing_mm is not None and rec.spacing_mm[0] == pytest.approx(0.5104970559)
+    ts = [f.t for f in rec.frames()]
+    assert len(ts) == 30 and np.allclose(np.diff(ts), 1 / 30.0003, rtol=1e-3)
