@@ -1,0 +1,266 @@
+"""Pure, incremental decoder of the clip byte stream (protocol 1.0, docs/protocol.md).
+
+`FrameDecoder.feed(bytes)` splits on the 0x00 delimiter, COBS-decodes, checks size, CRC and
+version, parses the payload and returns typed messages. No I/O, no threads: the serial link,
+recordings and tests all drive the same code. A chunk that fails any check is dropped whole (the
+next 0x00 is the resync point), so a corrupt sample is never yielded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import logging
+import struct
+from collections import deque
+
+from dgsclip import protocol as P
+
+from edge_service.clip.messages import (
+    Ack,
+    Command,
+    DecoderStats,
+    DeviceReset,
+    Hello,
+    Log,
+    Message,
+    PayloadError,
+    Sample,
+    Status,
+    parse_info,
+    parse_status,
+)
+from edge_service.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(P.HEADER_FMT)
+_SAMPLE = struct.Struct(P.SAMPLE_FMT)
+_PELVIS = struct.Struct(P.PELVIS_FMT)
+_ACK = struct.Struct(P.ACK_FIXED_FMT)
+_MAX_CHUNK = P.MAX_ENCODED - 1  # longest legal chunk between delimiters
+_DUP_WINDOW = 256  # recent frames remembered to recognise duplicates
+_SEQ_MOD = 1 << 32
+
+
+class IncompatibleVersion(DeviceError):
+    """A well-formed frame with a protocol major version this host does not speak."""
+
+    def __init__(self, major: int, minor: int) -> None:
+        super().__init__(
+            f"clip speaks protocol {major}.{minor}, this host speaks {P.PROTO_MAJOR}.x: "
+            "update the firmware (dgs-clip flash) or the edge service"
+        )
+        self.major = major
+        self.minor = minor
+
+
+class FrameError(ValueError):
+    """One dropped chunk; `kind` is cobs, truncated, oversize, crc, version or length."""
+
+    def __init__(self, kind: str, major: int = 0, minor: int = 0) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.major = major
+        self.minor = minor
+
+
+def cobs_decode(chunk: bytes) -> bytes:
+    """COBS-decode one chunk (no 0x00 inside). Raises FrameError('cobs')."""
+    out = bytearray()
+    i = 0
+    n = len(chunk)
+    while i < n:
+        code = chunk[i]
+        end = i + code
+        if code == 0 or end > n:
+            raise FrameError("cobs")
+        out += chunk[i + 1 : end]
+        i = end
+        if code != 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def unframe(chunk: bytes) -> tuple[int, int, int, int, int, bytes]:
+    """Check one chunk: returns (major, minor, type, seq, t_us, payload) or raises FrameError."""
+    if len(chunk) > _MAX_CHUNK:
+        raise FrameError("oversize")
+    raw = cobs_decode(chunk)
+    m = len(raw)
+    if m < P.HEADER_SIZE + P.CRC_SIZE:
+        raise FrameError("truncated")
+    if m > P.MAX_FRAME:
+        raise FrameError("oversize")
+    if binascii.crc_hqx(raw[:-2], 0xFFFF) != raw[-2] | (raw[-1] << 8):
+        raise FrameError("crc")
+    ver, typ, seq, t_us, plen = _HEADER.unpack_from(raw, 0)
+    major, minor = ver >> 4, ver & 0x0F
+    if major != P.PROTO_MAJOR:
+        raise FrameError("version", major, minor)
+    if P.HEADER_SIZE + plen + P.CRC_SIZE != m:
+        raise FrameError("length")
+    return major, minor, typ, seq, t_us, raw[P.HEADER_SIZE : P.HEADER_SIZE + plen]
+
+
+def parse_payload(typ: int, seq: int, t_us: int, minor: int, pl: bytes) -> Message | None:
+    """Typed message for a checked frame; None for a type this version does not know."""
+    if typ == P.MSG_SAMPLE:
+        if len(pl) < P.SAMPLE_SIZE:
+            raise PayloadError("sample payload too short")
+        flags, fx, ad, ro, qw, qx, qy, qz, i2c, ovr = _SAMPLE.unpack_from(pl, 0)
+        pq = None
+        if flags & P.FLAG_PELVIS_PRESENT:
+            if len(pl) < P.SAMPLE_PELVIS_SIZE:
+                raise PayloadError("pelvis quaternion missing")
+            pq = _PELVIS.unpack_from(pl, P.SAMPLE_SIZE)
+        return Sample(seq, t_us, fx, ad, ro, (qw, qx, qy, qz), flags, i2c, ovr, pq, minor)
+    if typ == P.MSG_LOG:
+        if len(pl) < 1:
+            raise PayloadError("log payload too short")
+        return Log(seq, t_us, pl[0], pl[1:].decode("utf-8", errors="replace"))
+    if typ in (P.MSG_ACK, P.MSG_NAK):
+        if len(pl) < P.ACK_FIXED_SIZE:
+            raise PayloadError("ack payload too short")
+        cmd_id, cmd, code = _ACK.unpack_from(pl, 0)
+        if (typ == P.MSG_ACK) != (code == P.ERR_OK):
+            raise PayloadError("ack type and code disagree")
+        return Ack(seq, t_us, cmd_id, cmd, code, bytes(pl[P.ACK_FIXED_SIZE :]))
+    if typ == P.MSG_HELLO:
+        return Hello(seq, t_us, parse_info(pl))
+    if typ == P.MSG_STATUS:
+        return Status(seq, t_us, parse_status(pl))
+    if typ == P.MSG_COMMAND:
+        if len(pl) < 1:
+            raise PayloadError("command payload too short")
+        return Command(seq, pl[0], bytes(pl[1:]))
+    return None
+
+
+class FrameDecoder:
+    """Incremental decoder: `feed(data)` returns the complete messages found so far.
+
+    Sequence tracking (clip -> host frames share one counter): a gap counts `seq_gaps` and
+    `lost_frames`; a repeated recent seq is a duplicate and is dropped; a seq far behind the
+    last one (or a HELLO with seq 0) is a reboot and yields `DeviceReset` first. A frame of an
+    incompatible major version raises `IncompatibleVersion`; messages decoded before it in the
+    same call are kept and returned by the next `feed`.
+    """
+
+    def __init__(self, track_sequence: bool = True) -> None:
+        self.stats = DecoderStats()
+        self._buf = bytearray()
+        self._skipping = False  # inside an oversize chunk: drop bytes until the next 0x00
+        self._last_seq: int | None = None
+        self._recent: dict[int, int] = {}  # seq -> t_us of the last _DUP_WINDOW frames
+        self._order: deque[int] = deque()
+        self._pending: list[Message] = []
+        self._track = track_sequence
+        self.last_error: str | None = None
+
+    def reset(self) -> None:
+        """Forget partial bytes and sequence state (after a reconnect)."""
+        self._buf.clear()
+        self._skipping = False
+        self._last_seq = None
+        self._recent.clear()
+        self._order.clear()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        out, self._pending = self._pending, []
+        self.stats.bytes += len(data)
+        buf = self._buf
+        buf += data
+        start = 0
+        while True:
+            end = buf.find(0, start)
+            if end < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            elif end > start:
+                try:
+                    self._chunk(bytes(buf[start:end]), out)
+                except IncompatibleVersion:
+                    del buf[: end + 1]
+                    self._pending = out
+                    raise
+            start = end + 1
+        del buf[:start]
+        if len(buf) > _MAX_CHUNK:
+            # No delimiter in sight: the chunk can no longer be a legal frame.
+            self._error("oversize")
+            buf.clear()
+            self._skipping = True
+        elif self._skipping:
+            buf.clear()
+        return out
+
+    def _error(self, kind: str) -> None:
+        st = self.stats
+        st.resyncs += 1
+        st.errors_by_kind[kind] = st.errors_by_kind.get(kind, 0) + 1
+        if kind == "crc":
+            st.crc_errors += 1
+        elif kind == "cobs":
+            st.cobs_errors += 1
+        elif kind == "truncated":
+            st.truncated += 1
+        elif kind == "oversize":
+            st.oversize += 1
+        elif kind == "length":
+            st.length_errors += 1
+        elif kind == "version":
+            st.version_errors += 1
+        self.last_error = kind
+        log.debug("dropped chunk: %s", kind)
+
+    def _chunk(self, chunk: bytes, out: list[Message]) -> None:
+        try:
+            _major, minor, typ, seq, t_us, pl = unframe(chunk)
+            msg = parse_payload(typ, seq, t_us, minor, pl)
+        except FrameError as exc:
+            self._error(exc.kind)
+            if exc.kind == "version":
+                raise IncompatibleVersion(exc.major, exc.minor) from None
+            return
+        except PayloadError:
+            self._error("length")
+            return
+        self.stats.frames += 1
+        if self._track and typ != P.MSG_COMMAND and not self._sequence(typ, seq, t_us, out):
+            return
+        if msg is None:
+            self.stats.unknown_types += 1
+            return
+        if typ == P.MSG_SAMPLE:
+            self.stats.samples += 1
+        out.append(msg)
+
+    def _sequence(self, typ: int, seq: int, t_us: int, out: list[Message]) -> bool:
+        """Update sequence statistics; False when the frame is a duplicate to drop.
+
+        A duplicate is an exact repeat of a recent (seq, t_us) pair, e.g. a chunk delivered
+        twice; a seq that goes backwards with a different timestamp is a reboot."""
+        last = self._last_seq
+        st = self.stats
+        if last is not None:
+            ahead = (seq - last) % _SEQ_MOD
+            if ahead == 1:
+                pass
+            elif self._recent.get(seq) == t_us:
+                st.duplicates += 1
+                return False
+            elif (typ == P.MSG_HELLO and seq == 0) or ahead == 0 or ahead >= _SEQ_MOD // 2:
+                st.reboots += 1
+                self._recent.clear()
+                self._order.clear()
+                out.append(DeviceReset(seq, t_us, last))
+            else:
+                st.seq_gaps += 1
+                st.lost_frames += ahead - 1
+        self._last_seq = seq
+        if len(self._order) == _DUP_WINDOW:
+            self._recent.pop(self._order.popleft(), None)
+        self._order.append(seq)
+        self._recent[seq] = t_us
+        return True

@@ -1,0 +1,628 @@
+# dgs-clip serial protocol v1.0 (spec: docs/protocol.md), clip side.
+#
+# Runs unchanged on MicroPython 1.2x and CPython: no typing, no dataclasses, only
+# `struct`, preallocated buffers and integer arithmetic. The host decoder lives in
+# edge_service/clip/decoder.py and shares the constants below.
+#
+# Wire frame:  COBS( header | payload | crc16 ) 0x00
+#   header (11 bytes, little-endian):
+#     u8  version   (major << 4) | minor          0x10 for 1.0
+#     u8  type      MSG_*
+#     u32 seq       per-sender counter, +1 per frame (commands: the command id)
+#     u32 t_us      device time.ticks_us(), wraps at 2**30 (TICKS_PERIOD on every port)
+#     u8  length    payload length, <= MAX_PAYLOAD
+#   crc16 CRC-16/CCITT-FALSE over header+payload, little-endian.
+import struct
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:  # CPython (and a few ports) have it in C: crc_hqx(data, 0xFFFF) is CCITT-FALSE.
+    from binascii import crc_hqx as _crc_hqx
+except ImportError:
+    _crc_hqx = None
+
+PROTO_MAJOR = const(1)
+PROTO_MINOR = const(0)
+VERSION_BYTE = const(0x10)  # (PROTO_MAJOR << 4) | PROTO_MINOR
+
+HEADER_SIZE = const(11)
+CRC_SIZE = const(2)
+MAX_PAYLOAD = const(240)
+MAX_FRAME = const(253)  # header + MAX_PAYLOAD + crc, before COBS
+MAX_ENCODED = const(255)  # COBS adds 1 byte for <= 254 bytes, plus the 0x00 delimiter
+TICKS_PERIOD = const(0x40000000)  # MicroPython ticks_us wraps at 2**30
+TICKS_MASK = const(0x3FFFFFFF)
+Q14 = const(16384)  # quaternion scale: 1.0 == 16384
+
+# Message types (clip -> host unless noted)
+MSG_HELLO = const(0x01)
+MSG_SAMPLE = const(0x02)
+MSG_LOG = const(0x03)
+MSG_STATUS = const(0x04)
+MSG_ACK = const(0x05)
+MSG_NAK = const(0x06)
+MSG_COMMAND = const(0x10)  # host -> clip
+
+# Command codes (first payload byte of MSG_COMMAND)
+CMD_INFO = const(0x01)
+CMD_START = const(0x02)
+CMD_STOP = const(0x03)
+CMD_SET_RATE = const(0x04)  # args: u16 rate_hz
+CMD_CALIBRATE_NEUTRAL = const(0x05)  # args: u16 duration_ms (0 = clip default)
+CMD_CALIBRATE_FUNCTIONAL = const(0x06)  # args: u16 duration_ms (0 = clip default)
+CMD_GET_CONFIG = const(0x07)
+CMD_SET_CONFIG = const(0x08)  # args: utf-8 JSON object (partial update)
+CMD_SELF_TEST = const(0x09)
+CMD_REBOOT = const(0x0A)
+CMD_EXIT_REPL = const(0x0B)
+CMD_GET_STATUS = const(0x0C)
+
+COMMAND_NAMES = {
+    CMD_INFO: "info",
+    CMD_START: "start",
+    CMD_STOP: "stop",
+    CMD_SET_RATE: "set_rate",
+    CMD_CALIBRATE_NEUTRAL: "calibrate_neutral",
+    CMD_CALIBRATE_FUNCTIONAL: "calibrate_functional",
+    CMD_GET_CONFIG: "get_config",
+    CMD_SET_CONFIG: "set_config",
+    CMD_SELF_TEST: "self_test",
+    CMD_REBOOT: "reboot",
+    CMD_EXIT_REPL: "exit_repl",
+    CMD_GET_STATUS: "get_status",
+}
+
+# ACK/NAK result codes
+ERR_OK = const(0)
+ERR_UNKNOWN_COMMAND = const(1)
+ERR_BAD_ARGUMENT = const(2)
+ERR_BUSY = const(3)
+ERR_FAILED = const(4)
+ERR_NOT_SUPPORTED = const(5)
+ERR_BAD_STATE = const(6)
+
+ERROR_NAMES = {
+    ERR_OK: "ok",
+    ERR_UNKNOWN_COMMAND: "unknown_command",
+    ERR_BAD_ARGUMENT: "bad_argument",
+    ERR_BUSY: "busy",
+    ERR_FAILED: "failed",
+    ERR_NOT_SUPPORTED: "not_supported",
+    ERR_BAD_STATE: "bad_state",
+}
+
+# SAMPLE status flags (u16). Unknown bits must be ignored by receivers.
+FLAG_CALIBRATED = const(0x0001)
+FLAG_STATIONARY = const(0x0002)
+FLAG_ACCEL_REJECTED = const(0x0004)
+FLAG_I2C_ERROR = const(0x0008)  # an I2C error happened since the previous sample
+FLAG_OVERRUN = const(0x0010)  # this sample was late / a period was skipped
+FLAG_PELVIS_PRESENT = const(0x0020)  # payload carries the pelvis quaternion
+FLAG_CALIBRATING = const(0x0040)
+FLAG_PELVIS_ERROR = const(0x0080)  # pelvis IMU configured but not answering
+
+FLAG_NAMES = (
+    (FLAG_CALIBRATED, "calibrated"),
+    (FLAG_STATIONARY, "stationary"),
+    (FLAG_ACCEL_REJECTED, "accel_rejected"),
+    (FLAG_I2C_ERROR, "i2c_error"),
+    (FLAG_OVERRUN, "overrun"),
+    (FLAG_PELVIS_PRESENT, "pelvis_present"),
+    (FLAG_CALIBRATING, "calibrating"),
+    (FLAG_PELVIS_ERROR, "pelvis_error"),
+)
+
+# Clip states (HELLO / STATUS)
+STATE_IDLE = const(0)
+STATE_STREAMING = const(1)
+STATE_CALIBRATING = const(2)
+STATE_ERROR = const(3)
+
+# Calibration states (HELLO / STATUS)
+CAL_NONE = const(0)
+CAL_NEUTRAL = const(1)  # static neutral only
+CAL_FULL = const(2)  # neutral + functional flexion axis
+
+# Payload layouts (little-endian)
+SAMPLE_FMT = "<HhhhhhhhHH"  # flags, flex, add, rot (0.01 deg), q w x y z (Q14), i2c_err, overruns
+SAMPLE_SIZE = const(20)
+PELVIS_FMT = "<hhhh"
+SAMPLE_PELVIS_SIZE = const(28)
+STATUS_FMT = (
+    "<BBHIHHHII"  # state, cal, rate_hz, samples, i2c_err, overruns, cmd_err, free_mem, uptime_s
+)
+STATUS_SIZE = const(22)
+HELLO_FIXED_FMT = "<BBHBBB"  # proto major, minor, rate_hz, cal_state, imu_count, state
+HELLO_FIXED_SIZE = const(7)
+ACK_FIXED_FMT = "<IBB"  # cmd_id, cmd, code
+ACK_FIXED_SIZE = const(6)
+HEADER_FMT = "<BBIIB"
+
+# Raw escape to the REPL, recognised without framing (see docs/protocol.md, "REPL escape"):
+# a chunk (bytes after a 0x00) that starts with "\r\x03" (what mpremote sends) or "\x03\x03",
+# or that is exactly "!REPL". Neither can begin a valid v1 frame.
+REPL_ESCAPE_TEXT = b"!REPL"
+
+_TABLE = None
+
+
+def _crc_table():
+    global _TABLE
+    if _TABLE is None:
+        try:
+            from array import array
+
+            t = array("H", [0] * 256)
+        except ImportError:
+            t = [0] * 256
+        for i in range(256):
+            c = i << 8
+            for _ in range(8):
+                c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
+            t[i] = c & 0xFFFF
+        _TABLE = t
+    return _TABLE
+
+
+def crc16(buf, n=-1, crc=0xFFFF):
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0) of buf[:n]."""
+    if n < 0:
+        n = len(buf)
+    if _crc_hqx is not None:
+        return _crc_hqx(memoryview(buf)[:n], crc)
+    t = _crc_table()
+    for i in range(n):
+        crc = ((crc << 8) & 0xFFFF) ^ t[((crc >> 8) ^ buf[i]) & 0xFF]
+    return crc
+
+
+def cobs_encode_into(src, n, dst):
+    """COBS-encode src[:n] into dst (no delimiter). Returns the encoded length."""
+    code_pos = 0
+    code = 1
+    o = 1
+    for i in range(n):
+        b = src[i]
+        if b == 0:
+            dst[code_pos] = code
+            code_pos = o
+            o += 1
+            code = 1
+        else:
+            dst[o] = b
+            o += 1
+            code += 1
+            if code == 0xFF:
+                dst[code_pos] = code
+                code_pos = o
+                o += 1
+                code = 1
+    dst[code_pos] = code
+    return o
+
+
+def cobs_decode_into(src, n, dst):
+    """COBS-decode src[:n] (no delimiter) into dst. Returns the length, or -1 if malformed."""
+    i = 0
+    o = 0
+    cap = len(dst)
+    while i < n:
+        code = src[i]
+        if code == 0:
+            return -1
+        i += 1
+        end = i + code - 1
+        if end > n or o + code - 1 > cap:
+            return -1
+        while i < end:
+            b = src[i]
+            if b == 0:
+                return -1
+            dst[o] = b
+            o += 1
+            i += 1
+        if code != 0xFF and i < n:
+            if o >= cap:
+                return -1
+            dst[o] = 0
+            o += 1
+    return o
+
+
+class ProtocolError(Exception):
+    """A frame that must be dropped. args[0] is one of: cobs, truncated, oversize, crc,
+    version, length."""
+
+
+def unframe(src, n, dst):
+    """Decode one delimited chunk src[:n] (without its 0x00) into dst (>= MAX_FRAME bytes).
+
+    Returns (major, minor, type, seq, t_us, payload_start, payload_len); the payload is
+    dst[payload_start:payload_start + payload_len]. Raises ProtocolError(kind)."""
+    if n > MAX_ENCODED - 1:
+        raise ProtocolError("oversize")
+    m = cobs_decode_into(src, n, dst)
+    if m < 0:
+        raise ProtocolError("cobs")
+    if m < HEADER_SIZE + CRC_SIZE:
+        raise ProtocolError("truncated")
+    if m > MAX_FRAME:
+        raise ProtocolError("oversize")
+    got = dst[m - 2] | (dst[m - 1] << 8)
+    if crc16(dst, m - 2) != got:
+        raise ProtocolError("crc")
+    ver, typ, seq, t_us, plen = struct.unpack_from(HEADER_FMT, dst, 0)
+    if (ver >> 4) != PROTO_MAJOR:
+        raise ProtocolError("version")
+    if HEADER_SIZE + plen + CRC_SIZE != m:
+        raise ProtocolError("length")
+    return ver >> 4, ver & 0x0F, typ, seq, t_us, HEADER_SIZE, plen
+
+
+class Encoder:
+    """Builds clip -> host frames into preallocated buffers.
+
+    Every method returns a memoryview into an internal buffer that is valid until the next
+    call: write it to the port before encoding the next frame. The sequence number is kept
+    here (one counter for all frame types) unless `seq` is passed explicitly."""
+
+    def __init__(self):
+        self._raw = bytearray(MAX_FRAME)
+        self._out = bytearray(MAX_ENCODED)
+        self._mv = memoryview(self._out)
+        self.seq = 0
+
+    def _next_seq(self, seq):
+        if seq is None:
+            seq = self.seq
+        self.seq = (seq + 1) & 0xFFFFFFFF
+        return seq & 0xFFFFFFFF
+
+    def _finish(self, typ, seq, t_us, plen):
+        raw = self._raw
+        struct.pack_into(HEADER_FMT, raw, 0, VERSION_BYTE, typ, seq, t_us & TICKS_MASK, plen)
+        m = HEADER_SIZE + plen
+        c = crc16(raw, m)
+        raw[m] = c & 0xFF
+        raw[m + 1] = c >> 8
+        k = cobs_encode_into(raw, m + 2, self._out)
+        self._out[k] = 0
+        return self._mv[: k + 1]
+
+    def sample(
+        self,
+        seq,
+        t_us,
+        flex_cdeg,
+        add_cdeg,
+        rot_cdeg,
+        quat,
+        flags,
+        i2c_errors=0,
+        overruns=0,
+        pelvis_quat=None,
+    ):
+        """quat / pelvis_quat: 4 ints in Q14 (w, x, y, z). Angles in 0.01 deg, clamped to int16."""
+        seq = self._next_seq(seq)
+        raw = self._raw
+        if pelvis_quat is not None:
+            flags |= FLAG_PELVIS_PRESENT
+        else:
+            flags &= ~FLAG_PELVIS_PRESENT
+        struct.pack_into(
+            SAMPLE_FMT,
+            raw,
+            HEADER_SIZE,
+            flags & 0xFFFF,
+            _i16(flex_cdeg),
+            _i16(add_cdeg),
+            _i16(rot_cdeg),
+            _i16(quat[0]),
+            _i16(quat[1]),
+            _i16(quat[2]),
+            _i16(quat[3]),
+            i2c_errors & 0xFFFF,
+            overruns & 0xFFFF,
+        )
+        plen = SAMPLE_SIZE
+        if pelvis_quat is not None:
+            struct.pack_into(
+                PELVIS_FMT,
+                raw,
+                HEADER_SIZE + SAMPLE_SIZE,
+                _i16(pelvis_quat[0]),
+                _i16(pelvis_quat[1]),
+                _i16(pelvis_quat[2]),
+                _i16(pelvis_quat[3]),
+            )
+            plen = SAMPLE_PELVIS_SIZE
+        return self._finish(MSG_SAMPLE, seq, t_us, plen)
+
+    def hello(
+        self,
+        seq,
+        t_us,
+        fw_version,
+        device_id,
+        imu_models,
+        rate_hz,
+        cal_state,
+        imu_count=1,
+        state=STATE_IDLE,
+    ):
+        """fw_version, device_id: str; imu_models: str like "mpu6050" or "lsm6dsox,mpu6500"."""
+        seq = self._next_seq(seq)
+        plen = self._hello_payload(
+            HEADER_SIZE, fw_version, device_id, imu_models, rate_hz, cal_state, imu_count, state
+        )
+        return self._finish(MSG_HELLO, seq, t_us, plen)
+
+    def _hello_payload(
+        self, off, fw_version, device_id, imu_models, rate_hz, cal_state, imu_count, state
+    ):
+        raw = self._raw
+        struct.pack_into(
+            HELLO_FIXED_FMT,
+            raw,
+            off,
+            PROTO_MAJOR,
+            PROTO_MINOR,
+            rate_hz & 0xFFFF,
+            cal_state,
+            imu_count,
+            state,
+        )
+        p = off + HELLO_FIXED_SIZE
+        for s in (fw_version, device_id, imu_models):
+            b = s.encode() if isinstance(s, str) else bytes(s)
+            b = b[:63]
+            raw[p] = len(b)
+            raw[p + 1 : p + 1 + len(b)] = b
+            p += 1 + len(b)
+        return p - off
+
+    def log(self, seq, t_us, text, level=20):
+        """Text as a LOG frame so it can never break the binary stream. level: 10 debug,
+        20 info, 30 warning, 40 error. Truncated to MAX_PAYLOAD - 1 bytes."""
+        seq = self._next_seq(seq)
+        b = text.encode() if isinstance(text, str) else text
+        n = len(b)
+        if n > MAX_PAYLOAD - 1:
+            n = MAX_PAYLOAD - 1
+        raw = self._raw
+        raw[HEADER_SIZE] = level & 0xFF
+        raw[HEADER_SIZE + 1 : HEADER_SIZE + 1 + n] = b[:n]
+        return self._finish(MSG_LOG, seq, t_us, n + 1)
+
+    def status(
+        self,
+        seq,
+        t_us,
+        state,
+        cal_state,
+        rate_hz,
+        samples,
+        i2c_errors,
+        overruns,
+        cmd_errors,
+        free_mem,
+        uptime_s,
+    ):
+        seq = self._next_seq(seq)
+        self._status_payload(
+            HEADER_SIZE,
+            state,
+            cal_state,
+            rate_hz,
+            samples,
+            i2c_errors,
+            overruns,
+            cmd_errors,
+            free_mem,
+            uptime_s,
+        )
+        return self._finish(MSG_STATUS, seq, t_us, STATUS_SIZE)
+
+    def _status_payload(
+        self,
+        off,
+        state,
+        cal_state,
+        rate_hz,
+        samples,
+        i2c_errors,
+        overruns,
+        cmd_errors,
+        free_mem,
+        uptime_s,
+    ):
+        struct.pack_into(
+            STATUS_FMT,
+            self._raw,
+            off,
+            state,
+            cal_state,
+            rate_hz & 0xFFFF,
+            samples & 0xFFFFFFFF,
+            i2c_errors & 0xFFFF,
+            overruns & 0xFFFF,
+            cmd_errors & 0xFFFF,
+            free_mem & 0xFFFFFFFF,
+            uptime_s & 0xFFFFFFFF,
+        )
+
+    def ack(self, seq, t_us, cmd_id, cmd, code=ERR_OK, payload=None):
+        """ACK (code 0) or NAK (code != 0) for command `cmd_id`. payload: optional bytes
+        (<= MAX_PAYLOAD - 6), e.g. the HELLO layout for CMD_INFO or utf-8 JSON."""
+        seq = self._next_seq(seq)
+        raw = self._raw
+        struct.pack_into(ACK_FIXED_FMT, raw, HEADER_SIZE, cmd_id & 0xFFFFFFFF, cmd, code)
+        n = 0
+        if payload is not None:
+            n = len(payload)
+            if n > MAX_PAYLOAD - ACK_FIXED_SIZE:
+                raise ValueError("ack payload too long")
+            p = HEADER_SIZE + ACK_FIXED_SIZE
+            raw[p : p + n] = payload
+        typ = MSG_ACK if code == ERR_OK else MSG_NAK
+        return self._finish(typ, seq, t_us, ACK_FIXED_SIZE + n)
+
+    def ack_info(
+        self,
+        seq,
+        t_us,
+        cmd_id,
+        fw_version,
+        device_id,
+        imu_models,
+        rate_hz,
+        cal_state,
+        imu_count=1,
+        state=STATE_IDLE,
+    ):
+        """ACK to CMD_INFO carrying the HELLO payload layout (no intermediate bytes object)."""
+        seq = self._next_seq(seq)
+        struct.pack_into(
+            ACK_FIXED_FMT, self._raw, HEADER_SIZE, cmd_id & 0xFFFFFFFF, CMD_INFO, ERR_OK
+        )
+        n = self._hello_payload(
+            HEADER_SIZE + ACK_FIXED_SIZE,
+            fw_version,
+            device_id,
+            imu_models,
+            rate_hz,
+            cal_state,
+            imu_count,
+            state,
+        )
+        return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + n)
+
+    def ack_status(
+        self,
+        seq,
+        t_us,
+        cmd_id,
+        state,
+        cal_state,
+        rate_hz,
+        samples,
+        i2c_errors,
+        overruns,
+        cmd_errors,
+        free_mem,
+        uptime_s,
+    ):
+        """ACK to CMD_GET_STATUS carrying the STATUS payload layout."""
+        seq = self._next_seq(seq)
+        struct.pack_into(
+            ACK_FIXED_FMT, self._raw, HEADER_SIZE, cmd_id & 0xFFFFFFFF, CMD_GET_STATUS, ERR_OK
+        )
+        self._status_payload(
+            HEADER_SIZE + ACK_FIXED_SIZE,
+            state,
+            cal_state,
+            rate_hz,
+            samples,
+            i2c_errors,
+            overruns,
+            cmd_errors,
+            free_mem,
+            uptime_s,
+        )
+        return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + STATUS_SIZE)
+
+
+def _i16(v):
+    v = int(v)
+    if v > 32767:
+        return 32767
+    if v < -32768:
+        return -32768
+    return v
+
+
+def encode_command(cmd_id, cmd, args=b""):
+    """Host -> clip COMMAND frame as bytes (t_us is 0: the host has no device clock)."""
+    n = len(args)
+    if n > MAX_PAYLOAD - 1:
+        raise ValueError("command args too long")
+    raw = bytearray(HEADER_SIZE + 1 + n + CRC_SIZE)
+    struct.pack_into(HEADER_FMT, raw, 0, VERSION_BYTE, MSG_COMMAND, cmd_id & 0xFFFFFFFF, 0, n + 1)
+    raw[HEADER_SIZE] = cmd
+    raw[HEADER_SIZE + 1 : HEADER_SIZE + 1 + n] = args
+    m = HEADER_SIZE + 1 + n
+    c = crc16(raw, m)
+    raw[m] = c & 0xFF
+    raw[m + 1] = c >> 8
+    out = bytearray(MAX_ENCODED)
+    k = cobs_encode_into(raw, m + 2, out)
+    out[k] = 0
+    return bytes(out[: k + 1])
+
+
+class CommandReader:
+    """Clip-side parser of host -> clip bytes (read from stdin / USB CDC).
+
+    feed(data) returns a list of (cmd_id, cmd, args, repeat) tuples; args is bytes; repeat is
+    True when cmd_id equals the previous command's id (a host retry: re-send the previous
+    reply instead of executing twice). The raw REPL escape yields (0, CMD_EXIT_REPL, b"", False).
+    Bad frames are counted in `errors` and dropped; frames of other types are ignored."""
+
+    def __init__(self):
+        self._chunk = bytearray(MAX_ENCODED)
+        self._n = 0
+        self._overflow = False
+        self._skip = False
+        self._dec = bytearray(MAX_FRAME)
+        self.errors = 0
+        self.last_id = -1
+
+    def feed(self, data):
+        out = []
+        chunk = self._chunk
+        for b in data:
+            if b == 0:
+                if self._overflow:
+                    self.errors += 1
+                elif self._n and not self._skip:
+                    self._chunk_done(out)
+                self._n = 0
+                self._overflow = False
+                self._skip = False
+                continue
+            if self._overflow or self._skip:
+                continue
+            n = self._n
+            if n >= MAX_ENCODED - 1:
+                self._overflow = True
+                continue
+            chunk[n] = b
+            self._n = n + 1
+            # Raw REPL escape as soon as the 2nd byte arrives: mpremote never sends a 0x00.
+            if n == 1 and chunk[1] == 0x03 and (chunk[0] == 0x0D or chunk[0] == 0x03):
+                out.append((0, CMD_EXIT_REPL, b"", False))
+                self._skip = True  # swallow the rest of this chunk
+        return out
+
+    def _chunk_done(self, out):
+        n = self._n
+        if n == len(REPL_ESCAPE_TEXT) and bytes(self._chunk[:n]) == REPL_ESCAPE_TEXT:
+            out.append((0, CMD_EXIT_REPL, b"", False))
+            return
+        try:
+            _maj, _min, typ, seq, _t, p, plen = unframe(self._chunk, n, self._dec)
+        except ProtocolError:
+            self.errors += 1
+            return
+        if typ != MSG_COMMAND or plen < 1:
+            self.errors += 1
+            return
+        repeat = seq == self.last_id
+        self.last_id = seq
+        out.append((seq, self._dec[p], bytes(self._dec[p + 1 : p + plen]), repeat))
