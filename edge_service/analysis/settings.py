@@ -19,30 +19,36 @@ class TrackerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    block_mm: float = Field(5.0, gt=0.5, le=30.0, description="side of one matched block")
+    block_mm: float = Field(default=5.0, gt=0.5, le=30.0, description="side of one matched block")
     blocks_per_side: int = Field(
-        3, ge=1, le=7, description="blocks per region side (n x n grid, median of their motion)"
+        default=3,
+        ge=1,
+        le=7,
+        description="blocks per region side (n x n grid, median of their motion)",
     )
     search_mm: float = Field(
-        2.5, gt=0.1, le=20.0, description="search radius around the predicted position"
+        default=2.5, gt=0.1, le=20.0, description="search radius around the predicted position"
     )
     anchor_low: float = Field(
-        0.55,
+        default=0.55,
         gt=0.0,
         lt=1.0,
         description="re-anchor to the current frame when the median peak NCC falls below this",
     )
     anchor_high: float = Field(
-        0.75,
+        default=0.75,
         gt=0.0,
         le=1.0,
         description="return to the home reference when its NCC is back above this",
     )
     min_quality: float = Field(
-        0.3, ge=0.0, lt=1.0, description="below this a frame's displacement is marked unreliable"
+        default=0.3,
+        ge=0.0,
+        lt=1.0,
+        description="below this a frame's displacement is marked unreliable",
     )
     subpixel: str = Field(
-        "gaussian", pattern="^(parabolic|gaussian)$", description="3-point peak fit"
+        default="gaussian", pattern="^(parabolic|gaussian)$", description="3-point peak fit"
     )
 
     @model_validator(mode="after")
@@ -65,28 +71,35 @@ class ManoeuvreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     active_deg: float = Field(
-        5.0, gt=0.0, description="deviation from the rest pose (any axis) that starts an episode"
+        default=5.0,
+        gt=0.0,
+        description="deviation from the rest pose (any axis) that starts an episode",
     )
     onset_deg: float = Field(
-        1.0, gt=0.0, description="episode edges are extended outward until deviation < this"
+        default=1.0, gt=0.0, description="episode edges are extended outward until deviation < this"
     )
-    min_episode_s: float = Field(1.0, ge=0.0, description="shorter episodes are ignored")
-    merge_gap_s: float = Field(0.5, ge=0.0, description="quiet gaps shorter than this are merged")
+    min_episode_s: float = Field(default=1.0, ge=0.0, description="shorter episodes are ignored")
+    merge_gap_s: float = Field(
+        default=0.5, ge=0.0, description="quiet gaps shorter than this are merged"
+    )
     min_ir_deg: float = Field(
-        15.0, description="peak internal rotation a FAIR/piriformis episode must reach"
+        default=15.0, description="peak internal rotation a FAIR/piriformis episode must reach"
     )
     fair_min_flexion_gain_deg: float = Field(
-        30.0, description="flexion gained during the episode for FAIR"
+        default=30.0, description="flexion gained during the episode for FAIR"
     )
-    fair_min_adduction_deg: float = Field(5.0, description="peak adduction for FAIR")
+    fair_min_adduction_deg: float = Field(default=5.0, description="peak adduction for FAIR")
     seated_min_flexion_deg: float = Field(
-        60.0, description="hip flexion at the episode start that means 'seated' (piriformis)"
+        default=60.0,
+        description="hip flexion at the episode start that means 'seated' (piriformis)",
     )
     piriformis_min_adduction_deg: float = Field(
-        5.0, description="peak adduction for the seated piriformis stretch"
+        default=5.0, description="peak adduction for the seated piriformis stretch"
     )
     max_angle_gap_s: float = Field(
-        0.5, gt=0.0, description="frames further than this from a clip sample have no angles"
+        default=0.5,
+        gt=0.0,
+        description="frames further than this from a clip sample have no angles",
     )
 
 
@@ -103,13 +116,15 @@ class GlidingRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     restricted_below_mm_per_10deg: float = Field(
-        0.6, gt=0.0, description="gliding slope below this = restricted"
+        default=0.6, gt=0.0, description="gliding slope below this = restricted"
     )
     min_excursion_mm: float = Field(
-        1.5, gt=0.0, description="peak excursion below this on a full manoeuvre = restricted"
+        default=1.5,
+        gt=0.0,
+        description="peak excursion below this on a full manoeuvre = restricted",
     )
     min_ir_range_deg: float = Field(
-        15.0, gt=0.0, description="IR range needed to judge gliding at all"
+        default=15.0, gt=0.0, description="IR range needed to judge gliding at all"
     )
 
 
@@ -122,14 +137,16 @@ class AnalysisSettings(BaseModel):
     manoeuvres: ManoeuvreSettings = Field(default_factory=ManoeuvreSettings)
     gliding: GlidingRule = Field(default_factory=GlidingRule)
     muscle_offset_mm: float = Field(
-        8.0, gt=0.0, description="muscle region centre: this far superficial to the nerve box"
+        default=8.0,
+        gt=0.0,
+        description="muscle region centre: this far superficial to the nerve box",
     )
     ligament_offset_mm: float = Field(
-        14.0,
+        default=14.0,
         gt=0.0,
         description="landmark without a calcification: ligament this far medial of the nerve "
         "(the nerve passes ~14 mm from the ischial spine)",
     )
     min_nerve_confidence: float = Field(
-        0.5, ge=0.0, le=1.0, description="detections below this are not measured"
+        default=0.5, ge=0.0, le=1.0, description="detections below this are not measured"
     )

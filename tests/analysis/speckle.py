@@ -59,10 +59,7 @@ class SpeckleScene:
         img = np.zeros((h, w))
         for k, shift, mask, gain in layers:
             env = self.envelope(k, shift) * gain
-            if mask is None:
-                img = env
-            else:
-                img = np.where(mask, env, img)
+            img = env if mask is None else np.where(mask, env, img)
         if noise:
             img = img + noise * np.abs(self.rng.standard_normal((h, w)))
         db = 20 * np.log10(img / np.median(img) + 1e-6)
