@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -88,6 +89,10 @@ class Mosquitto:
             "connection_messages true",
             *extra_conf,
         ]
+        if os.geteuid() == 0:
+            # Mosquitto started as root drops to user 'mosquitto', which cannot read our
+            # private temp dir (certs, password file, persistence): stay the invoking user.
+            lines.append("user root")
         if not any(line.startswith(("allow_anonymous", "password_file")) for line in extra_conf):
             lines.append("allow_anonymous true")
         self.conf.write_text("\n".join(lines) + "\n")
