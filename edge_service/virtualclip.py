@@ -1,0 +1,344 @@
+"""Virtual clip: the firmware's `dgsclip` app on CPython with a simulated IMU.
+
+The real drivers talk to a fake I2C register map (edge_service.sim.fake_i2c) fed by the
+simulated IMU (edge_service.sim.imu); the real protocol goes out over a new pty that the
+host opens with pyserial like a USB CDC port. Before the pty opens, the clip runs the
+clinician's calibration manoeuvre in virtual time (neutral + functional swings, through
+its own `calibrate_*` commands), so the stream is calibrated from the first sample; then the
+scripted motion plays in real time, looping.
+
+`virtual_samples()` runs the same app offline (virtual time, no pty) and decodes its frames
+with the host decoder: what `dgs-edge simulate` writes as imu.jsonl.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dgsclip import protocol as P
+from dgsclip.app import App
+from dgsclip.compat import TICKS_PERIOD, ticks_add, ticks_diff
+from dgsclip.config import validate
+from dgsclip.drivers import detect
+from dgsclip.storage import DirFS
+
+from edge_service.clip.decoder import FrameDecoder
+from edge_service.clip.messages import Ack, Sample
+from edge_service.errors import DeviceError
+from edge_service.sim.fake_i2c import FakeI2C, FakeLSM6DS, FakeMPU6050
+from edge_service.sim.imu import (
+    CAL_FUNCTIONAL_S,
+    CAL_NEUTRAL_S,
+    ImuSamples,
+    simulate_imu,
+    with_calibration,
+)
+from edge_service.sim.motion import HipMotion, manoeuvre
+
+log = logging.getLogger(__name__)
+
+# Start the device clock 5 s before the 30-bit wrap so every session crosses it.
+TICKS_START_US = TICKS_PERIOD - 5_000_000
+
+
+class SimClock:
+    """Device ticks (µs, 30-bit wrap). Virtual time until `go_realtime()`, then wall time."""
+
+    def __init__(self, start_us: int = TICKS_START_US) -> None:
+        self._virtual_us = 0  # unwrapped µs since start
+        self._anchor: float | None = None
+        self._start = start_us
+        self.ticks_diff = ticks_diff
+        self.ticks_add = ticks_add
+
+    def elapsed_us(self) -> int:
+        if self._anchor is None:
+            return self._virtual_us
+        return self._virtual_us + int((time.monotonic() - self._anchor) * 1e6)
+
+    def ticks_us(self) -> int:
+        return (self._start + self.elapsed_us()) % TICKS_PERIOD
+
+    def sleep_us(self, n: int) -> None:
+        if self._anchor is None:
+            self._virtual_us += max(int(n), 1)
+        else:
+            time.sleep(max(n, 0) / 1e6)
+
+    def go_realtime(self) -> None:
+        self._anchor = time.monotonic()
+
+
+class SimSource:
+    """Sample `k = elapsed * rate` of the simulation; the motion part loops after `loop_from`."""
+
+    def __init__(
+        self, s: ImuSamples, rate_hz: float, clock: SimClock, loop_from: int, pelvis: bool = False
+    ) -> None:
+        self.s = s
+        self.rate = rate_hz
+        self.clock = clock
+        self.loop_from = loop_from
+        self.pelvis = pelvis
+
+    def index(self) -> int:
+        k = int(self.clock.elapsed_us() * self.rate / 1e6)
+        n = len(self.s.t_s)
+        if k >= n:
+            k = self.loop_from + (k - self.loop_from) % (n - self.loop_from)
+        return k
+
+    def thigh(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        k = self.index()
+        return tuple(self.s.gyro_dps[k]), tuple(self.s.accel_g[k])
+
+    def pelvis_sample(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        k = self.index()
+        assert self.s.pelvis_gyro_dps is not None and self.s.pelvis_accel_g is not None
+        return tuple(self.s.pelvis_gyro_dps[k]), tuple(self.s.pelvis_accel_g[k])
+
+
+class ScriptedIO:
+    """In-memory transport: commands delivered at scheduled device times, output collected."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.script: list[tuple[int, bytes]] = []  # (elapsed_us, bytes), sorted
+        self.out = bytearray()
+
+    def at(self, t_s: float, data: bytes) -> None:
+        self.script.append((int(t_s * 1e6), data))
+        self.script.sort(key=lambda x: x[0])
+
+    def read(self) -> bytes | None:
+        if self.script and self.script[0][0] <= self.clock.elapsed_us():
+            return self.script.pop(0)[1]
+        return None
+
+    def write(self, buf: Any) -> None:
+        self.out += buf
+
+
+class PtyIO:
+    """The clip end of a pty (non-blocking master fd); the host opens the slave path."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        import tty
+
+        tty.setraw(self.slave)  # no echo, no CR/LF translation: binary-safe like USB CDC
+        os.set_blocking(self.master, False)
+        self.port = os.ttyname(self.slave)
+        self.closed = False
+
+    def read(self) -> bytes | None:
+        try:
+            return os.read(self.master, 512)
+        except (BlockingIOError, OSError):
+            return None
+
+    def write(self, buf: Any) -> None:
+        data = bytes(buf)
+        while data and not self.closed:
+            try:
+                n = os.write(self.master, data)
+                data = data[n:]
+            except BlockingIOError:
+                # Host not reading: drop like a full USB CDC buffer would, never block the loop.
+                return
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.closed = True
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _build(
+    motion: HipMotion, side: str, rate_hz: int, seed: int, pelvis: bool, fs_dir: str, imu: str
+) -> tuple[App, SimClock, ScriptedIO, float]:
+    full, offset = with_calibration(motion)
+    s = simulate_imu(full, side=side, rate_hz=rate_hz, seed=seed, pelvis=pelvis)
+    clock = SimClock()
+    src = SimSource(s, rate_hz, clock, loop_from=int(offset * rate_hz), pelvis=pelvis)
+    thigh_dev = (
+        FakeLSM6DS(0x6A, source=src.thigh)
+        if imu == "lsm6ds"
+        else FakeMPU6050(0x68, source=src.thigh)
+    )
+    devices: list[Any] = [thigh_dev]
+    if pelvis:
+        devices.append(FakeMPU6050(0x69, who_am_i=0x70, source=src.pelvis_sample))
+    bus = FakeI2C(devices)
+    cfg = validate({"side": side, "rate_hz": rate_hz})
+    drv = detect(bus, odr_hz=rate_hz)
+    pdrv = detect(bus, skip=(drv.address,), odr_hz=rate_hz) if pelvis else None
+    io = ScriptedIO(clock)
+    # The clinician's calibration, through the clip's own commands.
+    io.at(
+        CAL_NEUTRAL_S[0],
+        P.encode_command(
+            1,
+            P.CMD_CALIBRATE_NEUTRAL,
+            struct.pack("<H", int((CAL_NEUTRAL_S[1] - CAL_NEUTRAL_S[0]) * 1000)),
+        ),
+    )
+    io.at(
+        CAL_FUNCTIONAL_S[0],
+        P.encode_command(
+            2,
+            P.CMD_CALIBRATE_FUNCTIONAL,
+            struct.pack("<H", int((CAL_FUNCTIONAL_S[1] - CAL_FUNCTIONAL_S[0]) * 1000)),
+        ),
+    )
+    app = App(
+        drv, io, clock, DirFS(fs_dir), pelvis_imu=pdrv, cfg=cfg, device_id="virtual-%d" % seed
+    )
+    return app, clock, io, offset
+
+
+def _check_calibration(io: ScriptedIO) -> None:
+    for msg in FrameDecoder(track_sequence=False).feed(bytes(io.out)):
+        if (
+            isinstance(msg, Ack)
+            and msg.cmd in (P.CMD_CALIBRATE_NEUTRAL, P.CMD_CALIBRATE_FUNCTIONAL)
+            and not msg.ok
+        ):
+            raise DeviceError(f"virtual clip calibration failed: {msg.text}")
+
+
+def virtual_samples(
+    motion: HipMotion | None = None,
+    side: str = "left",
+    t0: float | None = None,
+    rate_hz: int = 100,
+    seed: int = 0,
+    pelvis: bool = False,
+) -> list[dict[str, Any]]:
+    """imu.jsonl-style dicts of `motion` as the clip would stream it (after calibrating).
+
+    `t` = t0 + seconds since the motion started (device ticks, unwrapped); t_dev = raw
+    30-bit device ticks. Deterministic for a seed.
+    """
+    motion = motion or manoeuvre("fair")
+    t0 = time.time() if t0 is None else t0
+    with tempfile.TemporaryDirectory(prefix="dgsclip-fs-") as fs_dir:
+        app, clock, io, offset = _build(motion, side, rate_hz, seed, pelvis, fs_dir, "mpu6050")
+        io.at(offset - 0.5 / rate_hz, P.encode_command(3, P.CMD_START))
+        end_us = int((offset + motion.duration_s) * 1e6)
+        while clock.elapsed_us() <= end_us:
+            app.step()
+    _check_calibration(io)
+    out: list[dict[str, Any]] = []
+    first: int | None = None
+    dec = FrameDecoder()
+    for msg in dec.feed(bytes(io.out)):
+        if not isinstance(msg, Sample):
+            continue
+        if first is None:
+            first = msg.t_us
+        rel = ((msg.t_us - first) % TICKS_PERIOD) / 1e6
+        out.append(
+            {
+                "t": t0 + rel,
+                "seq": msg.seq,
+                "t_dev": msg.t_us,
+                "flexion_deg": msg.flexion_deg,
+                "adduction_deg": msg.adduction_deg,
+                "rotation_deg": msg.rotation_deg,
+                "status": msg.status,
+            }
+        )
+    return out
+
+
+@dataclass
+class VirtualClip:
+    port: str
+    app: App
+    _io: PtyIO
+    _thread: threading.Thread
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+    error: BaseException | None = None
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        self._io.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> VirtualClip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_virtual_clip(
+    motion: HipMotion | None = None,
+    side: str = "left",
+    rate_hz: int = 100,
+    seed: int = 0,
+    realtime: bool = True,
+    pelvis: bool = False,
+    imu: str = "mpu6050",
+    autostart: bool = False,
+) -> VirtualClip:
+    """A calibrated virtual clip on a new pty (`.port`); `.stop()` ends it.
+
+    realtime=False runs device time as fast as the CPU allows (for tests that only need
+    the stream, not its pacing). The host sends `start` (or autostart=True) for samples.
+    """
+    motion = motion or manoeuvre("fair")
+    tmp = tempfile.TemporaryDirectory(prefix="dgsclip-fs-")
+    app, clock, sio, offset = _build(motion, side, rate_hz, seed, pelvis, tmp.name, imu)
+    cal_end_us = int(offset * 1e6)
+    while clock.elapsed_us() < cal_end_us:
+        app.step()
+    _check_calibration(sio)
+    pio = PtyIO()
+    app.io = pio
+    if realtime:
+        clock.go_realtime()
+    app.streaming = autostart
+    pio.write(b"\x00")
+    app.hello()
+    stop = threading.Event()
+    clip: VirtualClip
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                app.step()
+                if not app.running:
+                    # exit_repl / reboot: a real clip would sit in the REPL or restart;
+                    # the virtual one restarts its loop and announces itself again.
+                    app.running = True
+                    pio.write(b"\x00")
+                    app.hello()
+                if not realtime:
+                    time.sleep(0)  # let the host thread run
+        except BaseException as exc:  # surfaced via .error; the thread must not die silently
+            log.exception("virtual clip loop failed")
+            clip.error = exc
+
+    th = threading.Thread(target=loop, name="virtual-clip", daemon=True)
+    clip = VirtualClip(pio.port, app, pio, th, stop, tmp)
+    th.start()
+    return clip
+
+
+CommandSender = Callable[[int, int, bytes], bytes]

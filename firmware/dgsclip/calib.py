@@ -1,0 +1,226 @@
+"""Sensor-to-segment calibration: static neutral pose + functional hip-flexion swings.
+
+Procedure (design.md): stand still in neutral ~3 s, then 3-4 slow leg swings (+-30 deg,
+first movement flexion).
+- Neutral: the mean accelerometer direction is the femur's y axis (up) in the sensor frame;
+  the fused orientation then is the neutral pose (hip angles zero), which with one clip is
+  also the static pelvis reference.
+- Functional: the principal axis of the bias-corrected angular velocity during the swings is
+  the flexion axis z (power iteration on the 3x3 scatter matrix; no numpy on the clip). The
+  first swing is flexion, i.e. positive about +z, which fixes the sign.
+The mounting rotation (segment -> sensor) is then [x y z] with z orthogonalised against y.
+Without the functional step a 10 deg mounting yaw leaks several degrees of flexion into
+adduction/rotation; that cross-talk is what the functional axis removes.
+"""
+
+import math
+from array import array
+
+from dgsclip import quat
+
+CAL_VERSION = 1
+MIN_NEUTRAL_SAMPLES = 20
+MIN_FUNCTIONAL_SAMPLES = 50
+SWING_DPS = 15.0  # samples slower than this do not vote for the flexion axis
+MAX_NEUTRAL_ACCEL_SPREAD_G = 0.08
+
+
+class CalibrationError(Exception):
+    """The calibration movement was not good enough; the message says what to redo."""
+
+
+def _norm3(v):
+    n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    if n < 1e-9:
+        return 0.0
+    v[0] /= n
+    v[1] /= n
+    v[2] /= n
+    return n
+
+
+class Calibration:
+    """Stored calibration: mounting quaternions and the static pelvis reference."""
+
+    def __init__(self):
+        self.mount = array("f", (1.0, 0.0, 0.0, 0.0))  # thigh segment -> thigh sensor
+        self.pelvis_mount = array("f", (1.0, 0.0, 0.0, 0.0))  # pelvis segment -> sensor
+        # Pelvis segment in the fusion's reference frame (z up). Until calibrated: upright
+        # with zero heading, i.e. +90 deg about x maps segment y (up) to reference z.
+        self.pelvis_ref = array("f", (0.70710678, 0.70710678, 0.0, 0.0))
+        self.has_mount = False
+        self.has_neutral = False
+        self.axis_angle_deg = 0.0  # angle between functional axis and up (ideal 90)
+        self.planarity = 0.0  # share of swing energy about the axis (ideal 1)
+
+    @property
+    def calibrated(self):
+        return self.has_mount and self.has_neutral
+
+    def to_dict(self):
+        return {
+            "version": CAL_VERSION,
+            "mount": [round(v, 6) for v in self.mount],
+            "pelvis_mount": [round(v, 6) for v in self.pelvis_mount],
+            "has_mount": self.has_mount,
+            "axis_angle_deg": round(self.axis_angle_deg, 2),
+            "planarity": round(self.planarity, 4),
+        }
+
+    def load_dict(self, d):
+        """Restore a stored mounting. The neutral reference lives in the fusion's
+        reference frame, whose heading restarts at every boot, so it is not restored:
+        a `calibrate_neutral` (3 s still) is needed after each boot."""
+        if not isinstance(d, dict) or d.get("version") != CAL_VERSION:
+            raise CalibrationError("calibration file has an unknown version; recalibrate")
+        for key in ("mount", "pelvis_mount"):
+            v = d.get(key)
+            if not isinstance(v, list) or len(v) != 4:
+                raise CalibrationError("calibration file field %r is malformed; recalibrate" % key)
+            dst = getattr(self, key)
+            for i in range(4):
+                dst[i] = float(v[i])
+            quat.normalize(dst)
+        self.has_mount = bool(d.get("has_mount", False))
+        self.axis_angle_deg = float(d.get("axis_angle_deg", 0.0))
+        self.planarity = float(d.get("planarity", 0.0))
+        self.has_neutral = False
+
+
+class Calibrator:
+    """Accumulates calibration samples; finish_*() writes into a Calibration."""
+
+    def __init__(self):
+        self._acc = array("f", (0.0, 0.0, 0.0))
+        self._acc2 = array("f", (0.0, 0.0, 0.0))
+        self._q_thigh = array("f", (1.0, 0.0, 0.0, 0.0))
+        self._q_pelvis = array("f", (1.0, 0.0, 0.0, 0.0))
+        self._up = array("f", (0.0, 1.0, 0.0))
+        self._scatter = array("f", [0.0] * 9)
+        self._first = array("f", (0.0, 0.0, 0.0))
+        self._tmp = array("f", (1.0, 0.0, 0.0, 0.0))
+        self._tmp2 = array("f", (1.0, 0.0, 0.0, 0.0))
+        self._m = array("f", [0.0] * 9)
+        self.n_neutral = 0
+        self.n_functional = 0
+        self.has_up = False
+        self.has_pelvis = False
+
+    # -- neutral -------------------------------------------------------------------
+    def start_neutral(self):
+        for i in range(3):
+            self._acc[i] = 0.0
+            self._acc2[i] = 0.0
+        self.n_neutral = 0
+
+    def add_neutral(self, ax, ay, az, q_thigh, q_pelvis=None):
+        a = self._acc
+        a2 = self._acc2
+        a[0] += ax
+        a[1] += ay
+        a[2] += az
+        a2[0] += ax * ax
+        a2[1] += ay * ay
+        a2[2] += az * az
+        self.n_neutral += 1
+        for i in range(4):
+            self._q_thigh[i] = q_thigh[i]
+        if q_pelvis is not None:
+            for i in range(4):
+                self._q_pelvis[i] = q_pelvis[i]
+        self.has_pelvis = q_pelvis is not None
+
+    def finish_neutral(self, cal):
+        n = self.n_neutral
+        if n < MIN_NEUTRAL_SAMPLES:
+            raise CalibrationError("neutral: only %d samples; stand still in neutral for ~3 s" % n)
+        spread = 0.0
+        for i in range(3):
+            m = self._acc[i] / n
+            self._up[i] = m
+            var = self._acc2[i] / n - m * m
+            spread += var if var > 0.0 else 0.0
+        if math.sqrt(spread) > MAX_NEUTRAL_ACCEL_SPREAD_G:
+            raise CalibrationError("neutral: the leg moved; stand still in neutral and retry")
+        if _norm3(self._up) < 0.5:
+            raise CalibrationError("neutral: no gravity seen; is the IMU working?")
+        self.has_up = True
+        cal.has_neutral = True
+        if cal.has_mount:
+            self._update_reference(cal)
+
+    # -- functional ----------------------------------------------------------------
+    def start_functional(self):
+        for i in range(9):
+            self._scatter[i] = 0.0
+        self._first[0] = self._first[1] = self._first[2] = 0.0
+        self.n_functional = 0
+
+    def add_functional(self, gx, gy, gz):
+        """Bias-corrected angular velocity of the thigh sensor (deg/s)."""
+        if gx * gx + gy * gy + gz * gz < SWING_DPS * SWING_DPS:
+            return
+        f = self._first
+        if self.n_functional == 0:
+            f[0], f[1], f[2] = gx, gy, gz
+        s = self._scatter
+        s[0] += gx * gx
+        s[1] += gx * gy
+        s[2] += gx * gz
+        s[4] += gy * gy
+        s[5] += gy * gz
+        s[8] += gz * gz
+        self.n_functional += 1
+
+    def finish_functional(self, cal):
+        if not self.has_up:
+            raise CalibrationError("functional: run calibrate_neutral first")
+        if self.n_functional < MIN_FUNCTIONAL_SAMPLES:
+            raise CalibrationError(
+                "functional: too little motion; swing the leg forward and back 3-4 times (+-30 deg)"
+            )
+        s = self._scatter
+        s[3], s[6], s[7] = s[1], s[2], s[5]
+        v = array("f", self._first)
+        _norm3(v)
+        w = array("f", (0.0, 0.0, 0.0))
+        lam = 0.0
+        for _ in range(50):
+            for r in range(3):
+                w[r] = s[3 * r] * v[0] + s[3 * r + 1] * v[1] + s[3 * r + 2] * v[2]
+            lam = _norm3(w)
+            v[0], v[1], v[2] = w[0], w[1], w[2]
+        # First movement is flexion: positive rotation about +z.
+        f = self._first
+        if v[0] * f[0] + v[1] * f[1] + v[2] * f[2] < 0.0:
+            v[0], v[1], v[2] = -v[0], -v[1], -v[2]
+        trace = s[0] + s[4] + s[8]
+        cal.planarity = lam / trace if trace > 0.0 else 0.0
+        y = self._up
+        d = v[0] * y[0] + v[1] * y[1] + v[2] * y[2]
+        cal.axis_angle_deg = math.degrees(math.acos(max(-1.0, min(1.0, d))))
+        if abs(d) > 0.5:
+            raise CalibrationError(
+                "functional: swing axis is %d deg from vertical; swing forward/back, not sideways"
+                % int(cal.axis_angle_deg)
+            )
+        z = array("f", (v[0] - d * y[0], v[1] - d * y[1], v[2] - d * y[2]))
+        _norm3(z)
+        x = array(
+            "f", (y[1] * z[2] - y[2] * z[1], y[2] * z[0] - y[0] * z[2], y[0] * z[1] - y[1] * z[0])
+        )
+        m = self._m  # columns = segment axes in the sensor frame
+        m[0], m[1], m[2] = x[0], y[0], z[0]
+        m[3], m[4], m[5] = x[1], y[1], z[1]
+        m[6], m[7], m[8] = x[2], y[2], z[2]
+        quat.from_matrix_into(cal.mount, m)
+        cal.has_mount = True
+        if cal.has_neutral:
+            self._update_reference(cal)
+
+    def _update_reference(self, cal):
+        # Thigh segment at neutral = pelvis segment (hip angles zero at neutral).
+        quat.mul_into(cal.pelvis_ref, self._q_thigh, cal.mount)
+        if self.has_pelvis:
+            # pelvis_sensor * pelvis_mount = thigh_segment at neutral
+            quat.conj_mul_into(cal.pelvis_mount, self._q_pelvis, cal.pelvis_ref)

@@ -1,0 +1,69 @@
+"""ST LSM6DSOX / LSM6DSO / LSM6DS3 / LSM6DS3TR-C / LSM6DSL family (accel + gyro).
+
+Register layout as in micropython-lib drivers/imu/lsm6dsox; the DS3/DSL parts share the
+CTRL1_XL/CTRL2_G/OUTX_L_G map used here.
+"""
+
+import struct
+
+from dgsclip.compat import const
+from dgsclip.drivers.base import ImuBase, ImuError
+
+_WHO_AM_I = const(0x0F)
+_CTRL1_XL = const(0x10)
+_CTRL2_G = const(0x11)
+_CTRL3_C = const(0x12)
+_OUTX_L_G = const(0x22)  # gx gy gz ax ay az, little-endian int16
+
+_ODR = (12.5, 26, 52, 104, 208, 416, 833)  # codes 1..7
+_ACCEL_FS = {2: 0, 16: 1, 4: 2, 8: 3}
+_GYRO_FS = {250: 0, 500: 1, 1000: 2, 2000: 3}
+
+
+class LSM6DS(ImuBase):
+    NAME = "LSM6DS"
+    ADDRESSES = (0x6A, 0x6B)
+    WHO_AM_I_REG = _WHO_AM_I
+    WHO_AM_I = {0x6C: "LSM6DSOX/DSO", 0x69: "LSM6DS3", 0x6A: "LSM6DS3TR-C/DSL"}
+
+    def __init__(
+        self, i2c, address=None, accel_range_g=4, gyro_range_dps=500, odr_hz=104, reinit=None
+    ):
+        if gyro_range_dps not in _GYRO_FS:
+            raise ImuError("LSM6DS: gyro_range_dps must be one of %s" % (sorted(_GYRO_FS),))
+        if accel_range_g not in _ACCEL_FS:
+            raise ImuError("LSM6DS: accel_range_g must be one of %s" % (sorted(_ACCEL_FS),))
+        self.gyro_range_dps = gyro_range_dps
+        self.accel_range_g = accel_range_g
+        # Smallest ODR at or above the request so the app loop never waits on stale data.
+        code = len(_ODR)
+        for i in range(len(_ODR)):
+            if _ODR[i] >= odr_hz:
+                code = i + 1
+                break
+        self._odr_code = code
+        self.odr_hz = _ODR[code - 1]
+        self._buf = bytearray(12)
+        self._g_scale = gyro_range_dps / 32768.0
+        self._a_scale = accel_range_g / 32768.0
+        super().__init__(i2c, address, reinit)
+        self.configure()
+
+    def configure(self):
+        self._write_reg(_CTRL3_C, 0x44)  # BDU + register auto-increment
+        self._write_reg(_CTRL1_XL, (self._odr_code << 4) | (_ACCEL_FS[self.accel_range_g] << 2))
+        self._write_reg(_CTRL2_G, (self._odr_code << 4) | (_GYRO_FS[self.gyro_range_dps] << 2))
+
+    def read_into(self, gyro, accel):
+        buf = self._buf
+        if not self._read_block(_OUTX_L_G, buf):
+            return False
+        a = self._a_scale
+        g = self._g_scale
+        gyro[0] = struct.unpack_from("<h", buf, 0)[0] * g
+        gyro[1] = struct.unpack_from("<h", buf, 2)[0] * g
+        gyro[2] = struct.unpack_from("<h", buf, 4)[0] * g
+        accel[0] = struct.unpack_from("<h", buf, 6)[0] * a
+        accel[1] = struct.unpack_from("<h", buf, 8)[0] * a
+        accel[2] = struct.unpack_from("<h", buf, 10)[0] * a
+        return True

@@ -1,0 +1,62 @@
+"""InvenSense MPU-6050 / MPU-6500 / MPU-9250 family (accel + gyro part)."""
+
+import struct
+
+from dgsclip.compat import const
+from dgsclip.drivers.base import ImuBase, ImuError
+
+_SMPLRT_DIV = const(0x19)
+_CONFIG = const(0x1A)
+_GYRO_CONFIG = const(0x1B)
+_ACCEL_CONFIG = const(0x1C)
+_ACCEL_XOUT_H = const(0x3B)  # ax ay az temp gx gy gz, big-endian int16
+_PWR_MGMT_1 = const(0x6B)
+_WHO_AM_I = const(0x75)
+
+_GYRO_RANGES = (250, 500, 1000, 2000)  # FS_SEL 0..3
+_ACCEL_RANGES = (2, 4, 8, 16)  # AFS_SEL 0..3
+
+
+class MPU6050(ImuBase):
+    NAME = "MPU6050"
+    ADDRESSES = (0x68, 0x69)
+    WHO_AM_I_REG = _WHO_AM_I
+    WHO_AM_I = {0x68: "MPU-6050", 0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255"}
+
+    def __init__(
+        self, i2c, address=None, accel_range_g=4, gyro_range_dps=500, odr_hz=100, reinit=None
+    ):
+        if gyro_range_dps not in _GYRO_RANGES:
+            raise ImuError("MPU6050: gyro_range_dps must be one of %s" % (_GYRO_RANGES,))
+        if accel_range_g not in _ACCEL_RANGES:
+            raise ImuError("MPU6050: accel_range_g must be one of %s" % (_ACCEL_RANGES,))
+        self.gyro_range_dps = gyro_range_dps
+        self.accel_range_g = accel_range_g
+        self.odr_hz = odr_hz
+        self._buf = bytearray(14)
+        self._g_scale = gyro_range_dps / 32768.0
+        self._a_scale = accel_range_g / 32768.0
+        super().__init__(i2c, address, reinit)
+        self.configure()
+
+    def configure(self):
+        self._write_reg(_PWR_MGMT_1, 0x01)  # wake, PLL on gyro X (better than internal RC)
+        self._write_reg(_CONFIG, 0x02)  # DLPF ~94 Hz: gyro output rate 1 kHz
+        div = int(1000 // self.odr_hz) - 1
+        self._write_reg(_SMPLRT_DIV, max(0, min(255, div)))
+        self._write_reg(_GYRO_CONFIG, _GYRO_RANGES.index(self.gyro_range_dps) << 3)
+        self._write_reg(_ACCEL_CONFIG, _ACCEL_RANGES.index(self.accel_range_g) << 3)
+
+    def read_into(self, gyro, accel):
+        buf = self._buf
+        if not self._read_block(_ACCEL_XOUT_H, buf):
+            return False
+        a = self._a_scale
+        g = self._g_scale
+        accel[0] = struct.unpack_from(">h", buf, 0)[0] * a
+        accel[1] = struct.unpack_from(">h", buf, 2)[0] * a
+        accel[2] = struct.unpack_from(">h", buf, 4)[0] * a
+        gyro[0] = struct.unpack_from(">h", buf, 8)[0] * g
+        gyro[1] = struct.unpack_from(">h", buf, 10)[0] * g
+        gyro[2] = struct.unpack_from(">h", buf, 12)[0] * g
+        return True
