@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,21 @@ def read_dataset(path: str | os.PathLike[str], *, pixels: bool = True) -> Datase
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     try:
-        ds = pydicom.dcmread(str(p), stop_before_pixels=not pixels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(str(p), stop_before_pixels=not pixels)
     except InvalidDicomError as exc:
         raise InputError(f"{p}: not a DICOM file ({exc})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         # pydicom reports truncation as EOFError/OSError and garbled headers as ValueError.
         raise InputError(f"{p}: truncated or corrupt DICOM ({type(exc).__name__}: {exc})") from exc
+    for w in caught:
+        # pydicom reads a file cut inside encapsulated pixel data without raising.
+        if "End of file reached" in str(w.message):
+            raise InputError(f"{p}: truncated DICOM file (ends inside the pixel data)")
+        log.debug("%s: %s", p, w.message)
     if pixels and "PixelData" not in ds:
-        raise InputError(f"{p}: DICOM file has no pixel data")
+        raise InputError(f"{p}: DICOM file has no pixel data (truncated, or not an image object)")
     return ds
 
 
@@ -171,7 +179,7 @@ def dicom_info(ds: Dataset, path: str, spacing_mm: tuple[float, float] | None = 
     user = check_spacing(spacing_mm)
     if spacing is None and user is not None:
         spacing, origin = user, "user"
-    elif spacing is not None and user is not None:
+    elif spacing is not None and user is not None and not np.allclose(spacing, user, rtol=1e-6):
         log.warning("%s: file spacing %s used; --spacing %s ignored", path, spacing, user)
     n = int(ds.get("NumberOfFrames") or 1)
     _, fps = frame_offsets_s(ds, n)
@@ -233,13 +241,32 @@ class DicomSource(FrameSource):
     def dataset(self) -> Dataset:
         return self._ds
 
+    def _palette_bits(self) -> int:
+        """Significant bits of the palette's entries.
+
+        Some writers (and pydicom-data's OBXXXX1A_expb) declare 16-bit entries but store
+        8-bit values; scaling those by >> 8 would give a black image. Decide once from the
+        whole LUT, never from frame content, so every frame maps the same way.
+        """
+        ds = self._ds
+        desc = ds.get("RedPaletteColorLookupTableDescriptor")
+        if desc is None:
+            return 8
+        n = int(desc[0]) or 65536
+        first = int(desc[1])
+        idx = np.arange(first, first + n, dtype=np.uint16 if first + n > 256 else np.uint8)
+        lut = pydicom.pixels.apply_color_lut(idx, ds)
+        return 16 if int(lut.max()) > 255 else 8
+
     def _decoded(self) -> Iterator[np.ndarray]:
         ds = self._ds
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
         try:
+            pal_bits = self._palette_bits() if photometric == "PALETTE COLOR" else 0
             for arr in pydicom.pixels.iter_pixels(ds):
                 if photometric == "PALETTE COLOR":
                     arr = pydicom.pixels.apply_color_lut(arr, ds)
+                    arr = (arr >> 8 if pal_bits == 16 else arr).astype(np.uint8)
                 yield arr
         except InputError:
             raise
