@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_service.acquisition.factory import open_path
 
     with open_path(args.path, spacing_mm=args.spacing) as src:
-        info = src.info.to_dict()
+        info: dict[str, Any] = src.info.to_dict()
         if args.count:
             info["n_frames"] = sum(1 for _ in src.frames())
     spacing = info["spacing_mm"]
