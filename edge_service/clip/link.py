@@ -1,0 +1,464 @@
+"""Serial link to the clip: exclusive open, reader thread, reconnect, commands, statistics.
+
+One reader thread owns the port: it reads whatever is waiting (pyserial `serial.threaded`
+style), feeds the pure `FrameDecoder`, times samples with `ClockSync`, and hands them to the
+timeline, the recorder and subscribers. When the port disappears (unplug: `SerialException`
+or `OSError`), it closes, waits with exponential back-off and reopens the same path; the
+decoder and the clock fit restart because neither survives a reconnect. Commands are sent from
+the caller's thread and answered through the reader thread (ACK/NAK matched by command id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+from dgsclip import protocol as P
+from serial.tools import list_ports
+
+from edge_service.clip.clocksync import ClockSync
+from edge_service.clip.decoder import FrameDecoder, IncompatibleVersion
+from edge_service.clip.messages import (
+    Ack,
+    ClipInfo,
+    ClipStatus,
+    DeviceReset,
+    Hello,
+    Log,
+    Message,
+    Sample,
+    Status,
+)
+from edge_service.clip.settings import ClipLinkSettings
+from edge_service.clip.timeline import AngleTimeline, ImuJsonlWriter, TimedSample
+from edge_service.errors import DeviceError
+
+log = logging.getLogger(__name__)
+clip_log = logging.getLogger("dgsclip.device")  # the clip's own LOG frames
+
+
+class CommandFailed(DeviceError):
+    """The clip answered NAK."""
+
+    def __init__(self, name: str, ack: Ack) -> None:
+        reason = ack.text()
+        super().__init__(
+            f"clip refused '{name}': {ack.error_name}" + (f" ({reason})" if reason else "")
+        )
+        self.ack = ack
+
+
+class CommandTimeout(DeviceError):
+    """No ACK/NAK after all retries."""
+
+
+@dataclass
+class LinkStats:
+    state: str = "closed"  # closed, open, reconnecting, incompatible
+    port: str | None = None
+    connects: int = 0
+    disconnects: int = 0
+    bytes_in: int = 0
+    samples: int = 0
+    commands: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    naks: int = 0
+    last_sample_at: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+_VID_PID_CACHE: dict[str, tuple[int, int]] = {}
+
+
+def _vid_pid(s: str) -> tuple[int, int]:
+    if s not in _VID_PID_CACHE:
+        v, p = s.split(":")
+        _VID_PID_CACHE[s] = (int(v, 16), int(p, 16))
+    return _VID_PID_CACHE[s]
+
+
+def usb_candidates(vid_pids: list[str]) -> list[str]:
+    """Serial ports whose USB VID:PID is one of the clip boards'."""
+    wanted = {_vid_pid(s) for s in vid_pids}
+    return [p.device for p in list_ports.comports() if (p.vid, p.pid) in wanted]
+
+
+def probe(port: str, settings: ClipLinkSettings) -> ClipInfo | None:
+    """Hello handshake: open `port`, send `info`, return the clip's identity or None."""
+    try:
+        ser = serial.Serial(port, settings.baudrate, timeout=0.05, exclusive=True)
+    except (serial.SerialException, OSError) as exc:
+        log.debug("probe %s: cannot open (%s)", port, exc)
+        return None
+    try:
+        dec = FrameDecoder(track_sequence=False)
+        ser.write(b"\x00" + P.encode_command(0xFFFFFF00, P.CMD_INFO))
+        deadline = time.monotonic() + settings.handshake_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                msgs = dec.feed(ser.read(ser.in_waiting or 1))
+            except IncompatibleVersion as exc:
+                log.warning("probe %s: %s", port, exc)
+                return None
+            for m in msgs:
+                if isinstance(m, Hello):
+                    return m.info
+                if isinstance(m, Ack) and m.cmd == P.CMD_INFO and m.ok:
+                    return m.info()
+        return None
+    except (serial.SerialException, OSError):
+        return None
+    finally:
+        ser.close()
+
+
+def detect_port(settings: ClipLinkSettings, candidates: list[str] | None = None) -> str:
+    """The clip's port: USB VID/PID match (or the given candidates), confirmed by handshake."""
+    ports = candidates if candidates is not None else usb_candidates(settings.vid_pids)
+    if not ports:
+        raise DeviceError(
+            "no clip found: no serial port with a known clip USB id; plug it in or pass --port"
+        )
+    for port in ports:
+        if probe(port, settings) is not None:
+            return port
+    raise DeviceError(f"no clip answered on {', '.join(ports)}; is the firmware running?")
+
+
+class ClipLink:
+    """Talks to one clip. Use as a context manager or call `open()` / `close()`.
+
+    Samples: `subscribe(fn)` gets every `TimedSample` (called on the reader thread: keep it
+    short); `timeline` and `writer`, when given, are fed directly.
+    """
+
+    def __init__(
+        self,
+        settings: ClipLinkSettings | None = None,
+        port: str | None = None,
+        timeline: AngleTimeline | None = None,
+        writer: ImuJsonlWriter | None = None,
+        clock: ClockSync | None = None,
+    ) -> None:
+        self.settings = settings or ClipLinkSettings()
+        self.port = port or self.settings.port
+        self.timeline = timeline
+        self.writer = writer
+        self.clock = clock or ClockSync(self.settings.clock)
+        self.decoder = FrameDecoder()
+        self.stats = LinkStats()
+        self.info: ClipInfo | None = None
+        self.status: ClipStatus | None = None
+        self.incompatible: IncompatibleVersion | None = None
+        self._subs: list[Callable[[TimedSample], None]] = []
+        self._ser: serial.Serial | None = None
+        self._wlock = threading.Lock()
+        self._cond = threading.Condition()
+        self._acks: dict[int, Ack] = {}
+        self._next_id = 1
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> ClipLink:
+        if self.port is None:
+            self.port = detect_port(self.settings)
+        self._open_port()  # the first open fails loudly (wrong path, port busy)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="clip-link", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        ser = self._ser
+        if ser is not None:
+            with contextlib.suppress(serial.SerialException, OSError, AttributeError):
+                ser.cancel_read()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        self._close_port()
+        self.stats.state = "closed"
+
+    def __enter__(self) -> ClipLink:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def subscribe(self, fn: Callable[[TimedSample], None]) -> None:
+        self._subs.append(fn)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def _open_port(self) -> None:
+        assert self.port is not None
+        try:
+            ser = serial.Serial(self.port, self.settings.baudrate, timeout=0.1, exclusive=True)
+        except serial.SerialException as exc:
+            msg = str(exc)
+            if "lock" in msg.lower() or "busy" in msg.lower():
+                raise DeviceError(f"{self.port} is in use by another program") from None
+            raise DeviceError(f"cannot open {self.port}: {msg}") from None
+        except OSError as exc:
+            raise DeviceError(f"cannot open {self.port}: {exc.strerror}") from None
+        self._ser = ser
+        self.decoder.reset()
+        self.clock.reset("connected")
+        self.stats.connects += 1
+        self.stats.port = self.port
+        self.stats.state = "open"
+        self._connected.set()
+        with contextlib.suppress(DeviceError):
+            # A lone delimiter ends whatever partial bytes the clip's reader holds.
+            self._write_raw(b"\x00")
+        log.info("clip link open on %s", self.port)
+
+    def _close_port(self) -> None:
+        self._connected.clear()
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                ser.close()
+
+    def _run(self) -> None:
+        backoff = self.settings.reconnect_initial_s
+        while not self._stop.is_set():
+            ser = self._ser
+            if ser is None:
+                if self._stop.wait(backoff):
+                    break
+                try:
+                    self._open_port()
+                    backoff = self.settings.reconnect_initial_s
+                except DeviceError as exc:
+                    log.debug("reconnect failed: %s", exc)
+                    backoff = min(backoff * 2, self.settings.reconnect_max_s)
+                continue
+            try:
+                data = ser.read(ser.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError) as exc:
+                # TypeError: pyserial after cancel_read/close from another thread.
+                if self._stop.is_set():
+                    break
+                self._lost(str(exc))
+                continue
+            if data:
+                self._handle_bytes(data, time.time())
+
+    def _lost(self, why: str) -> None:
+        log.warning("clip link lost on %s: %s; reconnecting", self.port, why)
+        self.stats.disconnects += 1
+        self.stats.state = "reconnecting"
+        self.stats.errors = [*self.stats.errors[-9:], why]
+        self._close_port()
+
+    def _handle_bytes(self, data: bytes, arrival: float) -> None:
+        self.stats.bytes_in += len(data)
+        try:
+            msgs = self.decoder.feed(data)
+        except IncompatibleVersion as exc:
+            self.incompatible = exc
+            self.stats.state = "incompatible"
+            log.error("%s", exc)
+            with self._cond:
+                self._cond.notify_all()
+            msgs = self.decoder.feed(b"")
+        for m in msgs:
+            self._dispatch(m, arrival)
+
+    def _dispatch(self, m: Message, arrival: float) -> None:
+        if isinstance(m, Sample):
+            t_dev, t = self.clock.observe(m.t_us, arrival)
+            ts = TimedSample(t, t_dev, m, self.clock.generation)
+            self.stats.samples += 1
+            self.stats.last_sample_at = arrival
+            if self.timeline is not None:
+                self.timeline.add(ts)
+            if self.writer is not None:
+                self.writer.write(ts)
+            for fn in self._subs:
+                try:
+                    fn(ts)
+                except Exception:  # a broken subscriber must not kill the link
+                    log.exception("sample subscriber failed")
+        elif isinstance(m, Ack):
+            with self._cond:
+                self._acks[m.cmd_id] = m
+                self._cond.notify_all()
+        elif isinstance(m, Hello):
+            self.info = m.info
+            self.clock.observe(m.t_us, arrival)
+        elif isinstance(m, Status):
+            self.status = m.status
+        elif isinstance(m, Log):
+            clip_log.log(m.level if m.level in (10, 20, 30, 40, 50) else 20, "%s", m.text)
+        elif isinstance(m, DeviceReset):
+            log.warning("clip rebooted (seq %d -> %d)", m.previous_seq, m.seq)
+            self.clock.reset("clip rebooted")
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _write_raw(self, data: bytes) -> None:
+        with self._wlock:
+            ser = self._ser
+            if ser is None:
+                raise DeviceError(f"clip on {self.port} is not connected")
+            try:
+                ser.write(data)
+                ser.flush()
+            except (serial.SerialException, OSError) as exc:
+                raise DeviceError(f"write to {self.port} failed: {exc}") from None
+
+    def command(
+        self,
+        cmd: int,
+        args: bytes = b"",
+        timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> Ack:
+        """Send one command and wait for its ACK; re-send (same id) on timeout.
+
+        Raises CommandFailed on NAK, CommandTimeout when no reply came, DeviceError when
+        the clip is disconnected for the whole wait."""
+        name = P.COMMAND_NAMES.get(cmd, f"cmd {cmd}")
+        timeout = self.settings.command_timeout_s if timeout_s is None else timeout_s
+        tries = 1 + (self.settings.command_retries if retries is None else retries)
+        with self._cond:
+            cmd_id = self._next_id
+            self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
+        frame = P.encode_command(cmd_id, cmd, args)
+        self.stats.commands += 1
+        for attempt in range(tries):
+            if attempt:
+                self.stats.retries += 1
+                log.info("retrying '%s' (id %d), attempt %d", name, cmd_id, attempt + 1)
+            if self.incompatible is not None:
+                raise self.incompatible
+            if not self._connected.wait(timeout):
+                continue
+            try:
+                self._write_raw(frame)
+            except DeviceError:
+                continue
+            deadline = time.monotonic() + timeout
+            with self._cond:
+                while cmd_id not in self._acks:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.incompatible is not None:
+                        break
+                    self._cond.wait(left)
+                ack = self._acks.pop(cmd_id, None)
+            if ack is not None:
+                if not ack.ok:
+                    self.stats.naks += 1
+                    raise CommandFailed(name, ack)
+                return ack
+        self.stats.timeouts += 1
+        raise CommandTimeout(
+            f"clip did not answer '{name}' on {self.port} ({tries} tries, {timeout:.1f} s each)"
+        )
+
+    def get_info(self) -> ClipInfo:
+        info = self.command(P.CMD_INFO).info()
+        self.info = info
+        return info
+
+    def start(self) -> None:
+        self.command(P.CMD_START)
+
+    def stop(self) -> None:
+        self.command(P.CMD_STOP)
+
+    def set_rate(self, rate_hz: int) -> None:
+        if not 1 <= rate_hz <= 0xFFFF:
+            raise DeviceError(f"rate {rate_hz} Hz is out of range")
+        self.command(P.CMD_SET_RATE, struct.pack("<H", rate_hz))
+
+    def calibrate_neutral(self, duration_s: float = 3.0) -> str:
+        return self._calibrate(P.CMD_CALIBRATE_NEUTRAL, duration_s)
+
+    def calibrate_functional(self, duration_s: float = 8.0) -> str:
+        return self._calibrate(P.CMD_CALIBRATE_FUNCTIONAL, duration_s)
+
+    def _calibrate(self, cmd: int, duration_s: float) -> str:
+        ms = round(duration_s * 1000)
+        if not 0 <= ms <= 0xFFFF:
+            raise DeviceError(f"calibration duration {duration_s} s is out of range (0..65 s)")
+        ack = self.command(
+            cmd,
+            struct.pack("<H", ms),
+            timeout_s=duration_s + self.settings.calibrate_margin_s,
+            retries=0,
+        )
+        return ack.text()
+
+    def get_config(self) -> dict[str, Any]:
+        import json
+
+        text = self.command(P.CMD_GET_CONFIG).text()
+        try:
+            cfg = json.loads(text) if text else {}
+        except ValueError:
+            raise DeviceError(f"clip sent an unreadable config: {text[:80]!r}") from None
+        if not isinstance(cfg, dict):
+            raise DeviceError("clip config is not a JSON object")
+        return cfg
+
+    def set_config(self, changes: dict[str, Any]) -> None:
+        import json
+
+        blob = json.dumps(changes, separators=(",", ":")).encode()
+        if len(blob) > P.MAX_PAYLOAD - 1:
+            raise DeviceError("config update too large for one frame; send fewer keys")
+        self.command(P.CMD_SET_CONFIG, blob)
+
+    def self_test(self) -> str:
+        return self.command(
+            P.CMD_SELF_TEST, timeout_s=max(2.0, self.settings.command_timeout_s)
+        ).text()
+
+    def get_status(self) -> ClipStatus:
+        st = self.command(P.CMD_GET_STATUS).clip_status()
+        self.status = st
+        return st
+
+    def reboot(self) -> None:
+        self.command(P.CMD_REBOOT, retries=0)
+
+    def exit_repl(self) -> None:
+        self.command(P.CMD_EXIT_REPL, retries=0)
+
+    def stats_dict(self) -> dict[str, Any]:
+        """Everything the service and MQTT status want to publish about the link."""
+        c = self.clock.state()
+        return {
+            **{k: v for k, v in self.stats.__dict__.items() if k != "errors"},
+            "last_errors": list(self.stats.errors),
+            "decoder": self.decoder.stats.as_dict(),
+            "clock": {
+                "synced": c.synced,
+                "drift_ppm": round(c.drift_ppm, 2),
+                "uncertainty_ms": round(c.uncertainty_s * 1e3, 3)
+                if c.uncertainty_s != float("inf")
+                else None,
+                "resets": c.resets,
+                "rejected_bins": c.rejected_bins,
+            },
+        }

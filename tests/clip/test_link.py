@@ -1,0 +1,192 @@
+"""ClipLink over real ptys through pyserial, against a scripted clip on the master end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+
+import pytest
+import serial
+from dgsclip import protocol as P
+
+from edge_service.clip.link import ClipLink, CommandFailed, CommandTimeout, detect_port
+from edge_service.clip.settings import ClipLinkSettings
+from edge_service.clip.timeline import AngleTimeline, ImuJsonlWriter
+from edge_service.errors import DeviceError
+from tests.clip.scripted_clip import ScriptedClip
+from tests.harness.serialpty import PtyPort, wait_until
+
+FAST = ClipLinkSettings(
+    command_timeout_s=0.3,
+    command_retries=2,
+    reconnect_initial_s=0.02,
+    reconnect_max_s=0.2,
+    handshake_timeout_s=0.4,
+)
+
+
+def test_info_start_stream_into_timeline_and_jsonl(pty_port: PtyPort, tmp_path: Path) -> None:
+    tl = AngleTimeline(capacity=10_000)
+    out = tmp_path / "imu.jsonl"
+    with (
+        ScriptedClip(pty_port) as clip,
+        ImuJsonlWriter(out) as w,
+        ClipLink(FAST, port=pty_port.path, timeline=tl, writer=w) as link,
+    ):
+        info = link.get_info()
+        assert (info.fw_version, info.device_id, info.imus) == (
+            "0.1.0-test",
+            "e6614103",
+            ["mpu6050"],
+        )
+        link.start()
+        wait_until(lambda: len(tl) >= 50, what="50 samples")
+        link.stop()
+        st = link.get_status()
+        assert st.state == 0 and st.samples == clip.sent_samples
+    assert link.decoder.stats.crc_errors == 0 and link.decoder.stats.seq_gaps == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == len(tl) >= 50
+    assert [r["seq"] for r in rows] == sorted(r["seq"] for r in rows)
+    assert {"t", "seq", "t_dev", "flexion_deg", "adduction_deg", "rotation_deg", "status"} <= rows[
+        0
+    ].keys()
+    assert rows[0]["adduction_deg"] == 5.0 and rows[0]["rotation_deg"] == -8.0
+    # Host times are device times mapped by the clock fit: close to wall clock, increasing.
+    ts = [r["t"] for r in rows]
+    assert all(b >= a for a, b in itertools.pairwise(ts))
+    assert abs(ts[-1] - time.time()) < 5.0
+    # The recording loads back as a timeline with the same samples.
+    back = AngleTimeline.from_jsonl(out)
+    assert len(back) == len(rows) and back.skipped_lines == 0
+
+
+def test_exclusive_open(pty_port: PtyPort) -> None:
+    with ScriptedClip(pty_port), ClipLink(FAST, port=pty_port.path) as link:
+        link.get_info()
+        with pytest.raises(DeviceError, match=r"in use|cannot open"):
+            ClipLink(FAST, port=pty_port.path).open()
+        with pytest.raises(serial.SerialException):
+            serial.Serial(pty_port.path, exclusive=True)
+
+
+def test_missing_port_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match="cannot open"):
+        ClipLink(FAST, port=str(tmp_path / "nope")).open()
+
+
+def test_retry_with_same_id_after_lost_command(pty_port: PtyPort) -> None:
+    with (
+        ScriptedClip(pty_port, ignore_commands=1) as clip,
+        ClipLink(FAST, port=pty_port.path) as link,
+    ):
+        link.set_rate(200)
+        assert clip.rate_hz == 200
+        assert link.stats.retries == 1 and link.stats.timeouts == 0
+        ids = [c[0] for c in clip.received]
+        assert len(ids) == 2 and ids[0] == ids[1]  # the retry re-used the command id
+        assert clip.received[1][3] is True  # and the clip saw it as a repeat
+
+
+def test_nak_raises_with_reason(pty_port: PtyPort) -> None:
+    with ScriptedClip(pty_port), ClipLink(FAST, port=pty_port.path) as link:
+        with pytest.raises(CommandFailed, match=r"bad_argument \(rate must be 50..200 Hz\)"):
+            link.set_rate(1000)
+        assert link.stats.naks == 1
+        link.set_config({"side": "right"})
+        assert link.get_config()["side"] == "right"
+
+
+def test_timeout_after_retries(pty_port: PtyPort) -> None:
+    with ScriptedClip(pty_port, mute=True) as clip, ClipLink(FAST, port=pty_port.path) as link:
+        t0 = time.monotonic()
+        with pytest.raises(CommandTimeout, match="3 tries"):
+            link.start()
+        assert time.monotonic() - t0 >= 0.9  # 3 attempts x 0.3 s
+        wait_until(lambda: len(clip.received) == 3, what="3 attempts at the clip")
+        assert len({c[0] for c in clip.received}) == 1
+        assert link.stats.timeouts == 1 and link.stats.retries == 2
+
+
+def test_calibration_waits_for_completion(pty_port: PtyPort) -> None:
+    with ScriptedClip(pty_port) as clip, ClipLink(FAST, port=pty_port.path) as link:
+        t0 = time.monotonic()
+        result = link.calibrate_neutral(0.5)  # longer than the command timeout
+        assert time.monotonic() - t0 >= 0.45
+        assert json.loads(result) == {"ok": True, "cal_state": P.CAL_NEUTRAL}
+        link.calibrate_functional(0.1)
+        assert clip.cal_state == P.CAL_FULL
+
+
+def test_unplug_replug_reconnects_and_resumes(pty_port: PtyPort) -> None:
+    tl = AngleTimeline(capacity=10_000)
+    with (
+        ScriptedClip(pty_port, stream=True) as clip,
+        ClipLink(FAST, port=pty_port.path, timeline=tl) as link,
+    ):
+        wait_until(lambda: len(tl) >= 20, what="samples before unplug")
+        pty_port.unplug()
+        wait_until(lambda: not link.connected, what="link notices the unplug")
+        assert link.stats.state == "reconnecting"
+        with pytest.raises(CommandTimeout):
+            link.command(P.CMD_INFO, timeout_s=0.1, retries=0)
+        n_before = len(tl)
+        pty_port.replug()
+        wait_until(lambda: link.connected, what="reconnect")
+        wait_until(lambda: len(tl) >= n_before + 20, what="samples after replug")
+        assert link.get_info().device_id == "e6614103"
+        assert link.stats.connects == 2 and link.stats.disconnects == 1
+        assert link.clock.resets >= 1
+        assert clip.sent_samples > 0
+    # The gap while unplugged is unknown, never interpolated.
+    win = tl.window(tl.t_first or 0, tl.t_last or 0)
+    gaps = [(a, b) for a, b in itertools.pairwise(win.t) if b - a > tl.max_gap_s]
+    assert gaps, "unplug left no gap?"
+    a, b = gaps[0]
+    assert tl.angles_at((a + b) / 2) is None
+
+
+def test_reboot_is_detected_and_clock_refits(pty_port: PtyPort) -> None:
+    tl = AngleTimeline(capacity=10_000)
+    with (
+        ScriptedClip(pty_port, stream=True, tick_start=500_000_000) as clip,
+        ClipLink(FAST, port=pty_port.path, timeline=tl) as link,
+    ):
+        wait_until(lambda: len(tl) >= 30, what="samples")
+        gen = link.clock.generation
+        clip.reboot()
+        wait_until(lambda: link.decoder.stats.reboots == 1, what="reboot seen")
+        n = len(tl)
+        wait_until(lambda: len(tl) >= n + 30, what="samples after reboot")
+        assert link.clock.generation == gen + 1
+        # Host times stay continuous although the device ticks jumped back by ~500 s.
+        assert abs((tl.t_last or 0) - time.time()) < 2.0
+
+
+def test_auto_detect_by_handshake(pty_port_factory) -> None:  # type: ignore[no-untyped-def]
+    silent = pty_port_factory("ttySILENT")
+    real = pty_port_factory("ttyCLIP")
+    with ScriptedClip(silent, mute=True), ScriptedClip(real):
+        assert detect_port(FAST, candidates=[silent.path, real.path]) == real.path
+        with pytest.raises(DeviceError, match="no clip answered"):
+            detect_port(FAST, candidates=[silent.path])
+    with pytest.raises(DeviceError, match="no clip found"):
+        detect_port(FAST, candidates=[])
+
+
+def test_raw_repl_escape_reaches_clip(pty_port: PtyPort) -> None:
+    with ScriptedClip(pty_port, stream=True) as clip:
+        with serial.Serial(pty_port.path, timeout=0.1) as ser:
+            ser.write(b"\x00\r\x03")  # what mpremote sends on connect
+            wait_until(lambda: clip.in_repl, what="clip leaves to the REPL")
+            buf = b""
+
+            def banner() -> bool:
+                nonlocal buf
+                buf += ser.read(ser.in_waiting or 1)
+                return b">>> " in buf
+
+            wait_until(banner, what="REPL prompt")
+        assert not clip.streaming
