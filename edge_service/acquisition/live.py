@@ -149,6 +149,7 @@ class LiveSource(FrameSource):
         self._grabber: _Grabber | None = None
         self._closed = False
         self.reconnects = 0
+        self._last_rx = time.monotonic()
         self._dropped_before = 0
         self._start(first=True)
         first = self._next_image(first=True)
@@ -214,14 +215,18 @@ class LiveSource(FrameSource):
             item = self._q.get(timeout=self._stall)
         except queue.Empty:
             return None
-        return None if item is _FAIL else item
+        if item is _FAIL:
+            return None
+        self._last_rx = time.monotonic()
+        return item
 
     def _recover(self) -> float:
         """Reopen the device until it delivers again; returns the outage in seconds."""
-        t_lost = time.monotonic()
+        # The outage started when the last good frame arrived, not when we noticed.
+        t_lost = self._last_rx
         log.warning("camera %r stalled or unplugged; reconnecting", self.device)
         self._abandon()
-        deadline = t_lost + self._reconnect
+        deadline = time.monotonic() + self._reconnect
         while time.monotonic() < deadline and not self._closed:
             if self._start():
                 item = self._next_image()

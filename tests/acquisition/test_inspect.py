@@ -1,0 +1,86 @@
+"""`dgs-edge inspect` on a DICOM file, a video, a folder and a session recording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from edge_service.acquisition.frame import Frame, Roi
+from edge_service.cli.edge import main
+from edge_service.recording import RecordingWriter, SessionMeta
+
+
+def _inspect(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(["inspect", *argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_inspect_multiframe_dicom_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _inspect(capsys, str(get_testdata_file("color3d_jpeg_baseline.dcm")), "--json")
+    assert rc == 0
+    info = json.loads(out)
+    assert info["n_frames"] == 120 and (info["width"], info["height"]) == (640, 480)
+    assert info["spacing_mm"] == pytest.approx([0.5104970559, 0.5104970559])
+    assert info["roi"] == [84, 31, 596, 415] and info["spacing_origin"] == "us-regions"
+    assert "1.2.840.10008.1.2.4.50" in info["transfer_syntax"]
+    assert info["vendor"] and info["fps_hz"] == pytest.approx(30.0, rel=1e-3)
+    assert info["mm_measurements"] is True
+
+
+def test_inspect_text_without_spacing(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = _inspect(capsys, str(get_testdata_file("US1_J2KR.dcm")))
+    assert rc == 0
+    assert "mm measurements refused" in out and "JPEG 2000" in out and "G.E. Medical" in out
+    rc, out, _ = _inspect(capsys, str(get_testdata_file("US1_J2KR.dcm")), "--spacing", "0.2,0.3")
+    assert "0.2 x 0.3 mm/px (user)" in out
+
+
+def test_inspect_session_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    meta = SessionMeta(
+        side="right", protocol="piriformis", spacing_mm=(0.2, 0.2), roi=Roi(1, 2, 30, 20)
+    )
+    with RecordingWriter(tmp_path / "s", meta) as w:
+        for i in range(3):
+            w.add_frame(Frame(np.full((24, 32), i, np.uint8), 10.0 + i / 20, i, None))
+        w.add_imu({"t": 10.0, "seq": 0, "flexion_deg": 0.0})
+    rc, out, _ = _inspect(capsys, str(tmp_path / "s"), "--json")
+    info = json.loads(out)
+    assert rc == 0 and info["kind"] == "recording" and info["n_frames"] == 3
+    assert info["extra"]["side"] == "right" and info["extra"]["imu_samples"] == 1
+    assert info["roi"] == [1, 2, 30, 20] and info["fps_hz"] == pytest.approx(20.0)
+
+
+def test_inspect_video_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    vw = cv2.VideoWriter(
+        str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 24), False
+    )
+    for i in range(4):
+        vw.write(np.full((24, 32), i * 30, np.uint8))
+    vw.release()
+    rc, out, _ = _inspect(capsys, str(tmp_path / "v.avi"), "--json", "--count")
+    info = json.loads(out)
+    assert rc == 0 and info["kind"] == "video" and info["n_frames"] == 4
+    assert info["fps_hz"] == pytest.approx(25.0) and info["transfer_syntax"] == "MJPG"
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "0.png"), np.zeros((5, 6), np.uint8))
+    rc, out, _ = _inspect(capsys, str(d), "--json")
+    assert json.loads(out)["kind"] == "folder"
+
+
+def test_inspect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "junk.dcm"
+    bad.write_bytes(b"junk" * 100)
+    rc, out, err = _inspect(capsys, str(bad))
+    assert rc == 2 and out == "" and err.count("\n") == 1 and "not a DICOM file" in err
+    rc, _, err = _inspect(capsys, str(tmp_path / "nothing"))
+    assert rc == 2 and "no such file" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(bad), "--spacing", "abc"])
+    assert exc.value.code == 2
