@@ -94,7 +94,7 @@ def detect(
     dev[valid] = np.abs(angles[valid] - rest).max(axis=1)
     # Smoothed deviation (~0.3 s) to find where a movement really began despite sensor noise.
     dt = float(np.median(np.diff(t))) if n > 1 else 1.0
-    k = max(int(round(0.3 / dt)) | 1, 1)
+    k = max(round(0.3 / dt) | 1, 1)
     sdev = np.convolve(dev, np.ones(k) / k, mode="same")
     active = valid & (dev > s.active_deg)
     # Merge short quiet gaps (a brief pause at the peak is still the same manoeuvre).

@@ -96,11 +96,6 @@ class ManoeuvreSettings(BaseModel):
     piriformis_min_adduction_deg: float = Field(
         default=5.0, description="peak adduction for the seated piriformis stretch"
     )
-    max_angle_gap_s: float = Field(
-        default=0.5,
-        gt=0.0,
-        description="frames further than this from a clip sample have no angles",
-    )
 
 
 class GlidingRule(BaseModel):
@@ -119,7 +114,7 @@ class GlidingRule(BaseModel):
         default=0.6, gt=0.0, description="gliding slope below this = restricted"
     )
     min_excursion_mm: float = Field(
-        default=1.5,
+        default=1.0,
         gt=0.0,
         description="peak excursion below this on a full manoeuvre = restricted",
     )
