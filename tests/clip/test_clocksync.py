@@ -90,7 +90,7 @@ def test_unwrapper_uses_host_time_across_long_silence() -> None:
 
 
 def test_reset_starts_a_new_generation() -> None:
-    true, dev, arr = simulate(20, 200.0, seed=6)
+    _true, dev, arr = simulate(20, 200.0, seed=6)
     cs = ClockSync()
     run(cs, dev, arr)
     assert cs.synced and cs.generation == 0

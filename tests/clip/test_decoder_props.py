@@ -26,10 +26,11 @@ def make_stream(
     frames: list[bytes] = []
     sent: dict[int, Sample] = {}
     for i in range(n):
-        q = tuple(rng.randint(-16384, 16384) for _ in range(4))
+        q4 = [rng.randint(-16384, 16384) for _ in range(4)]
+        q = (q4[0], q4[1], q4[2], q4[3])
         flex, add, rot = (rng.randint(-18000, 18000) for _ in range(3))
         flags = rng.randint(0, 0xFFFF) & ~P.FLAG_PELVIS_PRESENT
-        pq = tuple(rng.randint(-16384, 16384) for _ in range(4)) if i % 3 == 0 else None
+        pq = (rng.randint(-16384, 0), 5, -7, 16384) if i % 3 == 0 else None
         seq = e.seq
         t_us = (i * 10_000) & P.TICKS_MASK
         f = bytes(e.sample(None, t_us, flex, add, rot, q, flags, i, 2 * i, pq))
