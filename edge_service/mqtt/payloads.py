@@ -21,7 +21,7 @@ EVENT_KINDS = ("started", "manoeuvre", "ended")
 NAMESPACE = uuid.UUID("6b1f3c1e-4d0a-5c51-9a4e-2f3d0d6a7e11")
 # Keys that would carry patient identity; payloads are pseudonymous by contract.
 _PII_KEYS = {
-    "patient", "patient_name", "patient_id", "name", "mrn", "birth_date", "birthdate", "dob",
+    "patient", "patient_name", "patient_id", "mrn", "birth_date", "birthdate", "dob",
     "address", "phone", "email", "ssn", "accession_number", "patientname", "patientid",
 }  # fmt: skip
 

@@ -57,12 +57,21 @@ class Publisher:
                       "rejected": 0, "live_dropped": 0}  # fmt: skip
         self._started = False
         self._stopping = False
+        self._proto = settings.protocol
+        self._v5_ok = False  # an MQTT 5 session was accepted at least once
+        self._v5_closed = 0  # MQTT 5 connections the broker dropped before CONNACK
+        self._fell_back = False
         self._client = self._make_client()
 
     # ---------------------------------------------------------------- set-up
     @property
     def v5(self) -> bool:
-        return self.s.protocol == "5"
+        return self._proto == "5"
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version in use ('5', or '3.1.1' after a fallback)."""
+        return self._proto
 
     def _make_client(self) -> mqtt.Client:
         proto = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
@@ -98,6 +107,7 @@ class Publisher:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_connect_fail = self._on_connect_fail
+        c.on_socket_open = self._on_socket_open
         return c
 
     def _props(self, schema: str, msg_id: str | None = None) -> Properties | None:
@@ -178,13 +188,47 @@ class Publisher:
         with self._send_lock:
             for e in backlog:
                 self._send(e)
+        self._connect()
+        self._started = True
+
+    def _connect(self) -> None:
         try:
             self._client.connect_async(self.s.host, self.s.port, self.s.keepalive_s,
                                        clean_start=True if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY)  # fmt: skip
         except (OSError, ValueError) as exc:
             raise BrokerError(f"cannot connect to {self.s.url}: {exc}") from exc
         self._client.loop_start()
-        self._started = True
+
+    def _maybe_fall_back(self) -> None:
+        """Brokers that only speak 3.1.1 (amqtt, old Mosquitto) drop an MQTT 5 CONNECT
+        without a CONNACK; after two such drops, rebuild the client as 3.1.1 and re-queue
+        the outbox (paho cannot change protocol on a live client)."""
+        if not (self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping):
+            return
+        self._v5_closed += 1
+        if self._fell_back:
+            return
+        self._fell_back = True
+        log.warning("broker %s does not accept MQTT 5; falling back to MQTT 3.1.1", self.s.url)
+        threading.Thread(target=self._rebuild_as_311, name="mqtt-fallback", daemon=True).start()
+
+    def _rebuild_as_311(self) -> None:
+        old = self._client
+        old.loop_stop()
+        sock = old.socket()
+        if sock is not None:
+            sock.close()  # the 3.1.1-only broker never answered; do not leave it hanging
+        with self._send_lock:
+            self._proto = "3.1.1"
+            with self._lock:
+                self._inflight.clear()
+                self._early.clear()
+                self._other_mids.clear()
+            self._client = self._make_client()
+            for e in self.outbox.pending():
+                self._send(e)
+            if not self._stopping:
+                self._connect()
 
     def wait_connected(self, timeout_s: float) -> bool:
         """True once connected; raises BrokerError when the broker refused our credentials."""
@@ -262,6 +306,8 @@ class Publisher:
         derived from site/device/session, so publishing it twice is idempotent downstream."""
         topic = self._topic(session_id, "result")
         pl.check_no_pii(result_doc, "result")
+        if result_doc.get("session_id", session_id) != session_id:
+            raise InputError("result session_id differs from the session it is published for")
         msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id)
         doc_copy = dict(result_doc)
 
@@ -378,10 +424,13 @@ class Publisher:
             self.last_error = f"connection refused: {text}"
             if text in _AUTH_REFUSED:
                 self._auth_refused = text
+            if text == "Unsupported protocol version":
+                self._maybe_fall_back()
             log.error("broker %s refused the connection: %s (outbox keeps %d messages)",
                       self.s.url, text, self._pending_safe())  # fmt: skip
             return
         self._auth_refused = None
+        self._v5_ok = self._v5_ok or self.v5
         with self._lock:
             self.stats["connects"] += 1
         self._connected.set()
@@ -396,9 +445,25 @@ class Publisher:
         if was:
             with self._lock:
                 self.stats["disconnects"] += 1
+        else:
+            self._maybe_fall_back()
+        if was:
             if not self._stopping:
                 log.warning("disconnected from %s (%s); %d messages kept in the outbox",
                             self.s.url, reason, self._pending_safe())  # fmt: skip
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        if not (self.v5 and self.s.protocol_fallback and not self._v5_ok):
+            return
+
+        def check() -> None:
+            # Some 3.1.1-only brokers (amqtt) neither answer nor close an MQTT 5 CONNECT.
+            if client is self._client and not self._connected.is_set():
+                self._maybe_fall_back()
+
+        t = threading.Timer(self.s.connack_timeout_s, check)
+        t.daemon = True
+        t.start()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         self.last_error = f"broker {self.s.url} unreachable"

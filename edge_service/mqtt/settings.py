@@ -18,9 +18,11 @@ class TlsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ca_file: Path | None = Field(None, description="PEM CA bundle that signed the broker cert")
-    cert_file: Path | None = Field(None, description="optional client certificate (PEM)")
-    key_file: Path | None = Field(None, description="private key of the client certificate")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that signed the broker cert"
+    )
+    cert_file: Path | None = Field(default=None, description="optional client certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="private key of the client certificate")
 
 
 class MqttSettings(BaseModel):
@@ -30,22 +32,38 @@ class MqttSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port")
-    site: str = Field("site-a", description="site slug, first topic level under dgs/v1")
-    device: str = Field("dgs-01", description="device slug; also the MQTT client id stem")
-    protocol: str = Field("5", description="'5' (MQTT 5, default) or '3.1.1' (fallback)")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive")
-    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay")
-    reconnect_max_s: float = Field(30.0, gt=0, description="reconnect backoff ceiling")
-    live_rate_hz: float = Field(20.0, gt=0, le=200, description="max rate of each live stream")
-    outbox_max_messages: int = Field(
-        100_000, ge=10, description="outbox bound; when full new events are refused loudly"
+    url: str = Field(
+        default="mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port"
     )
-    inflight_max: int = Field(20, ge=1, le=65535, description="QoS1 messages in flight at once")
-    fsync: bool = Field(True, description="fsync the outbox on every write (power-loss safe)")
-    fhir: bool = Field(False, description="also publish a FHIR R4 bundle per result")
-    tls: TlsSettings | None = Field(None, description="TLS options (mqtts:// implies TLS)")
-    secrets_file: Path | None = Field(None, description="file with username and password lines")
+    site: str = Field(default="site-a", description="site slug, first topic level under dgs/v1")
+    device: str = Field(default="dgs-01", description="device slug; also the MQTT client id stem")
+    protocol: str = Field(default="5", description="'5' (MQTT 5, default) or '3.1.1' (fallback)")
+    protocol_fallback: bool = Field(
+        default=True, description="drop to 3.1.1 when the broker refuses MQTT 5"
+    )
+    connack_timeout_s: float = Field(
+        default=5.0, gt=0, description="wait this long for CONNACK before trying 3.1.1"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="reconnect backoff ceiling")
+    live_rate_hz: float = Field(
+        default=20.0, gt=0, le=200, description="max rate of each live stream"
+    )
+    outbox_max_messages: int = Field(
+        default=100_000, ge=10, description="outbox bound; when full new events are refused loudly"
+    )
+    inflight_max: int = Field(
+        default=20, ge=1, le=65535, description="QoS1 messages in flight at once"
+    )
+    fsync: bool = Field(
+        default=True, description="fsync the outbox on every write (power-loss safe)"
+    )
+    fhir: bool = Field(default=False, description="also publish a FHIR R4 bundle per result")
+    tls: TlsSettings | None = Field(default=None, description="TLS options (mqtts:// implies TLS)")
+    secrets_file: Path | None = Field(
+        default=None, description="file with username and password lines"
+    )
     versions: dict[str, str] = Field(
         default_factory=dict, description="firmware/model versions announced in status"
     )

@@ -16,10 +16,9 @@ from edge_service.mqtt.outbox import Outbox
 from edge_service.mqtt.validation import validate
 from tests.harness.broker import CONSUMER_USER, DEVICE_USER, HOST, wait_for
 from tests.harness.paths import REPO
+from tests.mqtt.sample_result import sample_result
 
 pytestmark = pytest.mark.sim
-
-RESULT = {"nerve": {"ap_diameter_mm": 12.1, "csa_mm2": 61.0}, "gliding": {"restricted": True}}
 
 
 def dedup_in_order(docs: list[dict]) -> list[dict]:
@@ -43,7 +42,7 @@ def test_session_flow_is_delivered_and_matches_the_schemas(
     assert pub.live_angles({"flexion_deg": 10.0, "adduction_deg": 2.0, "rotation_deg": 5.0})
     pub.live_measurements({"nerve_ap_diameter_mm": 12.0, "frame_index": 3})
     pub.event("sess-1", "ended", {})
-    rid = pub.result("sess-1", RESULT)
+    rid = pub.result("sess-1", sample_result("sess-1"))
     assert pub.wait_drained(10)
     pub.stop()
 
@@ -53,7 +52,7 @@ def test_session_flow_is_delivered_and_matches_the_schemas(
                       10, "stopped status")  # fmt: skip
     assert [e["event"] for e in events] == ["started", "ended"]
     assert [e["seq"] for e in events] + [result["seq"]] == [1, 2, 3]
-    assert result["msg_id"] == rid and result["result"] == RESULT
+    assert result["msg_id"] == rid and result["result"] == sample_result("sess-1")
     assert status[-1]["versions"]["model"] == "det-1"
     assert status[-1]["link"]["acked"] == 3
     for doc in col.docs():
@@ -78,7 +77,7 @@ def test_broker_restart_mid_session_delivers_everything_once_in_order(
     wait_for(lambda: not pub._connected.is_set(), 10, "publisher to notice the outage")
     for i in range(5, 10):
         pub.event("sess-2", "manoeuvre", {"i": i})  # queued while the broker is down
-    pub.result("sess-2", RESULT)
+    pub.result("sess-2", sample_result("sess-2"))
     assert Outbox(pub.outbox.path).count() >= 6  # kept on disk, not just in memory
     mosquitto.start()
     assert pub.wait_drained(20)
@@ -96,7 +95,7 @@ def test_broker_down_at_start_keeps_everything(
     pub = make_publisher(mosquitto.url)
     pub.start()
     pub.event("sess-3", "started", {})
-    pub.result("sess-3", RESULT)
+    pub.result("sess-3", sample_result("sess-3"))
     assert not pub.wait_connected(1.5)
     assert pub.outbox.count() == 2
     assert "unreachable" in caplog.text
@@ -182,7 +181,7 @@ def test_wrong_password_is_a_clear_error_and_loses_nothing(
     monkeypatch.setenv("DGS_MQTT_PASSWORD", "wrong")
     pub = make_publisher(broker.url)
     pub.start()
-    pub.result("sess-4", RESULT)
+    pub.result("sess-4", sample_result("sess-4"))
     with pytest.raises(BrokerError, match=r"Not authorized|Bad user name or password"):
         pub.wait_connected(10)
     assert pub.outbox.count() == 1
@@ -204,14 +203,14 @@ def test_acl_denial_is_reported_and_the_message_is_kept(
     # Allowed: its own device subtree.
     ok = make_publisher(broker.url, device=DEVICE_USER)
     ok.start()
-    ok.result("sess-5", RESULT)
+    ok.result("sess-5", sample_result("sess-5"))
     assert ok.wait_drained(10)
     col.wait_docs("/result", 1)
     ok.stop()
     # Denied: posing as another device.
     bad = make_publisher(broker.url, Path(str(ok.outbox.path) + ".2"), device="dgs-99")
     bad.start()
-    bad.result("sess-5", RESULT)
+    bad.result("sess-5", sample_result("sess-5"))
     wait_for(lambda: bad.stats["rejected"] == 1, 10, "PUBACK with 'Not authorized'")
     assert "rejected" in caplog.text and "Not authorized" in (bad.last_error or "")
     assert bad.outbox.count() == 1 and bad.outbox.rejected_count() == 1
@@ -236,7 +235,7 @@ def test_tls_with_generated_ca(mosquitto_factory, make_publisher, collector_fact
     url = f"mqtts://{HOST}:{broker.port}"
     pub = make_publisher(url, tls=TlsSettings(ca_file=tls.ca))
     pub.start()
-    pub.result("sess-7", RESULT)
+    pub.result("sess-7", sample_result("sess-7"))
     assert pub.wait_drained(10)
     assert col.wait_docs("/result", 1)[0]["session_id"] == "sess-7"
 
@@ -246,7 +245,7 @@ def test_tls_rejects_a_broker_signed_by_another_ca(mosquitto_factory, make_publi
     tls = mosquitto_factory.tls
     pub = make_publisher(f"mqtts://{HOST}:{broker.port}", tls=TlsSettings(ca_file=tls.other_ca))
     pub.start()
-    pub.result("sess-8", RESULT)
+    pub.result("sess-8", sample_result("sess-8"))
     assert not pub.wait_connected(2)
     assert pub.outbox.count() == 1
 
