@@ -21,35 +21,44 @@ class SourceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: SourceKind = Field(
-        "uvc", description="uvc | dicom | video | folder | recording | phantom"
+        default="uvc", description="uvc | dicom | video | folder | recording | phantom"
     )
     device: str = Field(
-        "0", description="uvc: V4L2 index ('0') or device path ('/dev/video2'); files: the path"
+        default="0",
+        description="uvc: V4L2 index ('0') or device path ('/dev/video2'); files: the path",
     )
     crop_px: tuple[int, int, int, int] | None = Field(
-        None, description="B-mode region to keep, x0,y0,x1,y1 in capture pixels (half-open)"
+        default=None, description="B-mode region to keep, x0,y0,x1,y1 in capture pixels (half-open)"
     )
     depth_mm: float | None = Field(
-        None, gt=0, description="uvc: imaging depth shown over the crop height (probe preset)"
+        default=None,
+        gt=0,
+        description="uvc: imaging depth shown over the crop height (probe preset)",
     )
     width_mm: float | None = Field(
-        None, gt=0, description="uvc: lateral field width over the crop width (linear probes)"
+        default=None,
+        gt=0,
+        description="uvc: lateral field width over the crop width (linear probes)",
     )
     spacing_mm: tuple[float, float] | None = Field(
-        None, description="user calibration dx,dy mm/px when the source carries none"
+        default=None, description="user calibration dx,dy mm/px when the source carries none"
     )
     fps_hz: float | None = Field(
-        None, gt=0, description="requested capture rate (uvc) / nominal rate (folders, phantom)"
+        default=None,
+        gt=0,
+        description="requested capture rate (uvc) / nominal rate (folders, phantom)",
     )
     capture_size_px: tuple[int, int] | None = Field(
-        None, description="uvc: requested capture width,height (None = driver default)"
+        default=None, description="uvc: requested capture width,height (None = driver default)"
     )
-    stall_timeout_s: float = Field(2.0, gt=0, description="uvc: no frame this long = stalled")
+    stall_timeout_s: float = Field(
+        default=2.0, gt=0, description="uvc: no frame this long = stalled"
+    )
     reconnect_timeout_s: float = Field(
-        10.0, ge=0, description="uvc: keep reopening a lost device this long, then fail"
+        default=10.0, ge=0, description="uvc: keep reopening a lost device this long, then fail"
     )
-    phantom_manoeuvre: str = Field("fair", description="phantom: hip manoeuvre to simulate")
-    phantom_seed: int = Field(0, description="phantom: random seed")
+    phantom_manoeuvre: str = Field(default="fair", description="phantom: hip manoeuvre to simulate")
+    phantom_seed: int = Field(default=0, description="phantom: random seed")
 
     @field_validator("spacing_mm")
     @classmethod

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +70,10 @@ class RecordingWriter:
         self._n_imu = 0
         self._closed = False
         self._last_sync = time.monotonic()
+        self._syncing = threading.Event()
+        self._fd_lock = threading.Lock()
+        # add_frame (capture loop) and add_imu (serial reader) may come from two threads.
+        self._lock = threading.Lock()
         meta.complete = False
         write_json_atomic(self.path / SESSION_JSON, meta.to_dict())
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL
@@ -76,6 +81,7 @@ class RecordingWriter:
         self._cfd = os.open(self.path / FRAMES_CSV, flags, 0o644)
         self._ifd = os.open(self.path / IMU_JSONL, flags, 0o644)
         journal.write_all(self._cfd, b"index,t\n")
+        self._jsize, self._csize = 0, len(b"index,t\n")
         fsync_dir(self.path)
 
     @property
@@ -84,6 +90,10 @@ class RecordingWriter:
 
     def add_frame(self, frame: Frame) -> None:
         """Append one frame; it is durable against a process kill when this returns."""
+        with self._lock:
+            self._add_frame(frame)
+
+    def _add_frame(self, frame: Frame) -> None:
         self._check_open()
         px = frame.pixels
         if self._shape is None:
@@ -103,27 +113,56 @@ class RecordingWriter:
         if not math.isfinite(frame.t):
             raise InputError(f"frame {frame.index}: non-finite timestamp")
         index = len(self._times)
-        journal.write_all(self._jfd, journal.pack(index, frame.t, px))
-        # frames.csv after the journal: the journal is the truth; csv is the readable index.
-        journal.write_all(self._cfd, f"{index},{frame.t!r}\n".encode())
+        record = journal.pack(index, frame.t, px)
+        row = f"{index},{frame.t!r}\n".encode()
+        try:
+            journal.write_all(self._jfd, record)
+            # frames.csv after the journal: the journal is the truth, csv the readable index.
+            journal.write_all(self._cfd, row)
+        except OSError as exc:
+            # Disk full / I/O error: cut the torn record off so the frames before it and any
+            # written after the problem clears stay readable, then tell the caller.
+            os.ftruncate(self._jfd, self._jsize)
+            os.ftruncate(self._cfd, self._csize)
+            raise InputError(f"{self.path}: cannot write frame {index}: {exc.strerror}") from exc
+        self._jsize += len(record)
+        self._csize += len(row)
         self._times.append(frame.t)
         self._maybe_sync()
 
     def add_imu(self, sample: dict[str, Any]) -> None:
         """Append one clip sample as one imu.jsonl line (needs at least `t`)."""
-        self._check_open()
         if "t" not in sample:
             raise InputError("IMU sample needs a host time 't'")
-        line = json.dumps(sample, default=_json_default, separators=(",", ":")) + "\n"
-        journal.write_all(self._ifd, line.encode())
-        self._n_imu += 1
-        self._maybe_sync()
+        try:
+            line = json.dumps(sample, default=_json_default, separators=(",", ":")) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"IMU sample is not JSON serialisable: {exc}") from exc
+        with self._lock:
+            self._check_open()
+            journal.write_all(self._ifd, line.encode())
+            self._n_imu += 1
+            self._maybe_sync()
 
     def _maybe_sync(self) -> None:
+        # fsync runs on a helper thread: flushing ~10 MB to an SD card can take tens of ms,
+        # which would make the 60 fps capture loop miss frames. A killed process loses
+        # nothing either way (the kernel has the data); fsync only bounds power-cut loss.
         now = time.monotonic()
-        if now - self._last_sync >= self._fsync_every_s:
-            self._sync()
+        if now - self._last_sync >= self._fsync_every_s and not self._syncing.is_set():
             self._last_sync = now
+            self._syncing.set()
+            threading.Thread(target=self._background_sync, name="rec-fsync", daemon=True).start()
+
+    def _background_sync(self) -> None:
+        try:
+            with self._fd_lock:
+                if not self._closed:
+                    self._sync()
+        except OSError as exc:
+            log.error("fsync of recording %s failed: %s", self.path, exc)
+        finally:
+            self._syncing.clear()
 
     def _sync(self) -> None:
         for fd in (self._jfd, self._cfd, self._ifd):
@@ -135,10 +174,15 @@ class RecordingWriter:
 
     def close(self) -> None:
         """Finalise: cine.dcm from the journal, session.json complete=true, drop journal."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._sync()
+        with self._fd_lock:  # wait for a background fsync before closing its fds
+            self._closed = True
+            self._sync()
         for fd in (self._jfd, self._cfd, self._ifd):
             os.close(fd)
         jpath = self.path / journal.JOURNAL_NAME
