@@ -66,6 +66,7 @@ class Mosquitto:
         extra_conf: Sequence[str] = (),
         host: str = "127.0.0.1",
         binary: str | None = None,
+        raw_conf: str | None = None,
     ) -> None:
         exe = binary or find_mosquitto()
         if exe is None:
@@ -95,6 +96,8 @@ class Mosquitto:
             lines.append("user root")
         if not any(line.startswith(("allow_anonymous", "password_file")) for line in extra_conf):
             lines.append("allow_anonymous true")
+        if raw_conf is not None:  # a complete config (e.g. deploy/mosquitto) used as is
+            lines = [raw_conf] + (["user root"] if os.geteuid() == 0 else [])
         self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 

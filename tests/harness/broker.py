@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_service.mqtt.broker import AmqttBroker, Mosquitto, find_mosquitto
+from edge_service.mqtt.broker import AmqttBroker, Mosquitto, find_mosquitto, free_port
+from tests.harness.paths import REPO
 
 HOST = "127.0.0.1"
 DEVICE_USER = "dgs-01"
@@ -82,14 +83,9 @@ def make_password_file(path: Path, users: dict[str, str]) -> Path:
     return path
 
 
-# Device may write only under its own {device} (username == device slug); the hospital
-# consumer may only read. Same patterns as deploy/mosquitto/acl.
-ACL = f"""\
-user {CONSUMER_USER}
-topic read dgs/v1/#
-
-pattern readwrite dgs/v1/+/%u/#
-"""
+# The shipped production ACL: a device writes only under its own {device} (username ==
+# device slug), the hospital consumer only reads.
+ACL_FILE = REPO / "deploy" / "mosquitto" / "acl"
 
 
 @dataclass
@@ -116,15 +112,38 @@ class BrokerFactory:
             conf += ["allow_anonymous false",
                      f"password_file {make_password_file(wd / 'passwd', self.passwords)}"]  # fmt: skip
         if kind == "acl":
-            (wd / "acl").write_text(ACL)
-            conf.append(f"acl_file {wd / 'acl'}")
+            conf.append(f"acl_file {ACL_FILE}")
         if kind == "tls":
             t = self.tls
             conf += [f"cafile {t.ca}", f"certfile {t.server_cert}", f"keyfile {t.server_key}",
                      f"require_certificate {'true' if require_client_cert else 'false'}"]  # fmt: skip
+        if kind == "deploy":
+            return self._deploy(wd)
         if kind not in ("plain", "password", "acl", "tls"):
             raise ValueError(kind)
         m = Mosquitto(wd, extra_conf=conf)
+        m.start()
+        self.started.append(m)
+        return m
+
+    def _deploy(self, wd: Path) -> Mosquitto:
+        """The shipped deploy/mosquitto/mosquitto.conf with only paths and port rewritten."""
+        t = self.tls
+        port = free_port(HOST)
+        text = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+        for old, new in {
+            "listener 8883": f"listener {port} {HOST}",
+            "/etc/mosquitto/passwd": str(make_password_file(wd / "passwd", self.passwords)),
+            "/etc/mosquitto/dgs.acl": str(ACL_FILE),
+            "/etc/mosquitto/certs/ca.pem": str(t.ca),
+            "/etc/mosquitto/certs/broker.pem": str(t.server_cert),
+            "/etc/mosquitto/certs/broker.key": str(t.server_key),
+            "/var/lib/mosquitto/": f"{wd}/",
+            "log_dest syslog": "log_dest stderr",
+        }.items():
+            assert old in text, f"deploy config no longer contains {old!r}"
+            text = text.replace(old, new)
+        m = Mosquitto(wd, port=port, raw_conf=text)
         m.start()
         self.started.append(m)
         return m
@@ -214,6 +233,28 @@ class Collector:
             return docs if len(ids) >= n else None
 
         return wait_for(enough, timeout_s, f"{n} messages on *{suffix}")  # type: ignore[no-any-return]
+
+    def _deploy(self, wd: Path) -> Mosquitto:
+        """The shipped deploy/mosquitto/mosquitto.conf with only paths and port rewritten."""
+        t = self.tls
+        port = free_port(HOST)
+        text = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+        for old, new in {
+            "listener 8883": f"listener {port} {HOST}",
+            "/etc/mosquitto/passwd": str(make_password_file(wd / "passwd", self.passwords)),
+            "/etc/mosquitto/dgs.acl": str(ACL_FILE),
+            "/etc/mosquitto/certs/ca.pem": str(t.ca),
+            "/etc/mosquitto/certs/broker.pem": str(t.server_cert),
+            "/etc/mosquitto/certs/broker.key": str(t.server_key),
+            "/var/lib/mosquitto/": f"{wd}/",
+            "log_dest syslog": "log_dest stderr",
+        }.items():
+            assert old in text, f"deploy config no longer contains {old!r}"
+            text = text.replace(old, new)
+        m = Mosquitto(wd, port=port, raw_conf=text)
+        m.start()
+        self.started.append(m)
+        return m
 
     def close(self) -> None:
         self.client.disconnect()

@@ -300,3 +300,20 @@ def test_publisher_refuses_patient_identifiers(tmp_path):
         pub.event("Jane Doe", "started", {})
     assert pub.outbox.count() == 0
     pub.stop()
+
+
+def test_shipped_production_config_tls_password_acl(
+    mosquitto_factory, make_publisher, monkeypatch, collector_factory
+):
+    broker = mosquitto_factory("deploy")
+    tls = mosquitto_factory.tls
+    col = collector_factory(HOST, broker.port, username=CONSUMER_USER, password="reader-secret",
+                            tls_ca=tls.ca)  # fmt: skip
+    monkeypatch.setenv("DGS_MQTT_USERNAME", DEVICE_USER)
+    monkeypatch.setenv("DGS_MQTT_PASSWORD", "device-secret")
+    pub = make_publisher(f"mqtts://localhost:{broker.port}", device=DEVICE_USER,
+                         tls=TlsSettings(ca_file=tls.ca))  # fmt: skip
+    pub.start()
+    pub.result("sess-p", sample_result("sess-p"))
+    assert pub.wait_drained(10)
+    assert col.wait_docs("/result", 1)[0]["device"] == DEVICE_USER
