@@ -64,8 +64,30 @@ class FrameError(ValueError):
         self.minor = minor
 
 
-def cobs_decode(chunk: bytes) -> bytes:
-    """COBS-decode one chunk (no 0x00 inside). Raises FrameError('cobs')."""
+def cobs_decode(chunk: bytes | bytearray) -> bytearray:
+    """COBS-decode one chunk (no 0x00 inside). Raises FrameError('cobs').
+
+    Fast path for frames shorter than 254 bytes (all legal v1 frames): no code byte can be
+    0xFF, so decoding is "turn every code byte into 0x00 and drop the first one"; only the
+    code bytes are visited, not every data byte."""
+    out = bytearray(chunk)
+    n = len(out)
+    i = 0
+    while i < n:
+        code = out[i]
+        if code == 0xFF:
+            return _cobs_decode_slow(bytes(chunk))
+        if code == 0:
+            raise FrameError("cobs")
+        out[i] = 0
+        i += code
+    if i != n:
+        raise FrameError("cobs")
+    del out[0]
+    return out
+
+
+def _cobs_decode_slow(chunk: bytes) -> bytearray:
     out = bytearray()
     i = 0
     n = len(chunk)
@@ -78,10 +100,10 @@ def cobs_decode(chunk: bytes) -> bytes:
         i = end
         if code != 0xFF and i < n:
             out.append(0)
-    return bytes(out)
+    return out
 
 
-def unframe(chunk: bytes) -> tuple[int, int, int, int, int, bytes]:
+def unframe(chunk: bytes | bytearray) -> tuple[int, int, int, int, int, bytes]:
     """Check one chunk: returns (major, minor, type, seq, t_us, payload) or raises FrameError."""
     if len(chunk) > _MAX_CHUNK:
         raise FrameError("oversize")
@@ -91,7 +113,7 @@ def unframe(chunk: bytes) -> tuple[int, int, int, int, int, bytes]:
         raise FrameError("truncated")
     if m > P.MAX_FRAME:
         raise FrameError("oversize")
-    if binascii.crc_hqx(raw[:-2], 0xFFFF) != raw[-2] | (raw[-1] << 8):
+    if binascii.crc_hqx(memoryview(raw)[:-2], 0xFFFF) != raw[-2] | (raw[-1] << 8):
         raise FrameError("crc")
     ver, typ, seq, t_us, plen = _HEADER.unpack_from(raw, 0)
     major, minor = ver >> 4, ver & 0x0F
@@ -99,7 +121,7 @@ def unframe(chunk: bytes) -> tuple[int, int, int, int, int, bytes]:
         raise FrameError("version", major, minor)
     if P.HEADER_SIZE + plen + P.CRC_SIZE != m:
         raise FrameError("length")
-    return major, minor, typ, seq, t_us, raw[P.HEADER_SIZE : P.HEADER_SIZE + plen]
+    return major, minor, typ, seq, t_us, bytes(raw[P.HEADER_SIZE : P.HEADER_SIZE + plen])
 
 
 def parse_payload(typ: int, seq: int, t_us: int, minor: int, pl: bytes) -> Message | None:
@@ -179,7 +201,7 @@ class FrameDecoder:
                 self._skipping = False
             elif end > start:
                 try:
-                    self._chunk(bytes(buf[start:end]), out)
+                    self._chunk(buf[start:end], out)
                 except IncompatibleVersion:
                     del buf[: end + 1]
                     self._pending = out
@@ -214,7 +236,7 @@ class FrameDecoder:
         self.last_error = kind
         log.debug("dropped chunk: %s", kind)
 
-    def _chunk(self, chunk: bytes, out: list[Message]) -> None:
+    def _chunk(self, chunk: bytearray, out: list[Message]) -> None:
         try:
             _major, minor, typ, seq, t_us, pl = unframe(chunk)
             msg = parse_payload(typ, seq, t_us, minor, pl)
