@@ -165,7 +165,7 @@ class Anatomy:
         cfg = self.cfg
         w = round((self.x1 - self.x0) / MAP_RES_MM)
         h = round((self.y1 - self.y0) / MAP_RES_MM)
-        m = np.full((h, w), 0.75, np.float32)  # deep fat plane / connective tissue
+        m = np.full((h, w), 0.6, np.float32)  # deep fat plane / connective tissue
         ys = self.y0 + (np.arange(h) + 0.5) * MAP_RES_MM
         xs = self.x0 + (np.arange(w) + 0.5) * MAP_RES_MM
         # subcutaneous fat (hypoechoic with thin bright strands), wavy boundary
@@ -222,12 +222,12 @@ class Anatomy:
         nerve = np.zeros_like(m)
         fill_poly(nerve, self._to_map(self.nerve.points()), 1.0)
         swollen = cfg.nerve == "swollen"
-        m = np.where(nerve > 0, np.float32(0.3 if swollen else 1.8), m)
+        m = np.where(nerve > 0, np.float32(0.22 if swollen else 2.6), m)
         fasc = np.zeros_like(m)
         e = self.nerve
         placed: list[tuple[float, float, float]] = []
         for _ in range(400):
-            r = float(rng.uniform(0.6, 1.1)) * (1.25 if swollen else 1.0)
+            r = float(rng.uniform(0.7, 1.3)) * (1.1 if swollen else 1.0)
             u, v = rng.uniform(-1, 1, 2)
             if u * u + v * v > 1:
                 continue
@@ -254,7 +254,7 @@ class Anatomy:
                 cv2.LINE_8,
                 _SHIFT,
             )
-        m = np.where(fasc > 0, np.float32(0.24 if swollen else 0.15), m)
+        m = np.where(fasc > 0, np.float32(0.17 if swollen else 0.1), m)
         # epineurium rim: bright outline
         rim = np.zeros_like(m)
         cv2.polylines(
@@ -266,7 +266,7 @@ class Anatomy:
             cv2.LINE_8,
             _SHIFT,
         )
-        m = np.where(rim > 0, np.float32(1.5), m)
+        m = np.where(rim > 0, np.float32(1.5 if swollen else 3.0), m)
         if self.calc is not None:
             calc = np.zeros_like(m)
             fill_poly(calc, self._to_map(self.calc.points()), 1.0)

@@ -135,6 +135,31 @@ class PhantomSimulator:
         yy = y - cy
         return c * x - s * yy + tx, s * x + c * yy + cy + ty
 
+    def _ellipse_mask(self, e: Ellipse, pose: tuple[float, float, float]) -> np.ndarray:
+        """Exact raster of an ellipse: a pixel belongs when its centre is inside.
+
+        (Polygon filling would add the boundary pixels and bias sizes by ~1 px.)
+        """
+        g = self.geom
+        out = np.zeros((g.height_px, g.width_px), np.uint8)
+        box = self._shape_px(e.points(32), pose)
+        pad = 2
+        c0 = max(int(box[:, 0].min()) - pad, 0)
+        c1 = min(int(box[:, 0].max()) + pad + 1, g.width_px)
+        r0 = max(int(box[:, 1].min()) - pad, 0)
+        r1 = min(int(box[:, 1].max()) + pad + 1, g.height_px)
+        if c1 <= c0 or r1 <= r0:
+            return out
+        rows, cols = np.mgrid[r0:r1, c0:c1].astype(np.float64)
+        x, y = g.px_to_mm(cols, rows)
+        tx, ty, phi = pose
+        cy = self.config.depth_mm / 2.0
+        c, s = math.cos(phi), math.sin(phi)
+        xx, yy = x - tx, y - ty - cy
+        qx, qy = c * xx + s * yy, -s * xx + c * yy + cy  # inverse of _to_probe
+        out[r0:r1, c0:c1] = e.rho(qx, qy) <= 1.0
+        return out
+
     def _shape_px(self, pts: np.ndarray, pose: tuple[float, float, float]) -> np.ndarray:
         x, y = self._to_probe(pts[:, 0], pts[:, 1], pose)
         col, row = self.geom.mm_to_px(x, y)
@@ -170,13 +195,12 @@ class PhantomSimulator:
             an.nerve.b,
             an.nerve.angle_rad,
         )
-        nerve_m = np.zeros((h, w), np.uint8)
-        fill_poly(nerve_m, self._shape_px(nerve_now.points(), pose), 1)
+        nerve_m = self._ellipse_mask(nerve_now, pose)
         bone_m = np.zeros((h, w), np.uint8)
         fill_poly(bone_m, self._shape_px(an.bone, pose), 1)
-        calc_m = np.zeros((h, w), np.uint8)
-        if an.calc is not None:
-            fill_poly(calc_m, self._shape_px(an.calc.points(), pose), 1)
+        calc_m = (
+            self._ellipse_mask(an.calc, pose) if an.calc is not None else np.zeros((h, w), np.uint8)
+        )
         bone_p = g.to_polar(bone_m)
         calc_p = g.to_polar(calc_m)
         loss = self.echo.attenuation_db(bone_p, calc_p)
