@@ -43,7 +43,9 @@ def read_dataset(path: str | os.PathLike[str], *, pixels: bool = True) -> Datase
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = pydicom.dcmread(str(p), stop_before_pixels=not pixels)
+            # Large values (the pixel data of a long cine) are read only when used: frames
+            # are decoded one at a time straight from the file.
+            ds = pydicom.dcmread(str(p), stop_before_pixels=not pixels, defer_size="2 MB")
     except InvalidDicomError as exc:
         raise InputError(f"{p}: not a DICOM file ({exc})") from exc
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -278,7 +280,7 @@ class DicomSource(FrameSource):
                 if self._gray_lut is None:
                     self._gray_lut = self._palette_gray_lut()
                 lut = self._gray_lut
-            for arr in pydicom.pixels.iter_pixels(ds):
+            for arr in pydicom.pixels.iter_pixels(self._path):
                 yield arr if lut is None else lut[arr]
         except InputError:
             raise
