@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class PhantomSource(FrameSource):
     """Adapter over the phantom simulator (edge_service.phantom) so it plugs in like a probe."""
 
     def __init__(
-        self, manoeuvre: str = "fair", fps_hz: float = 20.0, seed: int = 0, t0: float = 0.0
+        self, manoeuvre: str = "fair", fps_hz: float = 20.0, seed: int = 0, t0: float | None = None
     ) -> None:
         from edge_service.phantom import PhantomSimulator
         from edge_service.sim.motion import manoeuvre as make_motion
@@ -86,7 +87,7 @@ class PhantomSource(FrameSource):
         self._motion = make_motion(manoeuvre)  # type: ignore[arg-type]
         self._fps, self._t0 = fps_hz, t0
         g = self._sim.geom
-        first = next(self._sim.run(self._motion, fps=fps_hz, t0=t0)).frame
+        first = next(self._sim.run(self._motion, fps=fps_hz, t0=0.0)).frame
         self._info = SourceInfo(
             kind="phantom",
             path=f"phantom:{manoeuvre}",
@@ -104,7 +105,10 @@ class PhantomSource(FrameSource):
         return self._info
 
     def frames(self) -> Iterator[Frame]:
-        for pf in self._sim.run(self._motion, fps=self._fps, t0=self._t0):
+        # Like a probe, frames are stamped in host time: t0 = now unless given, so a paced
+        # consumer plays them in real time.
+        t0 = time.time() if self._t0 is None else self._t0
+        for pf in self._sim.run(self._motion, fps=self._fps, t0=t0):
             yield pf.frame
 
 

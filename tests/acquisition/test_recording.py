@@ -214,3 +214,48 @@ def test_vendor_cine_in_session_dir(tmp_path: Path) -> None:
     assert rec.spacing_mm is not None and rec.spacing_mm[0] == pytest.approx(0.5104970559)
     ts = [f.t for f in rec.frames()]
     assert len(ts) == 30 and np.allclose(np.diff(ts), 1 / 30.0003, rtol=1e-3)
+
+
+def test_session_json_versioning(tmp_path: Path) -> None:
+    d = _meta().to_dict()
+    d["future_field"] = {"x": 1}  # a newer minor writer: kept, not dropped
+    (tmp_path / "session.json").write_text(json.dumps(d))
+    rec = open_recording(tmp_path)
+    assert rec.meta.extra["future_field"] == {"x": 1} and rec.n_frames == 0
+    d["format"] = "dgs.session/2"
+    (tmp_path / "session.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match="unsupported recording version"):
+        open_recording(tmp_path)
+    d["format"] = "dgs.session/1"
+    del d["side"]
+    (tmp_path / "session.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match="missing"):
+        open_recording(tmp_path)
+
+
+def test_complete_recording_without_cine_is_an_error(tmp_path: Path, frames: list[Frame]) -> None:
+    with RecordingWriter(tmp_path / "s", _meta()) as w:
+        w.add_frame(frames[0])
+    (tmp_path / "s" / "cine.dcm").unlink()
+    with pytest.raises(InputError, match=r"cine\.dcm is missing"):
+        open_recording(tmp_path / "s")
+
+
+def test_frames_and_imu_from_two_threads(tmp_path: Path) -> None:
+    import threading
+
+    w = RecordingWriter(tmp_path / "s", _meta(), fsync_every_s=0.0)
+    px = np.zeros((32, 32), np.uint8)
+
+    def imu() -> None:
+        for i in range(300):
+            w.add_imu({"t": float(i), "seq": i, "flexion_deg": 0.0})
+
+    th = threading.Thread(target=imu)
+    th.start()
+    for i in range(100):
+        w.add_frame(Frame(px, float(i), i, None))
+    th.join()
+    w.close()
+    rec = open_recording(tmp_path / "s")
+    assert rec.n_frames == 100 and [s["seq"] for s in rec.imu_samples()] == list(range(300))

@@ -300,3 +300,14 @@ def test_open_source_files(video: tuple[Path, list[np.ndarray]]) -> None:
     assert src.info.spacing_mm == (0.1, 0.1)
     src = open_source(SourceSettings(kind="dicom", device=str(get_testdata_file("US1_UNCR.dcm"))))
     assert src.info.spacing_mm is None
+
+
+@pytest.mark.sim
+def test_phantom_source_is_stamped_in_host_time() -> None:
+    t_before = time.time()
+    src = open_source(SourceSettings(kind="phantom", fps_hz=10.0))
+    assert src.info.spacing_mm is not None and src.info.roi is not None
+    it = iter(src)
+    a, b = next(it), next(it)
+    assert t_before <= a.t <= time.time() + 0.2  # epoch, not 0
+    assert b.t - a.t == pytest.approx(0.1) and a.spacing_mm == src.info.spacing_mm
