@@ -1,16 +1,145 @@
-"""`demo` subcommand (placeholder until its issue lands: it says so and exits non-zero)."""
+"""`dgs-edge demo`: run the whole chain on embedded defaults (no hardware, no external broker)."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+from typing import Any
 
-from edge_service.errors import DgsError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from edge_service.pipeline import SessionProgress
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="(not available yet)")
+    p = sub.add_parser(
+        "demo",
+        help="run the whole chain on a phantom patient and a virtual clip",
+        description=(
+            "Simulated ultrasound session (phantom frames) -> ONNX detector -> measurements in "
+            "mm, virtual IMU clip over a real pty -> clock sync -> correlation -> MQTT "
+            "(embedded broker unless --broker) -> recording, result.json and report.html."
+        ),
+    )
+    p.add_argument("--out", type=Path, help="output folder (default: ./dgs-demo-YYYYmmdd-HHMMSS)")
+    p.add_argument("--broker", help="publish to this broker (mqtt://HOST:PORT) instead")
+    p.add_argument("--side", choices=["left", "right"], default="left")
+    p.add_argument("--nerve", choices=["normal", "swollen"], default="swollen")
+    p.add_argument("--calcification", choices=["yes", "no"], default="yes")
+    p.add_argument("--gliding", choices=["free", "restricted"], default="restricted")
+    p.add_argument("--manoeuvre", choices=["fair", "piriformis"], default="fair")
+    p.add_argument("--fps", type=float, default=8.0, help="phantom frame rate (default 8)")
+    p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=run)
 
 
+def _fmt(v: Any, unit: str = "", nd: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | float):
+        return f"{v:.{nd}f}{unit}"
+    return str(v)
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    cur: Any = d
+    for k in path.split("."):
+        if not isinstance(cur, dict) or k not in cur:
+            return None
+        cur = cur[k]
+    return cur
+
+
+def summary_table(result: dict[str, Any], truth: dict[str, Any]) -> Table:
+    t = Table(title="Session result (phantom truth alongside)")
+    t.add_column("finding")
+    t.add_column("measured", justify="right")
+    t.add_column("truth", justify="right")
+    g = truth.get("gliding", {})
+    rows = [
+        ("nerve AP diameter", "nerve.ap_diameter_mm", "nerve.ap_mm", " mm"),
+        ("nerve width", "nerve.width_mm", "nerve.width_mm", " mm"),
+        ("nerve CSA", "nerve.csa_mm2", "nerve.csa_mm2", " mm²"),
+        ("fascicular index", "nerve.fascicular_index", None, ""),
+        ("calcification", "calcification.present", "calcification.present", ""),
+        ("calcification long axis", "calcification.long_axis_mm", "calcification.long_axis_mm", " mm"),
+        ("calcification thickness", "calcification.thickness_mm", "calcification.thickness_mm", " mm"),
+        ("nerve–calcification distance", "calcification.nerve_distance_mm", "calcification.nerve_distance_mm", " mm"),
+        ("gliding excursion", "gliding.excursion_mm", None, " mm"),
+        ("gliding per 10° IR", "gliding.per_10deg_ir_mm", "gliding.per_10deg_ir_mm", " mm"),
+        ("gliding restricted", "gliding.restricted", "gliding.restricted", ""),
+    ]  # fmt: skip
+    for label, rpath, tpath, unit in rows:
+        tv = _get(truth, tpath) if tpath else None
+        t.add_row(label, _fmt(_get(result, rpath), unit, 2), _fmt(tv, unit, 2))
+    for m in result.get("maneuvers", []) or []:
+        peaks = (
+            m.get("peak_flexion_deg"),
+            m.get("peak_adduction_deg"),
+            m.get("peak_internal_rotation_deg"),
+        )
+        if None not in peaks:
+            k = (g.get("k_flex_mm_per_deg"), g.get("k_add_mm_per_deg"), g.get("k_ir_mm_per_deg"))
+            exp = sum(a * b for a, b in zip(peaks, k, strict=True)) if None not in k else None
+        else:
+            exp = None
+        t.add_row(
+            f"{m.get('name')} {m.get('start_t', 0) - result.get('started_t', 0):.0f} s: peak "
+            + "/".join(_fmt(v, "°", 0) for v in peaks)
+            + " excursion",
+            _fmt(m.get("excursion_mm"), " mm", 2),
+            _fmt(exp, " mm", 2),
+        )
+    return t
+
+
 def run(args: argparse.Namespace) -> int:
-    raise DgsError("'demo' is not available in this build yet")
+    from edge_service.demo import DemoOptions, run_demo
+
+    console = Console()
+    out = args.out or Path.cwd() / time.strftime("dgs-demo-%Y%m%d-%H%M%S")
+    opts = DemoOptions(
+        out_dir=out,
+        broker_url=args.broker,
+        side=args.side,
+        nerve=args.nerve,
+        calcification=args.calcification == "yes",
+        gliding=args.gliding,
+        manoeuvre=args.manoeuvre,
+        fps=args.fps,
+        seed=args.seed,
+    )
+    console.print(
+        f"[bold]dgs-edge demo[/]: phantom {args.side} side, {args.nerve} nerve, "
+        f"calcification {args.calcification}, {args.gliding} gliding, {args.manoeuvre}; "
+        f"broker {args.broker or 'embedded'}"
+    )
+    start = time.monotonic()
+
+    def line(p: SessionProgress) -> str:
+        ang = (
+            "angles unknown"
+            if p.last_angles is None
+            else "flex {:5.1f}° add {:5.1f}° IR {:5.1f}°".format(*p.last_angles)
+        )
+        ap = "—" if p.last_ap_mm is None else f"{p.last_ap_mm:4.1f} mm"
+        return (
+            f"[{time.monotonic() - start:5.1f} s] {p.phase}: frames {p.frames} "
+            f"(nerve found {p.frames_with_nerve}), clip samples {p.imu_samples}, "
+            f"nerve AP {ap}, {ang}"
+        )
+
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        outcome = run_demo(opts, progress=lambda p: live.update(line(p)))
+    console.print(summary_table(outcome.result, outcome.truth))
+    msgs = ", ".join(f"{k} ×{n}" for k, n in sorted(outcome.messages.items())) or "none"
+    console.print(f"MQTT messages received by a subscriber on {outcome.broker}: {msgs}")
+    console.print(f"Results in [bold]{outcome.out_dir}[/]:")
+    for name in ("result.json", "report.html", "session.json", "cine.dcm", "imu.jsonl"):
+        console.print(f"  {outcome.out_dir / name}")
+    return 0

@@ -1,0 +1,87 @@
+"""Root configuration of the appliance: one TOML file, validated section by section.
+
+Each area owns its settings model (units in field names, documented defaults); this module
+only composes them. Unknown keys are errors (`extra="forbid"`) so a typo never silently falls
+back to a default. Secrets never live here: MQTT credentials come from the environment or a
+secrets file named in `[mqtt]` (see docs/mqtt.md).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge_service.acquisition.settings import SourceSettings
+from edge_service.analysis.settings import AnalysisSettings
+from edge_service.clip.settings import ClipLinkSettings
+from edge_service.detector.settings import DetectorSettings
+from edge_service.errors import ConfigError
+from edge_service.mqtt.settings import MqttSettings
+
+
+class SessionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    side: Literal["left", "right"] = Field(default="left", description="examined side")
+    protocol: Literal["fair", "piriformis", "neutral"] = Field(
+        default="fair", description="manoeuvre protocol of the session"
+    )
+    recordings_dir: Path = Field(
+        default=Path("recordings"),
+        description="where session recordings are kept (one folder each)",
+    )
+    state_dir: Path = Field(
+        default=Path("state"), description="service state (the MQTT outbox); must survive restarts"
+    )
+    use_clip: bool = Field(
+        default=True, description="expect an IMU clip; without it angles are unknown"
+    )
+    max_duration_s: float = Field(
+        default=300.0, gt=0, le=3600, description="a session stops after this long"
+    )
+
+
+class AppConfig(BaseModel):
+    """The whole appliance configuration (`dgs-edge run --config FILE`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    clip: ClipLinkSettings = Field(default_factory=ClipLinkSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path | None) -> AppConfig:
+    """Read and validate a TOML config; None gives the embedded defaults."""
+    if path is None:
+        return AppConfig()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: {_format_errors(exc)}") from None

@@ -1,0 +1,185 @@
+"""One live scanning session, end to end: frames + clip -> recording -> analysis -> MQTT.
+
+This is the chain `dgs-edge run` and `dgs-edge demo` drive; they only differ in which parts
+they plug in (a real probe and clip, or the phantom and the virtual clip).
+
+Threads: the clip link calls back on its reader thread; samples go through a queue and are
+written to the recording from the session thread, so the recording writer has one owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_service.acquisition.frame import Frame
+from edge_service.clip.timeline import AngleTimeline, TimedSample
+from edge_service.errors import InputError
+from edge_service.recording import RecordingWriter, SessionMeta
+
+log = logging.getLogger(__name__)
+
+
+class DetectorLike(Protocol):
+    def detect(self, frame: Frame) -> Any: ...
+
+
+class PublisherLike(Protocol):
+    def event(self, session_id: str, kind: str, data: Any = None) -> str: ...
+    def result(self, session_id: str, result_doc: Any) -> str: ...
+    def live_angles(self, sample: Any) -> bool: ...
+    def live_measurements(self, sample: Any) -> bool: ...
+
+
+class ClipLinkLike(Protocol):
+    def subscribe(self, fn: Callable[[TimedSample], None]) -> None: ...
+    def stats_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class SessionProgress:
+    """What the session has done so far; handed to the progress callback after each frame."""
+
+    frames: int = 0
+    frames_with_nerve: int = 0
+    imu_samples: int = 0
+    last_angles: tuple[float, float, float] | None = None
+    last_ap_mm: float | None = None
+    phase: str = "acquiring"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample_row(ts: TimedSample) -> dict[str, Any]:
+    s = ts.sample
+    return {
+        "t": round(ts.t, 6),
+        "seq": s.seq,
+        "t_dev": ts.t_dev_us,
+        "flexion_deg": s.flexion_deg,
+        "adduction_deg": s.adduction_deg,
+        "rotation_deg": s.rotation_deg,
+        "status": s.flags,
+    }
+
+
+def _nerve_live(det: Any, frame: Frame) -> dict[str, Any]:
+    nerve = getattr(det, "nerve", None)
+    calc = getattr(det, "calcification", None)
+    out: dict[str, Any] = {"t": round(frame.t, 6), "frame": frame.index}
+    if nerve is not None:
+        out["nerve_found"] = bool(nerve.found)
+        for k in ("ap_mm", "width_mm", "csa_mm2", "confidence"):
+            v = getattr(nerve, k, None)
+            if v is not None:
+                out[f"nerve_{k}"] = round(float(v), 3)
+    if calc is not None:
+        out["calcification_present"] = bool(calc.present)
+    return out
+
+
+def run_session(
+    *,
+    frames: Iterable[Frame],
+    out_dir: Path,
+    meta: SessionMeta,
+    detector: DetectorLike,
+    timeline: AngleTimeline | None = None,
+    link: ClipLinkLike | None = None,
+    publisher: PublisherLike | None = None,
+    pace: bool = False,
+    clip_grace_s: float = 1.0,
+    progress: Callable[[SessionProgress], None] | None = None,
+    analyze: Callable[[Path, DetectorLike], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Acquire one session into `out_dir`, analyse it, publish it; returns the result.
+
+    frames: the probe (frames carry host acquisition times). pace=True holds each frame
+    until the wall clock reaches its time (simulated sources). The clip samples arrive via
+    `link` into `timeline` and imu.jsonl. After the last frame, up to `clip_grace_s` is
+    waited for the clip stream to cover it, so the last frames have angles too.
+    """
+    q: queue.SimpleQueue[TimedSample] = queue.SimpleQueue()
+    if link is not None:
+        link.subscribe(q.put)
+    prog = SessionProgress()
+    sid = meta.session_id
+    if publisher is not None:
+        publisher.event(sid, "started", {"side": meta.side, "protocol": meta.protocol})
+
+    def drain(writer: RecordingWriter) -> None:
+        row = None
+        while True:
+            try:
+                ts = q.get_nowait()
+            except queue.Empty:
+                break
+            row = _sample_row(ts)
+            writer.add_imu(row)
+            prog.imu_samples += 1
+        if publisher is not None and row is not None:
+            # Live angles are a view, not history: the newest sample of the batch is enough
+            # (the publisher rate-limits on top of this).
+            publisher.live_angles(row)
+
+    last_t: float | None = None
+    with RecordingWriter(out_dir, meta) as writer:
+        for frame in frames:
+            if pace:
+                delay = frame.t - time.time()
+                if delay > 0:
+                    time.sleep(delay)  # pacing a simulated probe to real time
+            det = detector.detect(frame)
+            writer.add_frame(frame)
+            drain(writer)
+            last_t = frame.t
+            prog.frames += 1
+            nerve = getattr(det, "nerve", None)
+            if nerve is not None and nerve.found:
+                prog.frames_with_nerve += 1
+                prog.last_ap_mm = float(nerve.ap_mm) if nerve.ap_mm is not None else None
+            if timeline is not None:
+                a = timeline.angles_at(frame.t)
+                prog.last_angles = (
+                    None if a is None else (a.flexion_deg, a.adduction_deg, a.rotation_deg)
+                )
+            if publisher is not None:
+                publisher.live_measurements(_nerve_live(det, frame))
+            if progress is not None:
+                progress(prog)
+        if prog.frames == 0:
+            raise InputError("the probe delivered no frames")
+        if timeline is not None and last_t is not None:
+            # The clip stream lags the probe by the USB latency: wait (bounded) until it
+            # covers the last frame, so the tail of the session has angles too.
+            deadline = time.monotonic() + clip_grace_s
+            while time.monotonic() < deadline:
+                tl = timeline.t_last
+                if tl is not None and tl >= last_t:
+                    break
+                time.sleep(0.02)
+        drain(writer)
+        if link is not None:
+            writer.meta.clip.setdefault("link", link.stats_dict())
+    prog.phase = "analysing"
+    if progress is not None:
+        progress(prog)
+    if analyze is None:
+        from edge_service.analysis.session import analyze_session
+
+        result = analyze_session(out_dir, detector=detector)
+    else:
+        result = analyze(out_dir, detector)
+    if publisher is not None:
+        for m in result.get("maneuvers", []):
+            publisher.event(sid, "manoeuvre", m)
+        publisher.result(sid, result)
+        publisher.event(sid, "ended", {"frames": prog.frames, "imu_samples": prog.imu_samples})
+    prog.phase = "done"
+    if progress is not None:
+        progress(prog)
+    return result
