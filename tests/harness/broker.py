@@ -101,7 +101,10 @@ class BrokerFactory:
     @property
     def tls(self) -> TlsMaterial:
         if self._tls is None:
-            self._tls = make_tls_material(self.tls_dir)
+            req = getattr(self, "_request", None)
+            self._tls = (
+                req.getfixturevalue("tls_material") if req else make_tls_material(self.tls_dir)
+            )
         return self._tls
 
     def __call__(self, kind: str = "plain", *, require_client_cert: bool = False) -> Mosquitto:
@@ -153,11 +156,21 @@ class BrokerFactory:
             m.stop()
 
 
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
+    """CA + broker + client certificates, generated once per test session (RSA keygen is
+    the slow part)."""
+    return make_tls_material(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.fixture
-def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+def mosquitto_factory(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[BrokerFactory]:
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (scripts/setup installs it)")
     f = BrokerFactory(tmp_path_factory.mktemp("mosquitto"), tmp_path_factory.mktemp("tls"))
+    f._request = request  # TLS material is pulled from the session fixture on first use
     yield f
     f.close()
 

@@ -119,9 +119,9 @@ def test_retained_status_survives_broker_restart(mosquitto, make_publisher, coll
     assert col.messages[0].retain
 
 
-def _child(url: str, outbox: Path, n: int) -> subprocess.Popen[str]:
+def _child(url: str, outbox: Path, n: int, wait_s: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.mqtt.publisher_child", url, str(outbox), str(n)],
+        [sys.executable, "-m", "tests.mqtt.publisher_child", url, str(outbox), str(n), str(wait_s)],
         cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
 
@@ -136,7 +136,7 @@ def _read_until(proc: subprocess.Popen[str], word: str) -> None:
 
 def test_lwt_offline_when_the_service_dies(mosquitto, tmp_path, collector_factory):
     col = collector_factory(HOST, mosquitto.port, "dgs/v1/+/+/status")
-    proc = _child(mosquitto.url, tmp_path / "ob.sqlite", 0)
+    proc = _child(mosquitto.url, tmp_path / "ob.sqlite", 0, 10)
     try:
         _read_until(proc, "QUEUED")
         wait_for(lambda: any(d["state"] == "online" for d in col.docs()), 10, "birth")
@@ -153,7 +153,7 @@ def test_kill9_with_pending_messages_then_restart_delivers_all(
 ):
     ob = tmp_path / "ob.sqlite"
     mosquitto.stop()  # nothing can be acknowledged: all 25 stay pending
-    proc = _child(mosquitto.url, ob, 25)
+    proc = _child(mosquitto.url, ob, 25, 0)
     try:
         _read_until(proc, "QUEUED")
         os.kill(proc.pid, signal.SIGKILL)
