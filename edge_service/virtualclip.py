@@ -202,9 +202,7 @@ def _build(
             struct.pack("<H", int((CAL_FUNCTIONAL_S[1] - CAL_FUNCTIONAL_S[0]) * 1000)),
         ),
     )
-    app = App(
-        drv, io, clock, DirFS(fs_dir), pelvis_imu=pdrv, cfg=cfg, device_id="virtual-%d" % seed
-    )
+    app = App(drv, io, clock, DirFS(fs_dir), pelvis_imu=pdrv, cfg=cfg, device_id=f"virtual-{seed}")
     return app, clock, io, offset
 
 

@@ -17,7 +17,7 @@ ENODEV = 19
 
 
 def _clip16(v):
-    v = int(round(v))
+    v = int(round(v))  # noqa: RUF046  (MicroPython builds without float round-to-int)
     if v > 32767:
         return 32767
     if v < -32768:

@@ -12,12 +12,13 @@ seen in the sensor frame (g) plus noise. Linear acceleration of the slow manoeuv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from edge_service.sim.motion import HipMotion, manoeuvre
+from edge_service.sim.motion import HipMotion, Segment, manoeuvre
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def random_mount(rng: np.random.Generator, tilt_max_deg: float, yaw_max_deg: flo
 
 
 def _body_signals(
-    orient: callable,  # type: ignore[valid-type]
+    orient: Callable[[np.ndarray], Rotation],
     t: np.ndarray,
     h: float = 1e-3,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +119,6 @@ def with_calibration(motion: HipMotion) -> tuple[HipMotion, float]:
     """`motion` preceded by the clinician's calibration manoeuvre; returns (motion, offset_s)."""
     cal = manoeuvre("calibration")
     # Ramp from the calibration's final neutral pose into the motion's start pose.
-    from edge_service.sim.motion import Segment
-
     lead = (Segment(3.0, motion.start, "neutral"),) if any(motion.start) else ()
     segs = cal.segments + lead + motion.segments
     offset = cal.duration_s + sum(s.duration_s for s in lead)

@@ -13,14 +13,20 @@ from dgsclip.drivers.mpu6050 import MPU6050
 DRIVERS = (MPU6050, LSM6DS)
 
 
-def detect(i2c, skip=(), **kwargs):
+FAMILIES = {"mpu6050": MPU6050, "lsm6ds": LSM6DS}
+
+
+def detect(i2c, skip=(), only="auto", **kwargs):
     """First IMU found on the bus (any family, usual addresses), configured.
 
     skip: addresses already in use (e.g. the thigh IMU when looking for a pelvis IMU).
+    only: "auto" or a family name from FAMILIES (config key `imu`).
     Raises ImuError listing what was tried when nothing answers.
     """
     tried = []
     for cls in DRIVERS:
+        if only != "auto" and FAMILIES.get(only) is not cls:
+            continue
         for addr in cls.ADDRESSES:
             if addr in skip:
                 continue
@@ -33,4 +39,4 @@ def detect(i2c, skip=(), **kwargs):
     )
 
 
-__all__ = ["DRIVERS", "LSM6DS", "MPU6050", "ImuError", "detect"]
+__all__ = ["DRIVERS", "FAMILIES", "LSM6DS", "MPU6050", "ImuError", "detect"]
