@@ -240,3 +240,22 @@ def test_missing_pixel_data(tmp_path: Path) -> None:
     ds.save_as(p)
     with pytest.raises(InputError, match="no pixel data"):
         DicomSource(p)
+
+
+def test_monochrome1_16bit_scaled_and_inverted(tmp_path: Path) -> None:
+    """No US test file is MONOCHROME1 or >8-bit gray, so write one with pydicom."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    arr = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)  # 12-bit values
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ds.set_pixel_data(arr, "MONOCHROME1", 12)
+    p = tmp_path / "m1.dcm"
+    ds.save_as(p, enforce_file_format=True)
+    gray = next(iter(DicomSource(p))).pixels
+    assert np.array_equal(gray, 255 - (arr >> 4).astype(np.uint8))

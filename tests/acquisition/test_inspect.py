@@ -84,3 +84,17 @@ def test_inspect_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(SystemExit) as exc:
         main(["inspect", str(bad), "--spacing", "abc"])
     assert exc.value.code == 2
+
+
+def test_inspect_unfinished_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = RecordingWriter(
+        tmp_path / "s", SessionMeta(side="left", protocol="fair", spacing_mm=(0.3, 0.3))
+    )
+    for i in range(4):
+        w.add_frame(Frame(np.full((8, 10), i, np.uint8), 1.0 + i, i, None))
+    rc, out, _ = _inspect(capsys, str(tmp_path / "s"), "--json")  # as if the writer had died
+    info = json.loads(out)
+    assert rc == 0 and info["n_frames"] == 4 and info["extra"]["recovered"] is True
+    assert info["extra"]["complete"] is False and "unfinished" in info["transfer_syntax"]
+    assert (info["width"], info["height"]) == (10, 8) and info["spacing_mm"] == [0.3, 0.3]
+    w.close()

@@ -259,3 +259,16 @@ def test_frames_and_imu_from_two_threads(tmp_path: Path) -> None:
     w.close()
     rec = open_recording(tmp_path / "s")
     assert rec.n_frames == 100 and [s["seq"] for s in rec.imu_samples()] == list(range(300))
+
+
+def test_odd_pixel_count_is_padded_and_valid(tmp_path: Path) -> None:
+    fr = [
+        Frame(np.random.default_rng(i).integers(0, 256, (5, 5), dtype=np.uint8), 1.0 + i, i, None)
+        for i in range(3)
+    ]
+    with RecordingWriter(tmp_path / "s", _meta()) as w:
+        for f in fr:
+            w.add_frame(f)
+    assert "Error" not in dciodvfy(tmp_path / "s" / "cine.dcm")
+    got = list(open_recording(tmp_path / "s").frames())
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(fr, got, strict=True))
