@@ -115,7 +115,7 @@ class ClockSync:
     def state(self) -> ClockState:
         return ClockState(
             self.synced,
-            self._host0 + self._a,
+            self._host0 + self._a - self.settings.latency_floor_s,
             self.drift_ppm,
             self._unc,
             len(self._bins),
@@ -157,19 +157,19 @@ class ClockSync:
             self._cur_min = (x, y)
             if len(self._bins) < 2:
                 self._fit()
-        return ext, self._host0 + x + self._a + self._b * x
+        return ext, self._host0 + x + self._a + self._b * x - self.settings.latency_floor_s
 
     def to_host(self, t_dev_us: int) -> float:
         if self._dev0 is None:
             raise ValueError("clock sync has no data yet")
         x = (t_dev_us - self._dev0) / 1e6
-        return self._host0 + x + self._a + self._b * x
+        return self._host0 + x + self._a + self._b * x - self.settings.latency_floor_s
 
     def to_host_array(self, t_dev_us: np.ndarray) -> np.ndarray:
         if self._dev0 is None:
             raise ValueError("clock sync has no data yet")
         x = (t_dev_us.astype(np.int64) - self._dev0) / 1e6
-        return self._host0 + x + self._a + self._b * x
+        return self._host0 + x + self._a + self._b * x - self.settings.latency_floor_s
 
     def _fitted_once(self) -> bool:
         return len(self._bins) >= 1

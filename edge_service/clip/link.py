@@ -71,6 +71,7 @@ class LinkStats:
     retries: int = 0
     timeouts: int = 0
     naks: int = 0
+    writer_errors: int = 0
     last_sample_at: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -260,7 +261,11 @@ class ClipLink:
                 self._lost(str(exc))
                 continue
             if data:
-                self._handle_bytes(data, time.time())
+                try:
+                    self._handle_bytes(data, time.time())
+                except Exception as exc:  # keep reading: one bad consumer must not stop the link
+                    log.exception("clip link: handling received data failed")
+                    self.stats.errors = [*self.stats.errors[-9:], f"handler: {exc}"]
 
     def _lost(self, why: str) -> None:
         log.warning("clip link lost on %s: %s; reconnecting", self.port, why)
@@ -292,7 +297,12 @@ class ClipLink:
             if self.timeline is not None:
                 self.timeline.add(ts)
             if self.writer is not None:
-                self.writer.write(ts)
+                try:
+                    self.writer.write(ts)
+                except OSError as exc:  # disk full / removed: keep streaming, say so loudly
+                    self.stats.writer_errors += 1
+                    if self.stats.writer_errors == 1:
+                        log.error("cannot record IMU samples to %s: %s", self.writer.path, exc)
             for fn in self._subs:
                 try:
                     fn(ts)
@@ -303,8 +313,9 @@ class ClipLink:
                 self._acks[m.cmd_id] = m
                 self._cond.notify_all()
         elif isinstance(m, Hello):
+            # Not fed to the clock: only samples share one send path (read -> fuse -> write),
+            # so only they belong to the same latency envelope.
             self.info = m.info
-            self.clock.observe(m.t_us, arrival)
         elif isinstance(m, Status):
             self.status = m.status
         elif isinstance(m, Log):

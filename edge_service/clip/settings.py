@@ -23,6 +23,15 @@ class ClockSyncSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    latency_floor_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=0.1,
+        description="constant delay the envelope cannot see: the clip's minimum time from "
+        "IMU read to USB write plus the minimum USB transfer time. Subtracted from every "
+        "estimate; measure it once per board on hardware (docs/link.md)",
+    )
+
     bin_s: float = Field(
         default=1.0, gt=0, description="device seconds per bin; one minimum per bin"
     )

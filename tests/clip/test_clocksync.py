@@ -115,3 +115,14 @@ def test_host_clock_step_backwards_triggers_refit() -> None:
 def test_to_host_before_data_is_an_error() -> None:
     with pytest.raises(ValueError, match="no data"):
         ClockSync().to_host(0)
+
+
+def test_latency_floor_is_subtracted() -> None:
+    from edge_service.clip.settings import ClockSyncSettings
+
+    true, dev, arr = simulate(20, 50.0, seed=9, stalls=False)
+    arr = arr + 0.002  # a 2 ms constant delay (clip processing + USB) the envelope cannot see
+    plain = run(ClockSync(), dev, arr)
+    floored = run(ClockSync(ClockSyncSettings(latency_floor_s=0.002)), dev, arr)
+    assert np.median(plain[-500:] - true[-500:]) > 1.5e-3
+    assert np.percentile(np.abs(floored[-500:] - true[-500:]), 95) < 1e-3

@@ -190,3 +190,15 @@ def test_raw_repl_escape_reaches_clip(pty_port: PtyPort) -> None:
 
             wait_until(banner, what="REPL prompt")
         assert not clip.streaming
+
+
+def test_disk_full_recording_keeps_the_stream(pty_port: PtyPort) -> None:
+    tl = AngleTimeline(capacity=10_000)
+    writer = ImuJsonlWriter("/dev/full")  # every flush fails with ENOSPC, a real fault
+    with (
+        ScriptedClip(pty_port, stream=True),
+        ClipLink(FAST, port=pty_port.path, timeline=tl, writer=writer) as link,
+    ):
+        wait_until(lambda: len(tl) >= 30, what="samples despite the failing recorder")
+        assert link.stats.writer_errors >= 30
+        assert link.get_info().device_id == "e6614103"
