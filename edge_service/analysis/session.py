@@ -179,6 +179,9 @@ class SessionAnalyzer:
                         )
                     except InputError as exc:
                         log.warning("frame %d: cannot start tracking: %s", frame.index, exc)
+        model = getattr(detection, "model", None)
+        if isinstance(model, str) and model and "name" not in self.model:
+            self.model["name"] = model
         rec = FrameFindings(frame.index, frame.t, ang, found, nvals, present, cvals, step)
         self.records.append(rec)
         self._maybe_key(frame, rec, nerve, calc)
@@ -304,7 +307,7 @@ def _timeline(d: Path) -> Any:
 def _model_info(detector: Any) -> dict[str, Any]:
     info: dict[str, Any] = {}
     for k in ("name", "version", "sha256", "path"):
-        v = getattr(detector, k, None) or getattr(getattr(detector, "model", None), k, None)
+        v = getattr(detector, k, None) or getattr(getattr(detector, "seg", None), k, None)
         if isinstance(v, str | int | float):
             info[k] = str(v) if k == "path" else v
     if "path" in info:

@@ -48,7 +48,7 @@ class TrackerSettings(BaseModel):
         description="below this a frame's displacement is marked unreliable",
     )
     subpixel: str = Field(
-        default="gaussian", pattern="^(parabolic|gaussian)$", description="3-point peak fit"
+        default="gaussian", pattern="^(parabolic|gaussian|lsq5)$", description="3-point peak fit"
     )
 
     @model_validator(mode="after")

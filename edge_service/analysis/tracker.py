@@ -117,12 +117,24 @@ def match_block(
         res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
     iy, ix = np.unravel_index(int(np.argmax(res)), res.shape)
     peak = float(res[iy, ix])
-    sx = sy = 0.0
-    if 0 < ix < res.shape[1] - 1:
-        sx = subpixel_peak(peak, float(res[iy, ix - 1]), float(res[iy, ix + 1]), method)
-    if 0 < iy < res.shape[0] - 1:
-        sy = subpixel_peak(peak, float(res[iy - 1, ix]), float(res[iy + 1, ix]), method)
+    sx = _axis_fit(res[iy, :], ix, method)
+    sy = _axis_fit(res[:, ix], iy, method)
     return x0 + ix + sx, y0 + iy + sy, peak
+
+
+def _axis_fit(line: np.ndarray, i: int, method: str) -> float:
+    """Sub-pixel offset of the peak at line[i]; 'lsq5' fits a Gaussian to 5 samples."""
+    if not 0 < i < line.size - 1:
+        return 0.0
+    if method == "lsq5" and 1 < i < line.size - 2:
+        seg = line[i - 2 : i + 3].astype(float)
+        if seg.min() > 1e-6:
+            k = np.arange(-2.0, 3.0)
+            a, b, _ = np.polyfit(k, np.log(seg), 2)
+            if a < 0:
+                return float(np.clip(-b / (2 * a), -0.5, 0.5))
+        method = "gaussian"
+    return subpixel_peak(float(line[i]), float(line[i - 1]), float(line[i + 1]), method)
 
 
 @dataclass

@@ -42,9 +42,9 @@ def test_labels_match_ground_truth_with_sensor_noise(kind: str, name: str, peak:
 
 
 def test_neutral_session_has_no_manoeuvre_and_calibration_swings_are_other() -> None:
-    acc, labels, eps = _agreement("neutral", noise_deg=0.3)
+    acc, _, eps = _agreement("neutral", noise_deg=0.3)
     assert acc == 1.0 and [e.name for e in eps] == [NEUTRAL]
-    _, labels, eps = _agreement("calibration")
+    _, _, eps = _agreement("calibration")
     assert {e.name for e in eps} == {NEUTRAL, OTHER}  # flexion only: no IR, not provocative
 
 
