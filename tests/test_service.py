@@ -1,0 +1,105 @@
+"""`dgs-edge run`: config validation and one real service session (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_service.config import AppConfig, load_config
+from edge_service.errors import ConfigError
+
+DGS_EDGE = [sys.executable, "-m", "edge_service.cli.edge"]
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DGS_EDGE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_defaults_validate() -> None:
+    cfg = load_config(None)
+    assert isinstance(cfg, AppConfig)
+    assert cfg.mqtt.live_rate_hz <= 20
+    assert cfg.session.side == "left"
+
+
+def test_typo_in_config_is_named(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[session]\nsied = "left"\n')
+    with pytest.raises(ConfigError, match=r"session\.sied: unknown key"):
+        load_config(p)
+
+
+def test_bad_values_are_explained(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[mqtt]\nurl = "mqtt://user:pw@host:1883"\n[session]\nside = "middle"\n')
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    msg = str(ei.value)
+    assert "session.side" in msg and "mqtt.url" in msg and "secrets_file" in msg
+
+
+def test_validate_config_cli(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[session]\nside = "right"\n[mqtt]\nsite = "h1"\ndevice = "box-7"\n')
+    proc = _cli("run", "--config", str(good), "--validate-config")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])["session"]["side"] == "right"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[session\n")
+    proc = _cli("run", "--config", str(bad), "--validate-config")
+    assert proc.returncode == 2
+    assert "not valid TOML" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("run", "--config", str(tmp_path / "missing.toml"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.sim
+def test_run_one_session_publishes_result(tmp_path: Path, mosquitto, collector_factory) -> None:  # type: ignore[no-untyped-def]
+    from edge_service.sim.motion import manoeuvre
+    from edge_service.virtualclip import start_virtual_clip
+
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    with start_virtual_clip(manoeuvre("fair"), side="right", seed=5, realtime=True) as clip:
+        cfg = tmp_path / "dgs.toml"
+        cfg.write_text(
+            f"""
+[session]
+side = "right"
+protocol = "fair"
+recordings_dir = "{tmp_path / "rec"}"
+state_dir = "{tmp_path / "state"}"
+max_duration_s = 6
+[source]
+kind = "phantom"
+fps_hz = 4
+[clip]
+port = "{clip.port}"
+[mqtt]
+url = "{mosquitto.url}"
+site = "ward-3"
+device = "box-1"
+"""
+        )
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.run(
+            [*DGS_EDGE, "run", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    assert proc.returncode == 0, proc.stderr
+    sessions = list((tmp_path / "rec").iterdir())
+    assert len(sessions) == 1
+    doc = json.loads((sessions[0] / "result.json").read_text())
+    assert doc["side"] == "right"
+    assert doc["data_quality"]["n_frames"] >= 20  # 6 s at 4 fps
+    assert doc["angles"]["available"] and doc["angles"]["coverage"] > 0.8
+    got = col.wait_docs("/result", 1, timeout_s=20)
+    assert got[0]["session_id"] == doc["session_id"]
+    assert sum(1 for _ in (sessions[0] / "imu.jsonl").open()) > 300  # clip data recorded
