@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -174,11 +175,12 @@ def test_kill9_with_pending_messages_then_restart_delivers_all(
 
 
 def test_wrong_password_is_a_clear_error_and_loses_nothing(
-    mosquitto_factory, make_publisher, monkeypatch
+    mosquitto_factory, make_publisher, monkeypatch, caplog
 ):
+    caplog.set_level(logging.DEBUG)  # credentials must not appear at any level
     broker = mosquitto_factory("password")
     monkeypatch.setenv("DGS_MQTT_USERNAME", DEVICE_USER)
-    monkeypatch.setenv("DGS_MQTT_PASSWORD", "wrong")
+    monkeypatch.setenv("DGS_MQTT_PASSWORD", "Wr0ng-pw-7731")
     pub = make_publisher(broker.url)
     pub.start()
     pub.result("sess-4", sample_result("sess-4"))
@@ -191,6 +193,7 @@ def test_wrong_password_is_a_clear_error_and_loses_nothing(
     pub2 = make_publisher(broker.url, pub.outbox.path)
     pub2.start()
     assert pub2.wait_connected(10) and pub2.wait_drained(10)
+    assert "Wr0ng-pw-7731" not in caplog.text and "device-secret" not in caplog.text
 
 
 def test_acl_denial_is_reported_and_the_message_is_kept(
