@@ -17,7 +17,7 @@ from edge_service.sim.motion import HipMotion, manoeuvre
 
 log = logging.getLogger(__name__)
 
-IMU_RATE_HZ = 100.0
+IMU_RATE_HZ = 100
 
 
 def _imu_samples(
@@ -26,7 +26,7 @@ def _imu_samples(
     """Clip samples for the same hip motion: the virtual clip when available, else the
     motion's true angles (marked as such in truth.json)."""
     try:
-        from edge_service.virtualclip import virtual_samples  # type: ignore[import-not-found]
+        from edge_service.virtualclip import virtual_samples
     except ImportError:
         t, ang = motion.sample(IMU_RATE_HZ)
         out = [

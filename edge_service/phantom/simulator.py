@@ -222,7 +222,7 @@ class PhantomSimulator:
 
         fan = g.fan_mask
         shadow_p = (np.maximum.accumulate(calc_p, axis=0) > 0) & (calc_p == 0)
-        shadow_m = (g.to_display(shadow_p.astype(np.uint8), nearest=True) > 0) & fan
+        shadow_m = (g.to_display(shadow_p.astype(np.uint8), nearest=True) > 0) & fan & (calc_m == 0)
         masks = {
             "nerve": (nerve_m > 0) & fan,
             "calcification": (calc_m > 0) & fan,
