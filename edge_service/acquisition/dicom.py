@@ -241,6 +241,11 @@ class DicomSource(FrameSource):
         return self._info
 
     @property
+    def times(self) -> list[float]:
+        """Epoch time of every frame (file times, or the explicit `times` given)."""
+        return list(self._times)
+
+    @property
     def dataset(self) -> Dataset:
         return self._ds
 

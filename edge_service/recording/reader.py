@@ -118,7 +118,7 @@ class Recording:
     @property
     def times(self) -> list[float]:
         if self._cine is not None:
-            return list(self._cine._times)
+            return self._cine.times
         return [r.t for r in self._records]
 
     @property

@@ -272,3 +272,33 @@ def test_odd_pixel_count_is_padded_and_valid(tmp_path: Path) -> None:
     assert "Error" not in dciodvfy(tmp_path / "s" / "cine.dcm")
     got = list(open_recording(tmp_path / "s").frames())
     assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(fr, got, strict=True))
+
+
+@pytest.mark.parametrize("name", ["examples_ybr_color.dcm", "OBXXXX1A_rle_2frame.dcm"])
+def test_import_vendor_cine(tmp_path: Path, name: str) -> None:
+    from pydicom.data import get_testdata_file
+
+    from edge_service.acquisition.dicom import DicomSource
+    from edge_service.recording import import_cine
+
+    src_path = Path(str(get_testdata_file(name)))
+    out = import_cine(src_path, tmp_path / "s", _meta(spacing_mm=None))
+    assert (out / "cine.dcm").read_bytes() == src_path.read_bytes()  # evidence kept as is
+    rec = open_recording(out)
+    ref = DicomSource(src_path)
+    assert rec.complete and rec.n_frames == ref.info.n_frames
+    assert rec.spacing_mm == ref.info.spacing_mm and rec.roi == ref.info.roi
+    assert rec.meta.source["vendor"] == ref.info.vendor
+    got, want = list(rec.frames()), list(ref.frames())
+    assert [g.t for g in got] == [w.t for w in want]
+    assert all(np.array_equal(g.pixels, w.pixels) for g, w in zip(got, want, strict=True))
+
+
+def test_import_refuses_unreadable_file(tmp_path: Path) -> None:
+    from edge_service.recording import import_cine
+
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"\x00" * 200)
+    with pytest.raises(InputError):
+        import_cine(bad, tmp_path / "s", _meta())
+    assert not (tmp_path / "s").exists()
