@@ -253,7 +253,7 @@ class ClipLink:
                     backoff = min(backoff * 2, self.settings.reconnect_max_s)
                 continue
             try:
-                data = ser.read(ser.in_waiting or 1)
+                data = ser.read(min(ser.in_waiting, self.settings.read_chunk_bytes) or 1)
             except (serial.SerialException, OSError, TypeError) as exc:
                 # TypeError: pyserial after cancel_read/close from another thread.
                 if self._stop.is_set():

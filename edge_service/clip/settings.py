@@ -81,6 +81,6 @@ class ClipLinkSettings(BaseModel):
     )
     reconnect_initial_s: float = Field(default=0.05, gt=0, description="first reconnect back-off")
     reconnect_max_s: float = Field(default=2.0, gt=0, description="back-off doubles up to this")
-    read_chunk_bytes: int = Field(default=4096, gt=0)
+    read_chunk_bytes: int = Field(default=4096, gt=0, description="most bytes taken per read")
     clock: ClockSyncSettings = Field(default_factory=ClockSyncSettings)
     timeline: TimelineSettings = Field(default_factory=TimelineSettings)
