@@ -108,10 +108,12 @@ def run_demo(
     out = opts.out_dir
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty; choose a new --out folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if opts.broker_url is not None:
+        MqttSettings(url=opts.broker_url, site=SITE, device=DEVICE)  # fail fast on a bad URL
     motion = manoeuvre(opts.manoeuvre, repetitions=opts.repetitions)  # type: ignore[arg-type]
     detector = Detector.load()  # loads and warms up before anything runs in real time
 
+    out.mkdir(parents=True, exist_ok=True)
     broker = None
     if opts.broker_url is None:
         broker = EmbeddedBroker(workdir=out / ".state" / "broker").start()

@@ -52,3 +52,21 @@ def test_demo_refuses_non_empty_out(tmp_path: Path) -> None:
     with pytest.raises(DgsError, match="not empty"):
         run_demo(DemoOptions(out_dir=tmp_path))
     assert (tmp_path / "x").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("broker", "expect"),
+    [("mqtt://127.0.0.1:1", "refused the connection"), ("nonsense", "url must look like")],
+)
+def test_demo_bad_broker_is_one_clear_line(tmp_path: Path, broker: str, expect: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_service.cli.edge", "demo", "--out", str(tmp_path / "o"),
+         "--broker", broker],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert expect in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0

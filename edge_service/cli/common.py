@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+
 from edge_service import __version__
 from edge_service.errors import DgsError
 
@@ -49,6 +51,12 @@ def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except ValidationError as exc:
+        # Settings built from flags: name the field and the problem, on one line.
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        print(f"{parser.prog}: error: {loc}: {err['msg']}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"{parser.prog}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
