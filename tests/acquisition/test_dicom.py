@@ -259,3 +259,16 @@ def test_monochrome1_16bit_scaled_and_inverted(tmp_path: Path) -> None:
     ds.save_as(p, enforce_file_format=True)
     gray = next(iter(DicomSource(p))).pixels
     assert np.array_equal(gray, 255 - (arr >> 4).astype(np.uint8))
+
+
+def test_native_ybr_full_converted_like_rgb(tmp_path: Path) -> None:
+    """Uncompressed YBR_FULL (some vendors' native colour) must give the same gray as RGB."""
+    from pydicom.pixels import convert_color_space
+
+    ds = pydicom.dcmread(get_testdata_file("US1_UNCR.dcm"))
+    ds.PixelData = convert_color_space(ds.pixel_array, "RGB", "YBR_FULL").tobytes()
+    ds.PhotometricInterpretation = "YBR_FULL"
+    p = tmp_path / "ybr.dcm"
+    ds.save_as(p)
+    diff = np.abs(_gray(p).astype(int) - _gray("US1_UNCR.dcm").astype(int))
+    assert diff.max() <= 1
