@@ -95,7 +95,14 @@ class Recording:
 
     @property
     def complete(self) -> bool:
-        return self.meta.complete and not self.recovered
+        """All frames are in a finished cine.dcm (or the session finished with no frames).
+
+        cine.dcm only ever appears by atomic rename after the last frame, so its presence
+        means complete even if the writer died before marking session.json.
+        """
+        if self._cine is not None:
+            return True
+        return self.meta.complete and not self._records
 
     @property
     def n_frames(self) -> int:

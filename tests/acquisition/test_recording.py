@@ -302,3 +302,16 @@ def test_import_refuses_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         import_cine(bad, tmp_path / "s", _meta())
     assert not (tmp_path / "s").exists()
+
+
+def test_crash_between_cine_and_session_json(tmp_path: Path, frames: list[Frame]) -> None:
+    """Killed after cine.dcm was renamed into place but before session.json was marked."""
+    out = tmp_path / "s"
+    with RecordingWriter(out, _meta(), keep_journal=True) as w:
+        for f in frames:
+            w.add_frame(f)
+    js = json.loads((out / "session.json").read_text())
+    js["complete"] = False
+    (out / "session.json").write_text(json.dumps(js))
+    rec = open_recording(out)
+    assert rec.complete and not rec.recovered and rec.n_frames == len(frames)
