@@ -40,6 +40,8 @@ _ACK = struct.Struct(P.ACK_FIXED_FMT)
 _MAX_CHUNK = P.MAX_ENCODED - 1  # longest legal chunk between delimiters
 _DUP_WINDOW = 256  # recent frames remembered to recognise duplicates
 _SEQ_MOD = 1 << 32
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+_MIN_TEXT = 8  # shorter printable runs are as likely to be frame bytes as words
 
 
 class IncompatibleVersion(DeviceError):
@@ -178,6 +180,8 @@ class FrameDecoder:
         self._pending: list[Message] = []
         self._track = track_sequence
         self.last_error: str | None = None
+        self.stray_text: deque[str] = deque(maxlen=20)  # recent text printed outside frames
+        self._new_text: list[str] = []
 
     def reset(self) -> None:
         """Forget partial bytes and sequence state (after a reconnect)."""
@@ -211,11 +215,41 @@ class FrameDecoder:
         if len(buf) > _MAX_CHUNK:
             # No delimiter in sight: the chunk can no longer be a legal frame.
             self._error("oversize")
+            self._note_text(buf)
             buf.clear()
             self._skipping = True
         elif self._skipping:
             buf.clear()
         return out
+
+    def _note_text(self, chunk: bytes | bytearray) -> None:
+        """Keep readable text found where a frame should be (a MicroPython traceback, a
+        stray print): it tells the engineer why the clip misbehaves."""
+        n = 0
+        for b in chunk:
+            if b in _TEXT_BYTES:
+                n += 1
+            else:
+                break
+        if n >= _MIN_TEXT:
+            text = bytes(chunk[:n]).decode("ascii").strip()
+            if text:
+                self.stats.stray_text += 1
+                self.stray_text.append(text)
+                self._new_text.append(text)
+
+    def flush_text(self) -> None:
+        """Call when the line went quiet: undelimited pending bytes that are all text (a
+        traceback followed by the REPL prompt never gets a 0x00) are taken as stray text."""
+        buf = self._buf
+        if len(buf) >= _MIN_TEXT and all(b in _TEXT_BYTES for b in buf):
+            self._note_text(buf)
+            buf.clear()
+
+    def take_stray_text(self) -> list[str]:
+        """Stray text found since the last call."""
+        new, self._new_text = self._new_text, []
+        return new
 
     def _error(self, kind: str) -> None:
         st = self.stats
@@ -244,6 +278,7 @@ class FrameDecoder:
             self._error(exc.kind)
             if exc.kind == "version":
                 raise IncompatibleVersion(exc.major, exc.minor) from None
+            self._note_text(chunk)
             return
         except PayloadError:
             self._error("length")

@@ -260,6 +260,11 @@ class ClipLink:
                     break
                 self._lost(str(exc))
                 continue
+            if not data:
+                # Quiet line: text without a delimiter (a traceback, then the REPL prompt).
+                self.decoder.flush_text()
+                self._log_stray_text()
+                continue
             if data:
                 try:
                     self._handle_bytes(data, time.time())
@@ -287,6 +292,11 @@ class ClipLink:
             msgs = self.decoder.feed(b"")
         for m in msgs:
             self._dispatch(m, arrival)
+        self._log_stray_text()
+
+    def _log_stray_text(self) -> None:
+        for text in self.decoder.take_stray_text():
+            clip_log.warning("clip printed outside frames: %s", text[:500])
 
     def _dispatch(self, m: Message, arrival: float) -> None:
         if isinstance(m, Sample):

@@ -217,6 +217,7 @@ class DecoderStats:
     lost_frames: int = 0
     duplicates: int = 0
     reboots: int = 0
+    stray_text: int = 0  # dropped chunks that were readable text (tracebacks, prints)
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:

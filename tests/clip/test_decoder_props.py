@@ -199,3 +199,47 @@ def test_incompatible_version_does_not_lose_neighbours() -> None:
         dec.feed(good1 + bad + good3)
     got = dec.feed(b"")
     assert [m.seq for m in got if isinstance(m, Sample)] == [0, 2]
+
+
+def test_stray_text_is_kept_for_the_engineer() -> None:
+    dec = FrameDecoder()
+    tb = b'Traceback (most recent call last):\r\n  File "main.py", line 3\r\nOSError: [Errno 19] ENODEV\r\n'
+    msgs = dec.feed(b"\x00" + tb + b"\x00" + FRAMES[0] + tb + b">>> ")
+    assert len(check_genuine(msgs, SENT)) == 1
+    assert dec.take_stray_text() == [tb.decode().strip()]
+    dec.flush_text()  # the line went quiet: the undelimited tail is text too
+    assert dec.take_stray_text() == [(tb + b">>>").decode().strip()]
+    assert dec.stats.stray_text == 2
+    # Binary leftovers are not text and stay pending.
+    dec.feed(FRAMES[1][:10])
+    dec.flush_text()
+    assert dec.take_stray_text() == []
+    assert len(dec.feed(FRAMES[1][10:])) == 1
+
+
+@PROP
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_clip_command_reader_survives_any_split(sizes: list[int]) -> None:
+    cmds = [P.encode_command(i + 1, P.CMD_SET_RATE, bytes([i, 0])) for i in range(12)]
+    data = b"".join(cmds)
+    r = P.CommandReader()
+    got = []
+    i = 0
+    k = 0
+    while i < len(data):
+        n = sizes[k % len(sizes)]
+        got += r.feed(data[i : i + n])
+        i += n
+        k += 1
+    assert got == [(i + 1, P.CMD_SET_RATE, bytes([i, 0]), False) for i in range(12)]
+    assert r.errors == 0
+
+
+@PROP
+@given(st.binary(max_size=1500))
+def test_clip_command_reader_never_crashes_on_noise(noise: bytes) -> None:
+    r = P.CommandReader()
+    r.feed(noise)
+    # After a delimiter it parses commands again (noise may have held a REPL escape, fine).
+    got = r.feed(b"\x00" + P.encode_command(7, P.CMD_START))
+    assert got[-1][:2] == (7, P.CMD_START)

@@ -202,3 +202,11 @@ def test_disk_full_recording_keeps_the_stream(pty_port: PtyPort) -> None:
         wait_until(lambda: len(tl) >= 30, what="samples despite the failing recorder")
         assert link.stats.writer_errors >= 30
         assert link.get_info().device_id == "e6614103"
+
+
+def test_firmware_traceback_is_logged(pty_port: PtyPort, caplog: pytest.LogCaptureFixture) -> None:
+    with ScriptedClip(pty_port, mute=True), ClipLink(FAST, port=pty_port.path) as link:
+        caplog.set_level("WARNING", logger="dgsclip.device")
+        pty_port.write(b"Traceback (most recent call last):\r\nMemoryError: \r\n>>> ")
+        wait_until(lambda: link.decoder.stats.stray_text == 1, what="stray text noticed")
+        wait_until(lambda: "MemoryError" in caplog.text, what="traceback logged")
