@@ -252,7 +252,7 @@ def analyze_session(
         from edge_service.detector import Detector  # type: ignore[attr-defined]
 
         detector = Detector.load()
-    timeline = _timeline(d)
+    timeline = _timeline(d, rec)
     meta = rec.meta
     an = SessionAnalyzer(
         meta.side,
@@ -286,22 +286,55 @@ def analyze_session(
     return result
 
 
-def _timeline(d: Path) -> Any:
-    """The session's angle timeline, or None when there is no clip data."""
-    p = d / "imu.jsonl"
-    if not p.exists() or p.stat().st_size == 0:
+def _timeline(d: Path, rec: Any) -> Any:
+    """The session's angle timeline, or None when there is no clip data.
+
+    Only the fields the recording contract guarantees (t, seq, flexion/adduction/
+    rotation) are required; `status` and `t_dev` are optional and may be in any form.
+    Unreadable lines are skipped with a warning, never guessed.
+    """
+    from edge_service.clip.timeline import AngleTimeline
+
+    try:
+        samples = rec.imu_samples()
+    except InputError as exc:
+        log.warning("%s; reading the readable IMU lines only", exc)
+        try:
+            return AngleTimeline.from_jsonl(d / "imu.jsonl")
+        except InputError as exc2:
+            log.warning("%s: %s; analysing without angles", d, exc2)
+            return None
+    rows = []
+    bad = 0
+    for smp in samples:
+        try:
+            row = (
+                float(smp["t"]),
+                int(smp.get("seq", 0)),
+                float(smp["flexion_deg"]),
+                float(smp["adduction_deg"]),
+                float(smp["rotation_deg"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            bad += 1
+            continue
+        if all(math.isfinite(v) for v in (row[0], row[2], row[3], row[4])):
+            rows.append(row)
+        else:
+            bad += 1
+    if bad:
+        log.warning("%s: skipped %d unreadable IMU samples", d, bad)
+    if not rows:
         log.warning(
             "%s: no clip data (imu.jsonl missing or empty); manoeuvres cannot be detected", d
         )
         return None
-    from edge_service.clip.timeline import AngleTimeline
-
-    try:
+    rows.sort(key=lambda r: r[0])
+    tl = AngleTimeline(capacity=max(len(rows), 2))
+    for t, seq, f, a, r in rows:
         # The timeline's own gap rule decides when an angle is unknown (never made up).
-        return AngleTimeline.from_jsonl(p)
-    except InputError as exc:
-        log.warning("%s: %s; analysing without angles", d, exc)
-        return None
+        tl.append(t, seq, 0, f, a, r, 0)
+    return tl
 
 
 def _model_info(detector: Any) -> dict[str, Any]:

@@ -117,8 +117,8 @@ def match_block(
         res = np.nan_to_num(res, nan=-1.0, posinf=-1.0, neginf=-1.0)
     iy, ix = np.unravel_index(int(np.argmax(res)), res.shape)
     peak = float(res[iy, ix])
-    sx = _axis_fit(res[iy, :], ix, method)
-    sy = _axis_fit(res[:, ix], iy, method)
+    sx = _axis_fit(res[iy, :], int(ix), method)
+    sy = _axis_fit(res[:, ix], int(iy), method)
     return x0 + ix + sx, y0 + iy + sy, peak
 
 

@@ -18,6 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--broker", metavar="URL", help="also publish the result (mqtt://host:port)")
     p.add_argument("--site", default=None, help="MQTT site slug (with --broker)")
     p.add_argument("--device", default=None, help="MQTT device slug (with --broker)")
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=15.0,
+        help="how long to wait for the broker's acknowledgement (default 15)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
     p.set_defaults(func=run)
 
@@ -39,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if args.broker:
         from edge_service.analysis.publish import publish_result
 
-        publish_result(result, d, args.broker, args.site, args.device)
+        publish_result(result, d, args.broker, args.site, args.device, args.timeout_s)
         print(f"published result of session {result['session_id']} to {args.broker}")
     return 0
