@@ -46,6 +46,9 @@ def test_info_start_stream_into_timeline_and_jsonl(pty_port: PtyPort, tmp_path: 
         link.stop()
         st = link.get_status()
         assert st.state == 0 and st.samples == clip.sent_samples
+        stats = json.loads(json.dumps(link.stats_dict()))  # publishable as MQTT status
+        assert stats["state"] == "open" and stats["samples"] == len(tl)
+        assert stats["decoder"]["crc_errors"] == 0 and stats["clock"]["resets"] == 0
     assert link.decoder.stats.crc_errors == 0 and link.decoder.stats.seq_gaps == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == len(tl) >= 50
