@@ -10,6 +10,7 @@ import random
 import time
 
 import numpy as np
+from dgsclip import framing
 from dgsclip import protocol as P
 
 from edge_service.clip.clocksync import ClockSync
@@ -55,8 +56,8 @@ def _decode_rate(data: bytes, n: int, chunk: int = 4096, repeats: int = 3) -> fl
 
 def _portable_rate(data: bytes, n: int) -> float:
     """The clip-side MicroPython code path (pure-Python COBS + table CRC) run on CPython."""
-    saved = P._crc_hqx
-    P._crc_hqx = None  # force the table CRC used on MicroPython
+    saved = framing._crc_hqx
+    framing._crc_hqx = None  # force the table CRC used on MicroPython
     try:
         chunks = data.split(b"\x00")[:-1]
         dst = bytearray(P.MAX_FRAME)
@@ -65,7 +66,7 @@ def _portable_rate(data: bytes, n: int) -> float:
             P.unframe(c, len(c), dst)
         return len(chunks) / (time.perf_counter() - t0)
     finally:
-        P._crc_hqx = saved
+        framing._crc_hqx = saved
 
 
 def _encode_us(n: int = 20000) -> float:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dgsclip import framing
 from dgsclip import protocol as P
 
 from edge_service.clip.decoder import FrameDecoder, IncompatibleVersion
@@ -219,12 +220,12 @@ def test_command_reader_accepts_command_vectors_and_rejects_invalid() -> None:
 def test_crc_check_value() -> None:
     # CRC-16/CCITT-FALSE catalogue check value, both implementations.
     assert P.crc16(b"123456789") == 0x29B1
-    saved = P._crc_hqx
-    P._crc_hqx = None
+    saved = framing._crc_hqx
+    framing._crc_hqx = None
     try:
         assert P.crc16(b"123456789") == 0x29B1
         assert P.crc16(bytearray(b"xx123456789"[2:])) == 0x29B1
     finally:
-        P._crc_hqx = saved
+        framing._crc_hqx = saved
     assert struct.calcsize(P.SAMPLE_FMT) == P.SAMPLE_SIZE
     assert struct.calcsize(P.STATUS_FMT) == P.STATUS_SIZE
