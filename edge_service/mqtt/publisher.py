@@ -61,6 +61,8 @@ class Publisher:
         self._v5_ok = False  # an MQTT 5 session was accepted at least once
         self._v5_closed = 0  # MQTT 5 connections the broker dropped before CONNACK
         self._fell_back = False
+        self._socket_opened = False
+        self._connack_seen = False
         self._client = self._make_client()
 
     # ---------------------------------------------------------------- set-up
@@ -199,14 +201,15 @@ class Publisher:
             raise BrokerError(f"cannot connect to {self.s.url}: {exc}") from exc
         self._client.loop_start()
 
-    def _maybe_fall_back(self) -> None:
-        """Brokers that only speak 3.1.1 (amqtt, old Mosquitto) drop an MQTT 5 CONNECT
-        without a CONNACK; after two such drops, rebuild the client as 3.1.1 and re-queue
-        the outbox (paho cannot change protocol on a live client)."""
+    def _maybe_fall_back(self, *, definitive: bool) -> None:
+        """Brokers that only speak 3.1.1 refuse an MQTT 5 CONNECT (definitive), drop it
+        without a CONNACK, or never answer (amqtt). After a refusal, a CONNACK timeout or two
+        drops, rebuild the client as 3.1.1 and re-queue the outbox (paho cannot change the
+        protocol of a live client)."""
         if not (self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping):
             return
         self._v5_closed += 1
-        if self._fell_back:
+        if self._fell_back or (not definitive and self._v5_closed < 2):
             return
         self._fell_back = True
         log.warning("broker %s does not accept MQTT 5; falling back to MQTT 3.1.1", self.s.url)
@@ -419,13 +422,14 @@ class Publisher:
 
     # ------------------------------------------------------------ callbacks
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connack_seen = True
         if reason.is_failure:
             text = str(reason)
             self.last_error = f"connection refused: {text}"
             if text in _AUTH_REFUSED:
                 self._auth_refused = text
             if text == "Unsupported protocol version":
-                self._maybe_fall_back()
+                self._maybe_fall_back(definitive=True)
             log.error("broker %s refused the connection: %s (outbox keeps %d messages)",
                       self.s.url, text, self._pending_safe())  # fmt: skip
             return
@@ -445,21 +449,24 @@ class Publisher:
         if was:
             with self._lock:
                 self.stats["disconnects"] += 1
-        else:
-            self._maybe_fall_back()
+        elif self._socket_opened and not self._connack_seen:
+            self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT was dropped
         if was:
             if not self._stopping:
                 log.warning("disconnected from %s (%s); %d messages kept in the outbox",
                             self.s.url, reason, self._pending_safe())  # fmt: skip
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._socket_opened = True
+        self._connack_seen = False
         if not (self.v5 and self.s.protocol_fallback and not self._v5_ok):
             return
 
         def check() -> None:
-            # Some 3.1.1-only brokers (amqtt) neither answer nor close an MQTT 5 CONNECT.
-            if client is self._client and not self._connected.is_set():
-                self._maybe_fall_back()
+            # Some 3.1.1-only brokers (amqtt) neither answer nor close an MQTT 5 CONNECT:
+            # only this very socket, still open and still without any CONNACK, counts.
+            if client is self._client and client.socket() is sock and not self._connack_seen:
+                self._maybe_fall_back(definitive=True)
 
         t = threading.Timer(self.s.connack_timeout_s, check)
         t.daemon = True

@@ -42,7 +42,7 @@ class MqttSettings(BaseModel):
         default=True, description="drop to 3.1.1 when the broker refuses MQTT 5"
     )
     connack_timeout_s: float = Field(
-        default=5.0, gt=0, description="wait this long for CONNACK before trying 3.1.1"
+        default=3.0, gt=0, description="wait this long for CONNACK before trying 3.1.1"
     )
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive")
     reconnect_min_s: float = Field(default=0.5, gt=0, description="first reconnect delay")

@@ -37,11 +37,11 @@ def test_session_flow_is_delivered_and_matches_the_schemas(
 ):
     col = collector_factory(HOST, mosquitto.port)
     pub = make_publisher(mosquitto.url)
-    pub.start(status={"clip": {"state": "streaming"}, "versions": {"model": "det-1"}})
+    pub.start(status={"mode": "demo", "clip": "virtual", "versions": {"model": "det-1"}})
     assert pub.wait_connected(10)
     pub.event("sess-1", "started", {"protocol": "fair", "side": "left"})
     assert pub.live_angles({"flexion_deg": 10.0, "adduction_deg": 2.0, "rotation_deg": 5.0})
-    pub.live_measurements({"nerve_ap_diameter_mm": 12.0, "frame_index": 3})
+    pub.live_measurements({"t": 1.0, "frame": 3, "nerve_found": True, "nerve_ap_mm": 12.0})
     pub.event("sess-1", "ended", {})
     rid = pub.result("sess-1", sample_result("sess-1"))
     assert pub.wait_drained(10)
