@@ -63,7 +63,11 @@ class Publisher:
         self._fell_back = False
         self._socket_opened = False
         self._connack_seen = False
-        self._client = self._make_client()
+        try:
+            self._client = self._make_client()
+        except BaseException:
+            self.outbox.close()
+            raise
 
     # ---------------------------------------------------------------- set-up
     @property
@@ -451,10 +455,9 @@ class Publisher:
                 self.stats["disconnects"] += 1
         elif self._socket_opened and not self._connack_seen:
             self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT was dropped
-        if was:
-            if not self._stopping:
-                log.warning("disconnected from %s (%s); %d messages kept in the outbox",
-                            self.s.url, reason, self._pending_safe())  # fmt: skip
+        if was and not self._stopping:
+            log.warning("disconnected from %s (%s); %d messages kept in the outbox",
+                        self.s.url, reason, self._pending_safe())  # fmt: skip
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
         self._socket_opened = True

@@ -51,3 +51,12 @@ def test_missing_or_empty_secrets_file(tmp_path):
     f.chmod(0o600)
     with pytest.raises(ConfigError, match="username"):
         load_credentials(f)
+
+
+def test_missing_tls_files_are_a_broker_error_naming_the_problem(tmp_path):
+    from edge_service.errors import BrokerError
+    from edge_service.mqtt import MqttSettings, Publisher, TlsSettings
+
+    s = MqttSettings(url="mqtts://127.0.0.1:8883", tls=TlsSettings(ca_file=tmp_path / "no-ca.pem"))
+    with pytest.raises(BrokerError, match="TLS"):
+        Publisher(s, tmp_path / "ob.sqlite")

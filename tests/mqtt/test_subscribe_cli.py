@@ -101,3 +101,15 @@ def test_subscribe_wrong_broker_is_one_clear_line(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert err.strip().count("\n") == 0 and "cannot reach broker" in err
+
+
+def test_subscribe_live_table_shows_retained_status(mosquitto, make_publisher):
+    pub = make_publisher(mosquitto.url)
+    pub.start(status={"clip": "virtual"})
+    assert pub.wait_connected(10)
+    pub.stop()  # leaves the retained 'stopped' status on the broker
+    proc = _subscribe(mosquitto.url, "--table", "--duration-s", "2")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "dgs/v1" in out and "status" in out and "stopped" in out
+    assert "valid=1" in err
