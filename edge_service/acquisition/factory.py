@@ -38,8 +38,9 @@ class RecordingSource(FrameSource):
         base = src.info if src is not None else None
         first_shape = None
         if base is None:
-            it = iter(rec.frames())
+            it = rec.frames()
             f = next(it, None)
+            it.close()  # release the journal file now, not at garbage collection
             first_shape = None if f is None else f.pixels.shape
         self._info = SourceInfo(
             kind="recording",
