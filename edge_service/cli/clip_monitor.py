@@ -91,12 +91,14 @@ def _row(link: ClipLink, tr: _Tracker) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     if args.seconds is not None and args.seconds <= 0:
         raise DeviceError("--seconds must be positive")
-    writer = ImuJsonlWriter(args.jsonl) if args.jsonl else None
+    writer: ImuJsonlWriter | None = None
     tr = _Tracker()
     plain = args.plain or not sys.stdout.isatty()
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     try:
-        with open_link(args, writer=writer) as link:
+        with open_link(args) as link:
+            # Only after the port opened: a failed start leaves no empty recording behind.
+            writer = link.writer = ImuJsonlWriter(args.jsonl) if args.jsonl else None
             link.subscribe(tr)
             if args.rate:
                 link.set_rate(args.rate)

@@ -73,3 +73,9 @@ def test_mute_clip_times_out_cleanly(pty_port: PtyPort, capsys: pytest.CaptureFi
     with ScriptedClip(pty_port, mute=True):
         assert main(["info", "-p", pty_port.path, "--timeout", "0.1"]) == 2
     assert "did not answer 'info'" in capsys.readouterr().err
+
+
+def test_monitor_failure_leaves_no_empty_recording(tmp_path: Path) -> None:
+    rec = tmp_path / "imu.jsonl"
+    assert main(["monitor", "-p", str(tmp_path / "ttyNONE"), "--jsonl", str(rec)]) == 2
+    assert not rec.exists()
