@@ -89,9 +89,8 @@ class Publisher:
         )
         c.max_inflight_messages_set(self.s.inflight_max)
         c.max_queued_messages_set(0)  # bounded by the outbox instead
-        c.reconnect_delay_set(
-            max(1, round(self.s.reconnect_min_s)), max(1, round(self.s.reconnect_max_s))
-        )
+        # paho annotates ints but only multiplies and sleeps: sub-second backoff works.
+        c.reconnect_delay_set(self.s.reconnect_min_s, self.s.reconnect_max_s)  # type: ignore[arg-type]
         creds = load_credentials(self.s.secrets_file)
         if creds is not None:
             c.username_pw_set(*creds)

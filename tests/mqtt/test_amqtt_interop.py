@@ -72,3 +72,31 @@ def test_embedded_broker_falls_back_to_amqtt(make_publisher):
         pub.result("sess-c", sample_result("sess-c"))
         assert pub.wait_drained(10)
         pub.stop()
+
+
+def test_kill9_with_pending_messages_then_restart(
+    amqtt_broker, tmp_path, make_publisher, collector_factory
+):
+    import os
+    import signal
+
+    from edge_service.mqtt.outbox import Outbox
+    from tests.mqtt.test_publisher_mosquitto import _child, _read_until
+
+    ob = tmp_path / "ob.sqlite"
+    amqtt_broker.stop()
+    proc = _child(amqtt_broker.url, ob, 10, 0)
+    try:
+        _read_until(proc, "QUEUED")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert Outbox(ob).count() == 10
+    amqtt_broker.start()
+    col = collector_factory(HOST, amqtt_broker.port, protocol=4)
+    pub = make_publisher(amqtt_broker.url, ob, protocol="3.1.1")
+    pub.start()
+    assert pub.wait_drained(15)
+    docs = col.wait_docs("/events", 10)
+    assert [d["data"]["i"] for d in docs] == list(range(10))
