@@ -83,6 +83,7 @@ class App:
         self.t_last = t
         self.t_status = t
         self._have_last = False
+        self._idle = True
         io.write(b"\x00")  # delimiter: whatever was printed before cannot merge with a frame
         self.hello()
         if problem:
@@ -180,12 +181,11 @@ class App:
         if self.wdt is not None:
             self.wdt.feed()
         now = clock.ticks_us()
-        active = self.streaming or self.pipe.mode != MODE_RUN
-        if not active:
+        # The fusion runs from boot whether or not frames are streamed: orientation (and
+        # its gyro-only heading) and the bias estimate must be current when `start` comes.
+        if self._idle:
+            self._idle = False
             self.next_due = now
-            self._have_last = False
-            clock.sleep_us(1000)
-            return
         wait = clock.ticks_diff(self.next_due, now)
         if wait > 0:
             clock.sleep_us(wait if wait < 1000 else 1000)

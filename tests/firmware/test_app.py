@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -32,9 +33,9 @@ def test_start_streams_at_the_configured_rate_across_the_tick_wrap(rig):
     assert acks(msgs)[0].ok and acks(msgs)[0].cmd_id == 1
     s = samples(msgs)
     assert len(s) == pytest.approx(800, abs=2)
-    dts = [((b.t_us - a.t_us) % P.TICKS_PERIOD) for a, b in zip(s, s[1:], strict=False)]
+    dts = [((b.t_us - a.t_us) % P.TICKS_PERIOD) for a, b in itertools.pairwise(s)]
     assert set(dts) == {10_000}  # exactly the period, wrap included
-    assert any(b.t_us < a.t_us for a, b in zip(s, s[1:], strict=False))  # it did wrap
+    assert any(b.t_us < a.t_us for a, b in itertools.pairwise(s))  # it did wrap
     assert "stationary" in s[-1].status and s[-1].overruns == 0
     assert any(isinstance(m, Status) for m in msgs)
 
@@ -54,7 +55,7 @@ def test_info_status_stop_and_set_rate(rig):
     s = samples(msgs)
     late = [x for x in s if ((x.t_us - s[0].t_us) % P.TICKS_PERIOD) > 1_100_000]
     assert late and all(
-        ((b.t_us - a_.t_us) % P.TICKS_PERIOD) == 5000 for a_, b in zip(late, late[1:], strict=False)
+        ((b.t_us - a_.t_us) % P.TICKS_PERIOD) == 5000 for a_, b in itertools.pairwise(late)
     )
     assert not [m for m in samples(rig.run_for(0.5))]  # stopped
 

@@ -70,15 +70,17 @@ def test_movement_during_neutral_is_refused():
 
 def test_no_swings_is_refused():
     s = simulate_imu(manoeuvre("neutral"), side="right", seed=1)
-    _, p, errors = run(s, "right", neutral=(0.5, 2.5), functional=(3.0, 9.0))
+    _, _p, errors = run(s, "right", neutral=(0.5, 2.5), functional=(3.0, 9.0))
     assert any("too little motion" in e for e in errors)
 
 
 def test_sideways_swings_are_refused():
     side_swings = HipMotion(
         (0.0, 0.0, 0.0),
-        (Segment(3.0, (0, 0, 0), "still"),)
-        + tuple(Segment(1.5, (0, a, 0), "swing") for a in (20, -20, 20, -20, 0) * 2),
+        (
+            Segment(3.0, (0, 0, 0), "still"),
+            *tuple(Segment(1.5, (0, a, 0), "swing") for a in (20, -20, 20, -20, 0) * 2),
+        ),
     )
     s = simulate_imu(side_swings, side="right", seed=2)
     _, _, errors = run(s, "right", neutral=(0.5, 2.5), functional=(3.0, 17.0))

