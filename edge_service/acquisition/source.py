@@ -6,6 +6,7 @@ import abc
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
+from typing import Self
 
 from edge_service.acquisition.frame import Frame, Roi
 
@@ -59,7 +60,7 @@ class FrameSource(abc.ABC):
     def __iter__(self) -> Iterator[Frame]:
         return self.frames()
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class Recording:
         """The DICOM source behind cine.dcm (None for a recovered journal)."""
         return self._cine
 
-    def frames(self) -> Iterator[Frame]:
+    def frames(self) -> Generator[Frame, None, None]:
         if self._cine is not None:
             for f in self._cine.frames():
                 yield Frame(f.pixels, f.t, f.index, f.spacing_mm, f.roi, {"source": "recording"})

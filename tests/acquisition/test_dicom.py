@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file as _get_testdata_file
+from pydicom.data import get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
@@ -44,6 +45,11 @@ def _discover_us_files() -> list[str]:
 
 
 US_FILES = _discover_us_files()
+
+
+def get_testdata_file(name: str) -> str:
+    """Path of a pydicom/pydicom-data test file (typed: the library's return is a union)."""
+    return str(_get_testdata_file(name))
 
 
 def test_discovery_finds_the_vendor_files() -> None:

@@ -58,7 +58,7 @@ def test_inspect_session_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_inspect_video_and_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     vw = cv2.VideoWriter(
-        str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (32, 24), False
+        str(tmp_path / "v.avi"), cv2.VideoWriter.fourcc(*"MJPG"), 25, (32, 24), False
     )
     for i in range(4):
         vw.write(np.full((24, 32), i * 30, np.uint8))
