@@ -4,6 +4,7 @@ rate-limited QoS 0 live streams. See docs/mqtt.md for the contract."""
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 import threading
 import time
@@ -24,6 +25,7 @@ from edge_service.mqtt import topics
 from edge_service.mqtt.credentials import load_credentials
 from edge_service.mqtt.outbox import Entry, Outbox, OutboxFull
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.mqtt.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +324,13 @@ class Publisher:
             doc["result"] = doc_copy
             return msg_id, topic, pl.dumps(doc), pl.SCHEMA_RESULT
 
+        try:
+            validate(pl.envelope(pl.SCHEMA_RESULT, msg_id, 1, self.s.site, self.s.device,
+                                 session_id) | {"result": doc_copy})  # fmt: skip
+        except InputError as exc:
+            # Published anyway (a result is never dropped), but integrators will see it
+            # flagged: say so here first.
+            log.warning("result of session %s does not match its schema: %s", session_id, exc)
         self._append(build)
         if self.s.fhir:
             self.fhir(session_id, result_doc)
@@ -413,13 +422,22 @@ class Publisher:
                 self.stats["live_dropped"] += 1
                 return False
             self._live_last[stream] = now
-        doc = {"schema": schema, "site": self.s.site, "device": self.s.device, "ts": time.time()}
-        doc.update(sample)
+        # A NaN from a frame without a nerve must not break the live view (JSON has no NaN):
+        # the field is left out, like any value that was not measured.
+        doc = {k: v for k, v in sample.items()
+               if not (isinstance(v, float) and not math.isfinite(v))}  # fmt: skip
+        doc.update(schema=schema, site=self.s.site, device=self.s.device, ts=time.time())
         pl.check_no_pii(doc, "live sample")
+        try:
+            payload = pl.dumps(doc)
+        except InputError as exc:
+            with self._lock:
+                self.stats["live_dropped"] += 1
+            log.warning("live %s sample dropped: %s", stream, exc)
+            return False
         info = self._client.publish(
-            topics.live(self.s.site, self.s.device, stream), pl.dumps(doc), 0, False,
-            self._props(schema),
-        )  # fmt: skip
+            topics.live(self.s.site, self.s.device, stream), payload, 0, False, self._props(schema)
+        )
         self._untracked(info.mid)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 

@@ -320,3 +320,23 @@ def test_shipped_production_config_tls_password_acl(
     pub.result("sess-p", sample_result("sess-p"))
     assert pub.wait_drained(10)
     assert col.wait_docs("/result", 1)[0]["device"] == DEVICE_USER
+
+
+def test_live_nan_fields_are_left_out_and_bad_results_are_still_published(
+    mosquitto, make_publisher, collector_factory, caplog
+):
+    col = collector_factory(HOST, mosquitto.port)
+    pub = make_publisher(mosquitto.url)
+    pub.start()
+    assert pub.wait_connected(10)
+    assert pub.live_measurements({"t": 1.0, "frame": 0, "nerve_found": False,
+                                  "nerve_ap_mm": float("nan")})  # fmt: skip
+    live = col.wait_docs("/live/measurements", 1)[0]
+    assert "nerve_ap_mm" not in live and live["nerve_found"] is False
+    validate(live)
+    bad = sample_result("sess-bad")
+    del bad["nerve"]
+    pub.result("sess-bad", bad)  # never dropped, but flagged loudly
+    assert "does not match its schema" in caplog.text
+    assert pub.wait_drained(10)
+    assert "nerve" not in col.wait_docs("/result", 1)[0]["result"]
