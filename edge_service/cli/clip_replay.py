@@ -64,6 +64,11 @@ def replay(
     pelvis: bool = False,
 ) -> list[dict[str, float]]:
     """Angles per row after calibrating on the two windows (firmware code, host time dt)."""
+    for (t0, t1), name in ((neutral, "neutral"), (functional, "functional")):
+        if not any(t0 <= r[0] < t1 for r in rows):
+            raise InputError(
+                f"--{name} {t0:g}:{t1:g} contains no samples (data spans {rows[0][0]:g}..{rows[-1][0]:g} s)"
+            )
     pipe = Pipeline(side, pelvis)
     out: list[dict[str, float]] = []
     t_prev = None
