@@ -12,9 +12,9 @@ import pytest
 import serial
 from dgsclip import protocol as P
 
+from edge_service.cli.clip import main as clip_main
 from edge_service.clip.decoder import FrameDecoder
 from edge_service.clip.messages import Ack, Hello, Sample
-from edge_service.cli.clip import main as clip_main
 from edge_service.sim.imu import CAL_FUNCTIONAL_S, CAL_NEUTRAL_S, simulate_imu, with_calibration
 from edge_service.sim.motion import manoeuvre
 from edge_service.virtualclip import start_virtual_clip, virtual_samples
