@@ -122,12 +122,16 @@ def _clock_errors(duration_s: float, seeds: list[int]) -> tuple[np.ndarray, np.n
 
 
 def run(quick: bool = False) -> str:
-    n = 20_000 if quick else 200_000
+    n = 20_000 if quick else 100_000
     data = _stream(n)
-    rate = _decode_rate(data, n)
     data_p = _stream(n, pelvis_every=1)
-    rate_p = _decode_rate(data_p, n)
-    port_rate = _portable_rate(data[: len(data) // 10], n // 10)
+    part = data[: len(data) // 10]
+    # Interleaved, best of 5 each: the machine is shared, so peers run side by side.
+    rate = rate_p = port_rate = 0.0
+    for _ in range(5):
+        rate = max(rate, _decode_rate(data, n, repeats=1))
+        rate_p = max(rate_p, _decode_rate(data_p, n, repeats=1))
+        port_rate = max(port_rate, _portable_rate(part, n // 10))
     enc_us = _encode_us(5000 if quick else 20000)
     need = CLIP_MAX_HZ
     lines = [
@@ -155,7 +159,7 @@ def run(quick: bool = False) -> str:
     lines += [
         "",
         f"Method: {n:,} encoded SAMPLE frames fed to `FrameDecoder.feed` in 4 KiB reads on one "
-        "core (best of 3); clock sync on 100 Hz streams with drift ±200 ppm, uniform 0–20 ms "
+        "core (interleaved, best of 5); clock sync on 100 Hz streams with drift ±200 ppm, uniform 0–20 ms "
         f"latency and a 100 ms stall every 2–10 s, ticks crossing the 30-bit wrap, {len(seeds)} "
         "seeds × both drift signs, error = |estimate − true send time| over the last second "
         f"before the mark. Machine: {platform.machine()}, {os.cpu_count()} logical CPUs "
