@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from edge_service.detector.measure import ellipse_fit
 from edge_service.phantom import PhantomConfig, PhantomSimulator
 from edge_service.sim.motion import manoeuvre
 
-STILL = {"jitter_mm": 0.0, "jitter_deg": 0.0, "gain_wander_db": 0.0}
+STILL: dict[str, Any] = {"jitter_mm": 0.0, "jitter_deg": 0.0, "gain_wander_db": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ def test_fan_geometry_and_spacing() -> None:
     sim = PhantomSimulator(PhantomConfig(depth_mm=90.0, radius_mm=45.0), seed=1)
     g = sim.geom
     pf = sim.render(np.zeros(3))
+    assert pf.frame.spacing_mm is not None
     dx, dy = pf.frame.spacing_mm
     assert dx == dy > 0
     assert pf.frame.pixels.shape == (480, 640)
@@ -103,6 +105,7 @@ def test_speckle_moves_coherently_with_the_nerve() -> None:
     f1 = sim.render(np.array([0.0, 0.0, 8.0]), 0.0)
     d_lat = f1.truth["nerve_displacement_mm"]
     assert d_lat > 0.75  # free gliding: >= 0.1 mm/deg of IR
+    assert f0.frame.spacing_mm is not None
     dx = f0.frame.spacing_mm[0]
     x0, y0 = (int(v) for v in f0.truth["nerve_center_px"])
     x1, y1 = (round(v) for v in f1.truth["nerve_center_px"])
@@ -154,7 +157,7 @@ def test_right_side_is_mirrored() -> None:
 
 
 def test_tgc_and_gain_change_brightness() -> None:
-    base = {"noise_db": -80.0, **STILL}
+    base: dict[str, Any] = {"noise_db": -80.0, **STILL}
     under = PhantomSimulator(PhantomConfig(tgc_error=-0.4, **base), seed=8).render(np.zeros(3))
     over = PhantomSimulator(PhantomConfig(tgc_error=0.4, **base), seed=8).render(np.zeros(3))
     rows = slice(150, 200)  # deep soft tissue, above the bone

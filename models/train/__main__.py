@@ -1,0 +1,189 @@
+"""`python -m models.train`: generate phantom data, train the U-Net on CPU, export ONNX + int8.
+
+Reproducible: the data, the augmentation stream and the weight init all derive from --seed
+(torch is forced to deterministic CPU kernels). `--max-minutes` is a safety stop for shared
+machines; the model card records the step count actually run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from models.train.augment import augment
+from models.train.data import TRAIN_SEED_BASE, VAL_SEED_BASE, generate
+from models.train.net import CLASSES, UNet, count_macs
+
+log = logging.getLogger("models.train")
+HERE = Path(__file__).resolve().parent
+CLASS_WEIGHTS = torch.tensor([1.0, 2.0, 4.0])
+
+
+def soft_targets(y: torch.Tensor) -> torch.Tensor:
+    """(N,2,H,W) nerve/calc fractions -> (N,3,H,W) class probabilities."""
+    bg = (1.0 - y.sum(1, keepdim=True)).clamp(0, 1)
+    return torch.cat([bg, y], 1)
+
+
+def loss_fn(logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(logits, 1)
+    ce = -(t * logp * CLASS_WEIGHTS.view(1, 3, 1, 1)).sum(1).mean()
+    p = logp.exp()[:, 1:]
+    tt = t[:, 1:]
+    inter = (p * tt).sum((0, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((0, 2, 3)) + tt.sum((0, 2, 3)) + 1)
+    return ce + dice.mean()
+
+
+def dice_scores(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    model.eval()
+    inter = np.zeros(2)
+    tot = np.zeros(2)
+    with torch.no_grad():
+        for i in range(0, len(x), 32):
+            xb = torch.from_numpy(x[i : i + 32].astype(np.float32))[:, None]
+            pred = model(xb).argmax(1).numpy()
+            yb = y[i : i + 32] >= 128
+            for c in range(2):
+                p = pred == c + 1
+                inter[c] += (p & yb[:, c]).sum()
+                tot[c] += p.sum() + yb[:, c].sum()
+    model.train()
+    d = 2 * inter / np.maximum(tot, 1)
+    return {"nerve": float(d[0]), "calcification": float(d[1])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patients", type=int, default=600, help="training patients (seeds)")
+    ap.add_argument("--frames-per-patient", type=int, default=4)
+    ap.add_argument("--val-patients", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--input", default="128x192", help="model input HxW")
+    ap.add_argument("--widths", default="8,16,24,32,48")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="data generation processes")
+    ap.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="size --steps to this training time budget from the speed of the first "
+        "--warm-steps (0 = use --steps as given); the chosen count is recorded",
+    )
+    ap.add_argument("--warm-steps", type=int, default=10)
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="hard stop (0 = never)")
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/dgs_train_cache.npz"))
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    in_h, in_w = (int(v) for v in args.input.split("x"))
+    widths = tuple(int(v) for v in args.widths.split(","))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.time()
+    key = f"{args.seed}-{args.patients}-{args.frames_per_patient}-{args.val_patients}-{in_h}x{in_w}"
+    if args.cache.exists() and str(np.load(args.cache)["key"]) == key:
+        z = np.load(args.cache)
+        xtr, ytr, xva, yva = z["xtr"], z["ytr"], z["xva"], z["yva"]
+        log.info("loaded cache %s", args.cache)
+    else:
+        base = TRAIN_SEED_BASE + 1000 * args.seed
+        tr = generate(base, args.patients, args.frames_per_patient, (in_h, in_w), args.workers)
+        va = generate(VAL_SEED_BASE, args.val_patients, 2, (in_h, in_w), args.workers)
+        xtr, ytr, xva, yva = tr.x, tr.y, va.x, va.y
+        np.savez(args.cache, key=key, xtr=xtr, ytr=ytr, xva=xva, yva=yva)
+    gen_s = time.time() - t0
+    log.info("data: %d train, %d val frames in %.0f s", len(xtr), len(xva), gen_s)
+
+    model = UNet(widths, len(CLASSES))
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr / 10, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+
+    def train_step() -> torch.Tensor:
+        idx = rng.integers(0, len(xtr), args.batch)
+        xb = torch.from_numpy(xtr[idx].astype(np.float32))[:, None]
+        yb = torch.from_numpy(ytr[idx].astype(np.float32) / 255.0)
+        xb, yb = augment(xb, yb, g)
+        loss = loss_fn(model(xb), soft_targets(yb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    # Warm-up steps at a low constant LR; they also time this machine for --minutes.
+    t1 = time.time()
+    for _ in range(args.warm_steps):
+        train_step()
+    per_step = (time.time() - t1) / max(args.warm_steps, 1)
+    if args.minutes:
+        args.steps = max(50, int((args.minutes * 60 - (time.time() - t1)) / per_step))
+        log.info(
+            "%.2f s/step -> %d steps (reproduce with --steps %d)", per_step, args.steps, args.steps
+        )
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1
+    )
+    step = 0
+    history = []
+    for step in range(1, args.steps + 1):
+        loss = train_step()
+        sched.step()
+        if step % 100 == 0 or step == args.steps:
+            el = time.time() - t1
+            log.info("step %d loss %.4f (%.1f img/s)", step, loss.item(), step * args.batch / el)
+        if step % 400 == 0 or step == args.steps:
+            d = dice_scores(model, xva, yva)
+            history.append({"step": step, "loss": float(loss.item()), **d})
+            log.info("val dice %s", d)
+        if args.max_minutes and time.time() - t1 > args.max_minutes * 60:
+            log.warning("max-minutes reached at step %d of %d", step, args.steps)
+            break
+    train_s = time.time() - t1
+    val = dice_scores(model, xva, yva)
+    torch.save(
+        {"state": model.state_dict(), "widths": widths, "input": [in_h, in_w]}, args.out / "unet.pt"
+    )
+    info = {
+        "seed": args.seed,
+        "train_frames": len(xtr),
+        "train_patients": args.patients,
+        "val_frames": len(xva),
+        "steps_run": step,
+        "steps_planned": args.steps,
+        "warm_steps": args.warm_steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "widths": list(widths),
+        "input_hw": [in_h, in_w],
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model, in_h, in_w),
+        "data_seconds": gen_s,
+        "train_seconds": train_s,
+        "val_dice": val,
+        "history": history,
+        "torch": torch.__version__,
+    }
+    (args.out / "train_info.json").write_text(json.dumps(info, indent=1))
+    log.info("trained: %s", info)
+    from models.train.export import export_all
+
+    export_all(args.out / "unet.pt", HERE.parent, xva[:64])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

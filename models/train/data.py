@@ -1,0 +1,68 @@
+"""Training data: phantom frames with randomized patients and acquisition settings.
+
+Each "patient" (seed) gets a fresh PhantomConfig.randomized() draw (probe radius and fan
+angle, depth 60-100 mm, 3-5 MHz, gain, dynamic range, TGC error, noise, jitter, scatterer
+density, side, nerve class, calcification) and a few frames at random hip angles. Frames
+are reduced to the model input with the detector's own preprocessing; masks become soft
+per-class area fractions at the same resolution (sub-pixel boundary information).
+
+Seed ranges (documented in the model card): training 10_000+, validation 5_000+, and the
+benchmark/tests hold out 0-999, so reported metrics never see a training patient.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_service.detector.preprocess import crop_roi, prepare_input, resize_area
+from edge_service.phantom import PhantomConfig, PhantomSimulator
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_BASE = 10_000
+VAL_SEED_BASE = 5_000
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # (N, H, W) float16 input in [0, 1]
+    y: np.ndarray  # (N, 2, H, W) uint8: nerve and calcification area fraction * 255
+
+
+def _patient(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    seed, frames, in_h, in_w = args
+    rng = np.random.default_rng(seed)
+    cfg = PhantomConfig.randomized(rng)
+    sim = PhantomSimulator(cfg, seed=seed)
+    xs, ys = [], []
+    for _ in range(frames):
+        ang = np.array([rng.uniform(0, 90), rng.uniform(0, 20), rng.uniform(-10, 40)])
+        pf = sim.render(ang, t_rel=float(rng.uniform(0, 40)))
+        roi = pf.frame.roi
+        xs.append(prepare_input(pf.frame.pixels, roi, in_h, in_w)[0, 0].astype(np.float16))
+        y = np.stack(
+            [
+                resize_area(crop_roi(pf.masks[k], roi).astype(np.float32), in_h, in_w)
+                for k in ("nerve", "calcification")
+            ]
+        )
+        ys.append(np.round(np.clip(y, 0, 1) * 255).astype(np.uint8))
+    return np.stack(xs), np.stack(ys)
+
+
+def generate(
+    seed_base: int, patients: int, frames_per_patient: int, in_hw: tuple[int, int], workers: int = 2
+) -> Batch:
+    jobs = [(seed_base + i, frames_per_patient, in_hw[0], in_hw[1]) for i in range(patients)]
+    xs, ys = [], []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, (x, y) in enumerate(pool.map(_patient, jobs, chunksize=4)):
+            xs.append(x)
+            ys.append(y)
+            if (i + 1) % 50 == 0:
+                log.info("generated %d/%d patients", i + 1, patients)
+    return Batch(np.concatenate(xs), np.concatenate(ys))
