@@ -66,6 +66,9 @@ class SessionMeta:
             self.spacing_mm = (dx, dy)
         if isinstance(self.roi, list | tuple):
             self.roi = Roi(*(int(v) for v in self.roi))
+        elif self.roi is not None:  # plain ints (numpy ints upset JSON and DICOM encoders)
+            r = self.roi
+            self.roi = Roi(int(r.x0), int(r.y0), int(r.x1), int(r.y1))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,10 +94,23 @@ class SessionMeta:
             raise InputError(f"session.json is missing fields: {exc}") from exc
 
 
+def json_default(o: Any) -> Any:
+    """numpy scalars/arrays (common in probe/clip dicts and ROIs) as plain JSON."""
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple | set):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write-then-rename so a crash leaves either the old or the new file, never half."""
     tmp = path.with_name(path.name + ".tmp")
-    data = json.dumps(obj, indent=2, sort_keys=True).encode()
+    data = json.dumps(obj, indent=2, sort_keys=True, default=json_default).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)

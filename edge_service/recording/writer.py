@@ -18,13 +18,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
-from edge_service.acquisition.frame import Frame
+from edge_service.acquisition.frame import Frame, Roi
 from edge_service.errors import InputError
 from edge_service.recording import journal
 from edge_service.recording.cine import write_cine
-from edge_service.recording.meta import SessionMeta, fsync_dir, write_json_atomic
+from edge_service.recording.meta import SessionMeta, fsync_dir, json_default, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +30,6 @@ SESSION_JSON = "session.json"
 CINE = "cine.dcm"
 FRAMES_CSV = "frames.csv"
 IMU_JSONL = "imu.jsonl"
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 class RecordingWriter:
@@ -103,18 +93,21 @@ class RecordingWriter:
                 self.meta.spacing_mm = (float(frame.spacing_mm[0]), float(frame.spacing_mm[1]))
                 changed = True
             if self.meta.roi is None and frame.roi is not None:
-                self.meta.roi = frame.roi
+                r = frame.roi
+                self.meta.roi = Roi(int(r.x0), int(r.y0), int(r.x1), int(r.y1))
                 changed = True
             if changed:
                 # Recovery after a crash reads calibration from session.json: persist it now.
                 write_json_atomic(self.path / SESSION_JSON, self.meta.to_dict())
         elif px.shape != self._shape:
             raise InputError(f"frame {frame.index}: size {px.shape} differs from {self._shape}")
-        if not math.isfinite(frame.t):
+        # A numpy scalar's repr is "np.float64(...)" in numpy 2: store plain floats only.
+        t = float(frame.t)
+        if not math.isfinite(t):
             raise InputError(f"frame {frame.index}: non-finite timestamp")
         index = len(self._times)
-        record = journal.pack(index, frame.t, px)
-        row = f"{index},{frame.t!r}\n".encode()
+        record = journal.pack(index, t, px)
+        row = f"{index},{t!r}\n".encode()
         try:
             journal.write_all(self._jfd, record)
             # frames.csv after the journal: the journal is the truth, csv the readable index.
@@ -127,7 +120,7 @@ class RecordingWriter:
             raise InputError(f"{self.path}: cannot write frame {index}: {exc.strerror}") from exc
         self._jsize += len(record)
         self._csize += len(row)
-        self._times.append(frame.t)
+        self._times.append(t)
         self._maybe_sync()
 
     def add_imu(self, sample: dict[str, Any]) -> None:
@@ -135,7 +128,7 @@ class RecordingWriter:
         if "t" not in sample:
             raise InputError("IMU sample needs a host time 't'")
         try:
-            line = json.dumps(sample, default=_json_default, separators=(",", ":")) + "\n"
+            line = json.dumps(sample, default=json_default, separators=(",", ":")) + "\n"
         except (TypeError, ValueError) as exc:
             raise InputError(f"IMU sample is not JSON serialisable: {exc}") from exc
         with self._lock:

@@ -315,3 +315,21 @@ def test_crash_between_cine_and_session_json(tmp_path: Path, frames: list[Frame]
     (out / "session.json").write_text(json.dumps(js))
     rec = open_recording(out)
     assert rec.complete and not rec.recovered and rec.n_frames == len(frames)
+
+
+def test_numpy_timestamps_stored_as_plain_floats(tmp_path: Path) -> None:
+    t = np.float64(1_700_000_000.123456)
+    with RecordingWriter(tmp_path / "s", _meta()) as w:
+        w.add_frame(Frame(np.zeros((4, 4), np.uint8), t, 0, None))  # type: ignore[arg-type]
+    assert (tmp_path / "s" / "frames.csv").read_text().splitlines()[1] == f"0,{float(t)!r}"
+    assert next(open_recording(tmp_path / "s").frames()).t == float(t)
+
+
+def test_numpy_values_in_meta_are_serialised(tmp_path: Path) -> None:
+    meta = _meta(
+        probe={"depth_mm": np.float32(80.0), "gain": np.int64(3)}, roi=Roi(*np.array([1, 2, 3, 4]))
+    )
+    with RecordingWriter(tmp_path / "s", meta) as w:
+        w.add_frame(Frame(np.zeros((4, 4), np.uint8), 1.0, 0, None))
+    rec = open_recording(tmp_path / "s")
+    assert rec.meta.probe == {"depth_mm": 80.0, "gain": 3} and rec.roi == Roi(1, 2, 3, 4)
