@@ -225,15 +225,20 @@ class ClipLink:
 
     def _handle_bytes(self, data: bytes, arrival: float) -> None:
         self.stats.bytes_in += len(data)
-        try:
-            msgs = self.decoder.feed(data)
-        except IncompatibleVersion as exc:
-            self.incompatible = exc
-            self.stats.state = "incompatible"
-            log.error("%s", exc)
-            with self._cond:
-                self._cond.notify_all()
-            msgs = self.decoder.feed(b"")
+        while True:
+            # Each refused frame is consumed by the raise, so this ends; the frames around
+            # it are kept by the decoder and come out on the next call.
+            try:
+                msgs = self.decoder.feed(data)
+                break
+            except IncompatibleVersion as exc:
+                if self.incompatible is None:
+                    log.error("%s", exc)
+                self.incompatible = exc
+                self.stats.state = "incompatible"
+                with self._cond:
+                    self._cond.notify_all()
+                data = b""
         for m in msgs:
             self._dispatch(m, arrival)
         self._log_stray_text()

@@ -213,3 +213,27 @@ def test_firmware_traceback_is_logged(pty_port: PtyPort, caplog: pytest.LogCaptu
         pty_port.write(b"Traceback (most recent call last):\r\nMemoryError: \r\n>>> ")
         wait_until(lambda: link.decoder.stats.stray_text == 1, what="stray text noticed")
         wait_until(lambda: "MemoryError" in caplog.text, what="traceback logged")
+
+
+def test_incompatible_firmware_is_refused_clearly(pty_port: PtyPort) -> None:
+    from edge_service.clip.decoder import IncompatibleVersion
+
+    def v2(frame: bytes) -> bytes:
+        raw = bytearray(P.MAX_FRAME)
+        n = P.cobs_decode_into(frame, len(frame) - 1, raw)
+        raw[0] = 0x20  # protocol 2.0, valid CRC
+        c = P.crc16(raw, n - 2)
+        raw[n - 2], raw[n - 1] = c & 0xFF, c >> 8
+        out = bytearray(P.MAX_ENCODED)
+        k = P.cobs_encode_into(raw, n, out)
+        return bytes(out[:k]) + b"\x00"
+
+    e = P.Encoder()
+    frames = [bytes(e.sample(None, i * 10_000, 0, 0, 0, (16384, 0, 0, 0), 0)) for i in range(4)]
+    with ClipLink(FAST, port=pty_port.path) as link:
+        pty_port.write(frames[0] + v2(frames[1]) + v2(frames[2]) + frames[3])
+        wait_until(lambda: link.stats.samples == 2, what="the two v1 samples around the v2 ones")
+        assert link.stats.state == "incompatible"
+        assert link.decoder.stats.version_errors == 2
+        with pytest.raises(IncompatibleVersion, match=r"protocol 2\.0.*dgs-clip flash"):
+            link.get_info()
