@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import ssl
 import threading
 import time
 import uuid
@@ -14,15 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_service import __version__
 from edge_service.errors import BrokerError, InputError
 from edge_service.mqtt import payloads as pl
 from edge_service.mqtt import topics
-from edge_service.mqtt.credentials import load_credentials
+from edge_service.mqtt.client import make_client, publish_properties
 from edge_service.mqtt.outbox import Entry, Outbox, OutboxFull
 from edge_service.mqtt.settings import MqttSettings
 from edge_service.mqtt.validation import validate
@@ -82,32 +79,7 @@ class Publisher:
         return self._proto
 
     def _make_client(self) -> mqtt.Client:
-        proto = mqtt.MQTTv5 if self.v5 else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {}
-        if not self.v5:
-            kwargs["clean_session"] = True
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=proto, **kwargs
-        )
-        c.max_inflight_messages_set(self.s.inflight_max)
-        c.max_queued_messages_set(0)  # bounded by the outbox instead
-        # paho annotates ints but only multiplies and sleeps: sub-second backoff works.
-        c.reconnect_delay_set(self.s.reconnect_min_s, self.s.reconnect_max_s)  # type: ignore[arg-type]
-        creds = load_credentials(self.s.secrets_file)
-        if creds is not None:
-            c.username_pw_set(*creds)
-        if self.s.use_tls:
-            t = self.s.tls
-            try:
-                c.tls_set(
-                    ca_certs=str(t.ca_file) if t and t.ca_file else None,
-                    certfile=str(t.cert_file) if t and t.cert_file else None,
-                    keyfile=str(t.key_file) if t and t.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (OSError, ssl.SSLError) as exc:
-                raise BrokerError(f"cannot load TLS files: {exc}") from exc
-            c.tls_insecure_set(False)  # verify the broker's hostname, always
+        c = make_client(self.s, self.client_id, self.v5)
         payload, props = self._status_payload("offline")
         c.will_set(topics.status(self.s.site, self.s.device), payload, 1, True, props)
         c.on_connect = self._on_connect
@@ -118,16 +90,7 @@ class Publisher:
         return c
 
     def _props(self, schema: str, msg_id: str | None = None) -> Properties | None:
-        if not self.v5:
-            return None
-        p = Properties(PacketTypes.PUBLISH)
-        p.ContentType = "application/json"
-        p.PayloadFormatIndicator = 1
-        user = [("schema", schema), ("schema_version", schema.rsplit("/", 1)[-1])]
-        if msg_id:
-            user.append(("msg_id", msg_id))
-        p.UserProperty = user
-        return p
+        return publish_properties(self.v5, schema, msg_id)
 
     # --------------------------------------------------------------- status
     def _status_payload(self, state: str) -> tuple[bytes, Properties | None]:
