@@ -5,6 +5,7 @@ clip actually sent, bit for bit."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import pytest
 from dgsclip import protocol as P
@@ -61,7 +62,7 @@ def feed_all(dec: FrameDecoder, chunks: list[bytes]) -> list[object]:
     return out
 
 
-def check_genuine(msgs: list[object], sent: dict[int, Sample]) -> list[Sample]:
+def check_genuine(msgs: Sequence[object], sent: dict[int, Sample]) -> list[Sample]:
     samples = [m for m in msgs if isinstance(m, Sample)]
     for s in samples:
         assert s == sent[s.seq], "decoder yielded a sample the clip never sent"
