@@ -152,6 +152,7 @@ def open_source(settings: SourceSettings) -> FrameSource:
             capture_size_px=s.capture_size_px,
             stall_timeout_s=s.stall_timeout_s,
             reconnect_timeout_s=s.reconnect_timeout_s,
+            freeze_mad_threshold=s.freeze_mad_threshold,
         )
     if s.kind == "dicom":
         return DicomSource(s.device, spacing_mm=sp)

@@ -135,10 +135,13 @@ class LiveSource(FrameSource):
         capture_size_px: tuple[int, int] | None = None,
         stall_timeout_s: float = 2.0,
         reconnect_timeout_s: float = 10.0,
+        freeze_mad_threshold: float = 0.25,
         open_capture: Callable[[int | str], Capture] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.device = device
+        self._freeze_mad = freeze_mad_threshold
+        self.frozen_frames = 0
         self._crop = crop
         self._stall = stall_timeout_s
         self._reconnect = reconnect_timeout_s
@@ -245,6 +248,7 @@ class LiveSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         i = 0
         gap: float | None = None
+        prev: np.ndarray | None = None
         while not self._closed:
             item, self._pending = self._pending, None
             if item is None:
@@ -262,8 +266,23 @@ class LiveSource(FrameSource):
             if gap is not None:
                 meta["after_outage_s"] = round(gap, 3)
                 gap = None
+            # A capture card keeps sending the last image while the scanner is frozen. Such
+            # frames are not new tissue motion; flag them so gliding is not measured as 0.
+            if prev is not None and self._is_frozen(prev, gray):
+                meta["frozen"] = True
+                self.frozen_frames += 1
+            prev = gray
             yield Frame(gray, t, i, self._info.spacing_mm, None, meta)
             i += 1
+
+    def _is_frozen(self, a: np.ndarray, b: np.ndarray) -> bool:
+        if self._freeze_mad <= 0:
+            return False
+        # Subsampled mean absolute difference: live speckle changes by several grey levels
+        # per frame; a frozen digital output by none, an analogue one by noise < threshold.
+        sa, sb = a[::4, ::4], b[::4, ::4]
+        mad = float(np.mean(np.abs(sa.astype(np.int16) - sb.astype(np.int16))))
+        return mad < self._freeze_mad
 
     def close(self) -> None:
         self._closed = True

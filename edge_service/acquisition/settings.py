@@ -57,6 +57,11 @@ class SourceSettings(BaseModel):
     reconnect_timeout_s: float = Field(
         default=10.0, ge=0, description="uvc: keep reopening a lost device this long, then fail"
     )
+    freeze_mad_threshold: float = Field(
+        default=0.25,
+        ge=0,
+        description="uvc: mean abs grey-level change below which a frame is flagged frozen (0 = off)",
+    )
     phantom_manoeuvre: str = Field(default="fair", description="phantom: hip manoeuvre to simulate")
     phantom_seed: int = Field(default=0, description="phantom: random seed")
 

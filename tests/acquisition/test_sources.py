@@ -311,3 +311,18 @@ def test_phantom_source_is_stamped_in_host_time() -> None:
     a, b = next(it), next(it)
     assert t_before <= a.t <= time.time() + 0.2  # epoch, not 0
     assert b.t - a.t == pytest.approx(0.1) and a.spacing_mm == src.info.spacing_mm
+
+
+def test_live_flags_frozen_scanner_output(tmp_path: Path) -> None:
+    """A real capture of a stream whose middle frames repeat (scanner 'freeze')."""
+    noise = _noise(12)
+    frames = noise[:4] + [noise[4]] * 5 + noise[5:8]
+    path = _write_video(tmp_path / "freeze.mkv", frames)
+    got = []
+    with LiveSource(str(path)) as src:
+        for f in src:
+            got.append(f)
+            if len(got) == len(frames):
+                break
+        frozen = [f.index for f in got if f.meta.get("frozen")]
+        assert frozen == [5, 6, 7, 8] and src.frozen_frames == 4
