@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             while not done.wait(0.1):
                 if deadline and time.monotonic() >= deadline:
                     break
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way to end a live consumer: still print the summary
     finally:
         client.disconnect()
         client.loop_stop()
