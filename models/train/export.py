@@ -52,7 +52,7 @@ def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, P
     model, (h, w) = load_model(ckpt)
     fp32 = models_dir / f"{MODEL_NAME}.onnx"
     int8 = models_dir / f"{MODEL_NAME}.int8.onnx"
-    tmp = models_dir / "train" / "out" / "tmp.onnx"
+    tmp = models_dir / "runs" / "tmp.onnx"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         model,
@@ -115,6 +115,6 @@ def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, P
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     here = Path(__file__).resolve().parent
-    ck = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "out" / "unet.pt"
+    ck = Path(sys.argv[1]) if len(sys.argv) > 1 else here.parent / "runs" / "unet.pt"
     z = np.load(Path("/tmp/dgs_train_cache.npz"))
     export_all(ck, here.parent, z["xva"][:64])
