@@ -103,3 +103,9 @@ device = "box-1"
     got = col.wait_docs("/result", 1, timeout_s=20)
     assert got[0]["session_id"] == doc["session_id"]
     assert sum(1 for _ in (sessions[0] / "imu.jsonl").open()) > 300  # clip data recorded
+
+
+def test_shipped_example_config_validates() -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "dgs-edge.example.toml"
+    cfg = load_config(example)
+    assert cfg.source.kind == "uvc" and cfg.mqtt.use_tls
