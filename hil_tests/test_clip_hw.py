@@ -43,7 +43,7 @@ def test_real_clip_info_self_test_and_stream(clip_port):
         assert rep.ok, rep.text()
         assert json.loads(rep.payload)["reads_ok"] == 20
         _exchange(port, dec, P.encode_command(103, P.CMD_START), 103)
-        got = []
+        got: list[Sample] = []
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and len(got) < 150:
             got += [m for m in dec.feed(port.read(4096)) if isinstance(m, Sample)]

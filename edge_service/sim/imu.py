@@ -12,7 +12,7 @@ seen in the sensor frame (g) plus noise. Linear acceleration of the slow manoeuv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +46,7 @@ class ImuSamples:
     labels: list[str] = field(default_factory=list)
 
 
-def hip_rotation(angles_deg: np.ndarray, side: str) -> Rotation:
+def hip_rotation(angles_deg: np.ndarray | Sequence[float], side: str) -> Rotation:
     """Rotation of the thigh segment relative to the pelvis for ISB angles (mirrored left)."""
     a = np.atleast_2d(np.asarray(angles_deg, dtype=float)).copy()
     if side == "left":

@@ -97,6 +97,7 @@ def _raw_csv(path, side, pelvis=False):
     cols = [s.t_s[:, None], s.gyro_dps, s.accel_g]
     header = "t_s,gx,gy,gz,ax,ay,az"
     if pelvis:
+        assert s.pelvis_gyro_dps is not None and s.pelvis_accel_g is not None
         cols += [s.pelvis_gyro_dps, s.pelvis_accel_g]
         header += ",pgx,pgy,pgz,pax,pay,paz"
     np.savetxt(path, np.hstack(cols), delimiter=",", header=header, comments="", fmt="%.5f")
@@ -215,6 +216,7 @@ def test_dgs_clip_virtual_prints_the_pty_path_first():
         text=True,
     )
     try:
+        assert proc.stdout is not None
         first = proc.stdout.readline().strip()
         assert first.startswith("/dev/pts/")
         with serial.Serial(first, timeout=0.05) as port:

@@ -15,7 +15,7 @@ import pytest
 from dgsclip import protocol as P
 
 from edge_service.clip.decoder import FrameDecoder
-from edge_service.clip.messages import Ack, Hello, Sample
+from edge_service.clip.messages import Ack, Hello, Log, Sample
 from edge_service.sim.imu import CAL_FUNCTIONAL_S, CAL_NEUTRAL_S, simulate_imu, with_calibration
 from edge_service.sim.motion import manoeuvre
 
@@ -160,4 +160,5 @@ open('/out.bin', 'wb').write(IO.out)
     res = mpwasm.run(script, export=("/out.bin",)).check()
     assert "app None" in res.stdout
     (log,) = FrameDecoder().feed(res.files["/out.bin"])
+    assert isinstance(log, Log)
     assert "no supported IMU found" in log.text and log.level == 40
