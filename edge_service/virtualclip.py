@@ -182,7 +182,7 @@ def _build(
         devices.append(FakeMPU6050(0x69, who_am_i=0x70, source=src.pelvis_sample))
     bus = FakeI2C(devices)
     cfg = validate({"side": side, "rate_hz": rate_hz})
-    drv = detect(bus, odr_hz=rate_hz)
+    drv = detect(bus, only=imu, odr_hz=rate_hz)
     pdrv = detect(bus, skip=(drv.address,), odr_hz=rate_hz) if pelvis else None
     io = ScriptedIO(clock)
     # The clinician's calibration, through the clip's own commands.

@@ -227,3 +227,24 @@ def test_dgs_clip_virtual_prints_the_pty_path_first():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_two_imus_thigh_against_pelvis(tmp_path):
+    """Pelvis IMU found at the second address; samples carry both quaternions."""
+    from edge_service.virtualclip import _build
+
+    motion = manoeuvre("fair", repetitions=1)
+    app, clock, io, offset = _build(motion, "right", 100, 5, True, str(tmp_path), "lsm6ds")
+    assert app.pelvis_imu is not None and app.pelvis_imu.name == "mpu6500"
+    io.at(offset, P.encode_command(9, P.CMD_START))
+    while clock.elapsed_us() < (offset + motion.duration_s) * 1e6:
+        app.step()
+    msgs = FrameDecoder().feed(bytes(io.out))
+    hello = next(m for m in msgs if isinstance(m, Hello))
+    assert hello.info.imu_count == 2 and hello.info.imu_models == "lsm6dsox,mpu6500"
+    s = [m for m in msgs if isinstance(m, Sample)]
+    assert s and all(m.pelvis_quat is not None and "pelvis_present" in m.status for m in s)
+    t = np.array([((m.t_us - s[0].t_us) % P.TICKS_PERIOD) / 1e6 for m in s])
+    got = np.array([[m.flexion_deg, m.adduction_deg, m.rotation_deg] for m in s])
+    rmse = np.sqrt(((got - motion.angles(t)) ** 2).mean(0))
+    assert rmse.max() < 2.0, rmse
