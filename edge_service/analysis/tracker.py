@@ -181,7 +181,6 @@ class RegionTracker:
         self.velocity = np.zeros(2)
         self.prev_image: np.ndarray = home
         self.prev_disp = np.zeros(2)
-        self.prev_quality = 1.0
 
     def _make_ref(self, image: np.ndarray, disp: np.ndarray) -> _Reference:
         shift = np.round(disp).astype(int)
@@ -233,12 +232,9 @@ class RegionTracker:
                 disp, q, n = self._match(image, self.ref, pred)
         else:
             disp, q, n = self._match(image, self.ref, pred)
-        if (
-            q < self.s.anchor_low
-            and self.prev_quality >= self.s.anchor_low
-            and self.prev_image is not self.ref.image
-        ):
-            # Decorrelated from the reference: chain through the last good frame.
+        if q < self.s.anchor_low and self.prev_image is not self.ref.image:
+            # Decorrelated from the reference: chain through the last good frame (each
+            # good frame is tried at most once: after re-anchoring it *is* the reference).
             cand = self._make_ref(self.prev_image, self.prev_disp)
             if any(t is not None for t in cand.templates):
                 d2, q2, n2 = self._match(image, cand, pred)
@@ -249,7 +245,6 @@ class RegionTracker:
         self.disp = disp
         if q >= self.s.anchor_low:
             self.prev_image, self.prev_disp = image, disp.copy()
-        self.prev_quality = q
         return RegionStep(float(disp[0]), float(disp[1]), q, self.ref is self.home, reanchored, n)
 
 

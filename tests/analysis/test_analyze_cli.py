@@ -116,3 +116,11 @@ def test_broker_down_keeps_result_and_next_run_delivers(
         assert docs[0]["result"]["session_id"] == res["session_id"]
     finally:
         col.client.loop_stop()
+
+
+def test_bad_broker_url_is_a_config_error(tmp_path: Path) -> None:
+    from edge_service.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="broker settings"):
+        publish_result({"session_id": "s1"}, tmp_path, "http://example.invalid", timeout_s=0.5)
+    assert not (tmp_path / OUTBOX_NAME).exists()  # nothing queued for a URL that can never work
