@@ -20,7 +20,6 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,6 +336,3 @@ def start_virtual_clip(
     clip = VirtualClip(pio.port, app, pio, th, stop, tmp)
     th.start()
     return clip
-
-
-CommandSender = Callable[[int, int, bytes], bytes]
