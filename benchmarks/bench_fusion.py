@@ -119,33 +119,45 @@ def _rmse(est: np.ndarray, s: ImuSamples, offset: float) -> np.ndarray:
 
 
 def _cost_cpython(s: ImuSamples) -> dict[str, float]:
+    """Best of 3 repetitions per implementation (µs per update)."""
     n = min(2000, len(s.t_s))
-    res = {}
-    p = Pipeline("left")
-    t0 = time.perf_counter()
-    for i in range(n):
-        p.update(s.gyro_dps[i], s.accel_g[i], 0.01)
-    res["dgsclip (CPython)"] = (time.perf_counter() - t0) / n * 1e6
     import imufusion
-
-    a = imufusion.Ahrs()
-    b = imufusion.Bias()
-    g = [np.asarray(x, dtype=float) for x in s.gyro_dps[:n]]
-    acc = [np.asarray(x, dtype=float) for x in s.accel_g[:n]]
-    t0 = time.perf_counter()
-    for i in range(n):
-        a.update_no_magnetometer(b.update(g[i]), acc[i])
-    res["imufusion (C ext.)"] = (time.perf_counter() - t0) / n * 1e6
     from ahrs.filters import Madgwick
 
-    mad = Madgwick(frequency=float(RATE))
-    q = np.array([1.0, 0, 0, 0])
+    g = [np.asarray(x, dtype=float) for x in s.gyro_dps[:n]]
+    acc = [np.asarray(x, dtype=float) for x in s.accel_g[:n]]
     gr = np.radians(s.gyro_dps[:n])
     ar = s.accel_g[:n] * 9.80665
-    t0 = time.perf_counter()
-    for i in range(n):
-        q = mad.updateIMU(q, gyr=gr[i], acc=ar[i])
-    res["ahrs Madgwick (numpy)"] = (time.perf_counter() - t0) / n * 1e6
+
+    def ours() -> None:
+        p = Pipeline("left")
+        for i in range(n):
+            p.update(s.gyro_dps[i], s.accel_g[i], 0.01)
+
+    def fusion() -> None:
+        a = imufusion.Ahrs()
+        b = imufusion.Bias()
+        for i in range(n):
+            a.update_no_magnetometer(b.update(g[i]), acc[i])
+
+    def madgwick() -> None:
+        mad = Madgwick(frequency=float(RATE))
+        q = np.array([1.0, 0, 0, 0])
+        for i in range(n):
+            q = mad.updateIMU(q, gyr=gr[i], acc=ar[i])
+
+    res = {}
+    for name, fn in (
+        ("dgsclip (CPython)", ours),
+        ("imufusion (C ext.)", fusion),
+        ("ahrs Madgwick (numpy)", madgwick),
+    ):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - t0)
+        res[name] = best / n * 1e6
     return res
 
 
@@ -164,11 +176,14 @@ from dgsclip.pipeline import Pipeline
 from array import array
 p = Pipeline('left')
 g = array('f', (1.0, -2.0, 30.0)); a = array('f', (0.05, 0.99, 0.1))
-N = 3000
-t = time.ticks_us()
-for i in range(N):
-    p.update(g, a, 0.01)
-print('US', time.ticks_diff(time.ticks_us(), t) / N)
+N = 2000
+best = 1e9
+for rep in range(5):  # the host is shared: keep the least-disturbed repetition
+    t = time.ticks_us()
+    for i in range(N):
+        p.update(g, a, 0.01)
+    best = min(best, time.ticks_diff(time.ticks_us(), t) / N)
+print('US', best)
 """
     res = MpWasm(node).run(script).check()
     line = [x for x in res.stdout.splitlines() if x.startswith("US")][-1]
@@ -226,7 +241,8 @@ def run(quick: bool = False) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
         *rows,
         "",
-        "Cost of one update (fusion + hip angles for dgsclip; fusion only for the peers):",
+        "Cost of one update (fusion + hip angles for dgsclip; fusion only for the peers; best of",
+        "several repetitions because the host is shared):",
         "",
         "| implementation | µs / update | implied RP2040 load at 100 Hz |",
         "|---|---:|---:|",
