@@ -124,7 +124,10 @@ def run_demo(
     if broker is not None:
         stack.append(broker.stop)
     try:
-        settings = MqttSettings(url=url, site=SITE, device=DEVICE)
+        # The embedded fallback broker (amqtt) speaks 3.1.1 only: say so up front instead
+        # of letting the publisher discover it by a timed-out MQTT 5 attempt.
+        proto = broker.protocol if broker is not None else "5"
+        settings = MqttSettings(url=url, site=SITE, device=DEVICE, protocol=proto)
         tap = _Tap(settings.host, settings.port)
         stack.append(tap.close)
         pub = Publisher(settings, out / ".state" / "outbox.sqlite")
