@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge_service.acquisition.frame import Frame
-from edge_service.clip.timeline import AngleTimeline, TimedSample
+from edge_service.clip.timeline import AngleTimeline, TimedSample, sample_row
 from edge_service.errors import InputError
 from edge_service.recording import RecordingWriter, SessionMeta
 
@@ -52,19 +52,6 @@ class SessionProgress:
     last_ap_mm: float | None = None
     phase: str = "acquiring"
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _sample_row(ts: TimedSample) -> dict[str, Any]:
-    s = ts.sample
-    return {
-        "t": round(ts.t, 6),
-        "seq": s.seq,
-        "t_dev": ts.t_dev_us,
-        "flexion_deg": s.flexion_deg,
-        "adduction_deg": s.adduction_deg,
-        "rotation_deg": s.rotation_deg,
-        "status": s.flags,
-    }
 
 
 def _nerve_live(det: Any, frame: Frame) -> dict[str, Any]:
@@ -118,7 +105,7 @@ def run_session(
                 ts = q.get_nowait()
             except queue.Empty:
                 break
-            row = _sample_row(ts)
+            row = sample_row(ts)
             writer.add_imu(row)
             prog.imu_samples += 1
         if publisher is not None and row is not None:

@@ -256,6 +256,21 @@ class AngleTimeline:
     skipped_lines: int = 0
 
 
+def sample_row(ts: TimedSample) -> dict[str, Any]:
+    """One imu.jsonl object (design contract 2) for a timed sample."""
+    s = ts.sample
+    return {
+        "t": round(ts.t, 6),
+        "seq": s.seq,
+        "t_dev": ts.t_dev_us,
+        "flexion_deg": s.flexion_deg,
+        "adduction_deg": s.adduction_deg,
+        "rotation_deg": s.rotation_deg,
+        "status": s.flags,
+        "quat": [round(v, 5) for v in s.quat_f],
+    }
+
+
 class ImuJsonlWriter:
     """Appends one JSON object per sample to `imu.jsonl` (design contract 2).
 
@@ -270,20 +285,7 @@ class ImuJsonlWriter:
         self.lines = 0
 
     def write(self, ts: TimedSample) -> None:
-        s = ts.sample
-        q = s.quat_f
-        self.write_row(
-            {
-                "t": round(ts.t, 6),
-                "seq": s.seq,
-                "t_dev": ts.t_dev_us,
-                "flexion_deg": s.flexion_deg,
-                "adduction_deg": s.adduction_deg,
-                "rotation_deg": s.rotation_deg,
-                "status": s.flags,
-                "quat": [round(v, 5) for v in q],
-            }
-        )
+        self.write_row(sample_row(ts))
 
     def write_row(self, row: dict[str, Any]) -> None:
         if self._fh is None:
