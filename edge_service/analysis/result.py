@@ -104,6 +104,8 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     restricted, reason = gl.classify(fit, glides, an.s.gliding)
     if not have_angles:
         reason = "undetermined: no clip data (hip angles unknown), so no manoeuvre can be judged"
+    elif not np.isfinite(lateral).any():
+        reason = "undetermined: the nerve was not detected reliably, so nothing could be tracked"
     excursions = [g.excursion_mm for g in glides if g.excursion_mm is not None]
     best = max(excursions, key=abs) if excursions else None
     exc_m = [g.excursion_vs_muscle_mm for g in glides if g.excursion_vs_muscle_mm is not None]

@@ -127,6 +127,7 @@ def test_frames_without_detection_are_counted_not_measured() -> None:
     validate(res)
     assert res["data_quality"]["nerve_found_fraction"] == 0
     assert res["nerve"]["ap_diameter_mm"] is None and res["gliding"]["excursion_mm"] is None
+    assert "not detected" in res["gliding"]["rule"]
     assert math.isclose(res["data_quality"]["duration_s"], 0.6, abs_tol=1e-6)
     with pytest.raises(InputError, match="side"):
         SessionAnalyzer("middle")
