@@ -15,8 +15,8 @@ home and the chained error is dropped. The gap between the two thresholds is the
 hysteresis that stops it from flipping on every frame.
 
 NCC is computed with OpenCV's `matchTemplate(TM_CCOEFF_NORMED)`: it is exactly the
-zero-mean NCC of block matching, computed with running sums and FFTs in optimised C,
-~50x faster than a numpy loop and fast enough on a Pi-class CPU for the live view.
+zero-mean NCC of block matching, computed with running sums and FFTs in optimised C
+(1.8 ms per frame for two 3x3-block regions in bench_gliding), fast enough for the live view.
 """
 
 from __future__ import annotations
