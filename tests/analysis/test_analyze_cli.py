@@ -57,6 +57,12 @@ def test_analyze_cli_writes_valid_result_and_report_and_publishes(
         assert res["data_quality"]["n_frames"] == len(truth["frames"])
         assert [m["name"] for m in res["maneuvers"]] == ["fair", "fair"]
         assert res["angles"]["available"] and res["angles"]["coverage"] > 0.95
+        # The shipped model's nerve drives the whole chain: size, tracking, gliding class.
+        assert res["data_quality"]["nerve_found_fraction"] > 0.9
+        assert res["nerve"]["ap_diameter_mm"] == pytest.approx(truth["nerve"]["ap_mm"], abs=1.0)
+        true_exc = truth["gliding"]["excursion_mm"]
+        assert res["gliding"]["excursion_mm"] == pytest.approx(true_exc, rel=0.1)
+        assert res["gliding"]["restricted"] is truth["gliding"]["restricted"] is False
         assert (session_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
         assert res["findings"][0].split()[0] in out
         [doc] = col.wait_docs("/result", 1)
