@@ -16,7 +16,7 @@ hysteresis that stops it from flipping on every frame.
 
 NCC is computed with OpenCV's `matchTemplate(TM_CCOEFF_NORMED)`: it is exactly the
 zero-mean NCC of block matching, computed with running sums and FFTs in optimised C
-(1.8 ms per frame for two 3x3-block regions in bench_gliding), fast enough for the live view.
+(~1.7 ms per frame for two 3x3-block regions in bench_gliding), fast enough for the live view.
 """
 
 from __future__ import annotations
