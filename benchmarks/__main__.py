@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         (RESULTS / f"{name}.md").write_text(section.rstrip() + "\n" + footer)
         print(section, flush=True)
-    parts = [(RESULTS / f"{n}.md").read_text() for n in discover() if (RESULTS / f"{n}.md").exists()]
+    parts = [
+        (RESULTS / f"{n}.md").read_text() for n in discover() if (RESULTS / f"{n}.md").exists()
+    ]
     (RESULTS / "RESULTS.md").write_text("# Benchmark results\n\n" + "\n\n".join(parts))
     if failed:
         print(f"benchmarks: failed: {', '.join(failed)}", file=sys.stderr)
