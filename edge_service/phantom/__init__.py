@@ -6,4 +6,14 @@ from edge_service.phantom.session import simulate_session
 from edge_service.phantom.settings import PhantomConfig
 from edge_service.phantom.simulator import PhantomFrame, PhantomSimulator
 
-__all__ = ["PhantomConfig", "PhantomFrame", "PhantomSimulator", "simulate_session"]
+# Bumped whenever rendered pixels change for the same seed and config: training-data caches
+# and the model card key on it. 2: calcification strongly hyperechoic, loss behind it.
+PHANTOM_REVISION = 2
+
+__all__ = [
+    "PHANTOM_REVISION",
+    "PhantomConfig",
+    "PhantomFrame",
+    "PhantomSimulator",
+    "simulate_session",
+]

@@ -27,6 +27,11 @@ SOUND_SPEED_MM_US = 1.54
 SOFT_ALPHA_DB_CM_MHZ = 0.6
 BONE_ALPHA_DB_CM_MHZ = 40.0
 CALC_ALPHA_DB_CM_MHZ = 25.0
+# Inside the focus only a small part of that loss is spent, the rest (reflection at the
+# far interface, absorption) darkens everything behind it: a small calcific focus shows
+# as a uniformly bright echo with a clean posterior shadow, as on real scans, instead of
+# a bright top edge fading to black within the focus itself.
+CALC_ALPHA_INSIDE_DB_CM_MHZ = 3.0
 N_PSF_BANDS = 4
 
 
@@ -91,8 +96,16 @@ class EchoModel:
         per = np.full(bone_polar.shape, self.soft_loss_db_per_sample, np.float32)
         scale = 2.0 * self.f * self.geom.dr_mm / 10.0
         per += bone_polar.astype(np.float32) * (BONE_ALPHA_DB_CM_MHZ * scale)
-        per += calc_polar.astype(np.float32) * (CALC_ALPHA_DB_CM_MHZ * scale)
-        return np.cumsum(per, axis=0) - per
+        loss = np.cumsum(per, axis=0) - per
+        c = calc_polar.astype(np.float32)
+        if c.any():
+            inside = c * np.float32(CALC_ALPHA_INSIDE_DB_CM_MHZ * scale)
+            calc_loss = np.cumsum(inside, axis=0) - inside
+            behind = (np.maximum.accumulate(c, axis=0) > 0) & (c == 0)
+            full = c.sum(axis=0) * np.float32(CALC_ALPHA_DB_CM_MHZ * scale)
+            calc_loss = np.where(behind, full[None, :], calc_loss)
+            loss += calc_loss
+        return loss
 
     def tgc_db(self, tgc_error: float) -> np.ndarray:
         """Receive gain per sample: compensates the nominal soft-tissue slope; `tgc_error`
