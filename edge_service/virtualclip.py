@@ -254,7 +254,10 @@ def virtual_samples(
                 "flexion_deg": msg.flexion_deg,
                 "adduction_deg": msg.adduction_deg,
                 "rotation_deg": msg.rotation_deg,
-                "status": msg.status,
+                # Contract 2: the status flag bits as an integer, like the live link writes
+                # (AngleTimeline.from_jsonl and the analysis read it back as int).
+                "status": msg.flags,
+                "quat": [round(v, 5) for v in msg.quat_f],
             }
         )
     return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_service.clip.timeline import AngleTimeline
 from edge_service.phantom import simulate_session
 from edge_service.recording import open_recording
 
@@ -40,6 +41,10 @@ def test_simulated_session_is_a_complete_recording(tmp_path: Path) -> None:
     assert meta["side"] == "right" and meta["protocol"] == "fair" and meta["complete"] is True
     imu = [json.loads(line) for line in (out / "imu.jsonl").read_text().splitlines()]
     assert len(imu) > 1000 and {"t", "seq", "flexion_deg", "rotation_deg"} <= set(imu[0])
+    # The recorded IMU stream reads back through the link's own timeline loader, every line.
+    tl = AngleTimeline.from_jsonl(out / "imu.jsonl")
+    assert tl.skipped_lines == 0 and len(tl) == len(imu)
+    assert all(isinstance(r["status"], int) for r in imu)
     assert truth["calcification"]["present"] and truth["gliding"]["restricted"]
     # Restricted gliding: the truth excursion over FAIR (35 deg IR) stays small.
     assert 0.3 < truth["gliding"]["excursion_mm"] < 2.5
