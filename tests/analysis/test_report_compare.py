@@ -104,12 +104,13 @@ def test_contralateral_compare_ap_ratio_csa_mdd_and_gliding_ratio() -> None:
     ra, rb = a.finish(), b.finish()
     c = compare(ra, rb)
     assert c["mode"] == "contralateral"
-    assert c["ap_ratio"] == pytest.approx(ta["nerve"]["ap_mm"] / tb["nerve"]["ap_mm"], rel=1e-3)
+    # ratios are reported to 3 decimals
+    assert c["ap_ratio"] == pytest.approx(ta["nerve"]["ap_mm"] / tb["nerve"]["ap_mm"], abs=5e-4)
     diff = ta["nerve"]["csa_mm2"] - tb["nerve"]["csa_mm2"]
     assert c["csa_difference_mm2"] == pytest.approx(diff, abs=0.01)
     assert c["csa_difference_detectable"] is (abs(diff) >= 16.0)
     assert c["gliding_ratio"] == pytest.approx(
-        ra["gliding"]["per_10deg_ir_mm"] / rb["gliding"]["per_10deg_ir_mm"], rel=1e-3
+        ra["gliding"]["per_10deg_ir_mm"] / rb["gliding"]["per_10deg_ir_mm"], abs=5e-4
     )
     assert c["gliding_ratio"] < 0.5  # restricted vs free
     assert "left swollen" in c["summary"][0]
