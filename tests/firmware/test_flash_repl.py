@@ -99,6 +99,7 @@ def test_first_flash_installs_everything_and_micropython_runs_the_mpy(board, tmp
     assert res.returncode == 0, res.stdout + res.stderr
     mpy, app_file, version = res.stdout.split()
     assert app_file == "/lib/dgsclip/app.mpy" and version == dgsclip.VERSION
+    assert board.paste_execs > 0  # mpremote used raw-paste with the board's flow control
     app = board.read_file("/lib/dgsclip/app.mpy") or b""
     assert app[:2] == b"M" + bytes([int(mpy) & 0xFF])
     assert mpy_version_of(int(mpy)) == "6.3"
@@ -192,3 +193,15 @@ def test_friendly_repl_answers_like_a_board(board):
         assert read_until(b">>> ").endswith(b"0\r\n1\r\n>>> ")
         ser.write(b"import os; os.stat('nope')\r")  # MicroPython's errno, as on a clip
         assert b"OSError: [Errno 2] ENOENT\r\n>>> " in read_until(b">>> ")
+
+
+def test_plain_raw_repl_without_raw_paste(mpwasm, tmp_path):
+    src = tmp_path / "big.py"
+    src.write_text("DATA = %r\n" % ("x" * 3000))  # > one 256-byte write of the raw REPL
+    with ReplBoard(raw_paste=False) as b:
+        res = mpremote(
+            b.port, "fs", "cp", str(src), ":big.py", "+", "exec", "import big; print(len(big.DATA))"
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert res.stdout.split()[-1] == "3000" and b.paste_execs == 0
+        assert b.read_file("/big.py") == src.read_bytes()
