@@ -117,11 +117,6 @@ def test_swollen_nerve_is_hypoechoic_normal_is_not(det: Detector, held_out) -> N
     assert max(echo[True]) < min(echo[False])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dgs-seg/1 did not learn the calcification class (models/MODEL_CARD.md); "
-    "strict: this turns into a failure as soon as a retrained model detects them",
-)
 def test_held_out_calcification_detection(det: Detector, held_out) -> None:
     for truth, pf in held_out:
         d = det.detect(pf.frame)
