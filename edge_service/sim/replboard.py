@@ -276,13 +276,21 @@ class ReplBoard:
             self._window = PASTE_WINDOW
             self._write(b"\x01")  # one more window may be sent
 
-    def _run_raw(self, code: bytes) -> None:
+    def _exec_unless_reset(self, code: bytes) -> tuple[ExecResult, bytes] | None:
+        """Run code; on machine.reset() print its output and reboot (None), else the result
+        and its exception text, cooked for the terminal."""
         res = self._exec(code)
         if res.exit == "hard":
             self._write(_cooked(res.out))
             self._hard_reset()
+            return None
+        return res, b"" if res.error is None else _cooked(res.error.encode())
+
+    def _run_raw(self, code: bytes) -> None:
+        done = self._exec_unless_reset(code)
+        if done is None:
             return
-        err = b"" if res.error is None else _cooked(res.error.encode())
+        res, err = done
         self._write(_cooked(res.out) + b"\x04" + err + b"\x04")
         if res.exit == "soft":
             self._soft_reset()
@@ -353,12 +361,10 @@ class ReplBoard:
         if single:
             # Single-input mode prints the repr of an expression statement, as `>>> 1+1` does.
             code = b"exec(compile(%r, '<stdin>', 'single'))" % code.decode(errors="replace")
-        res = self._exec(code)
-        if res.exit == "hard":
-            self._write(_cooked(res.out))
-            self._hard_reset()
+        done = self._exec_unless_reset(code)
+        if done is None:
             return
-        err = b"" if res.error is None else _cooked(res.error.encode())
+        res, err = done
         self._write(_cooked(res.out) + err)
         if res.exit == "soft":
             self._write(b"\r\n")
