@@ -141,6 +141,19 @@ STATUS_FMT = (
     "<BBHIHHHII"  # state, cal, rate_hz, samples, i2c_err, overruns, cmd_err, free_mem, uptime_s
 )
 STATUS_SIZE = const(22)
+# The STATUS payload fields in STATUS_FMT order: Encoder.status / ack_status take them
+# positionally after (seq, t_us[, cmd_id]).
+STATUS_FIELDS = (
+    "state",
+    "cal_state",
+    "rate_hz",
+    "samples",
+    "i2c_errors",
+    "overruns",
+    "cmd_errors",
+    "free_mem",
+    "uptime_s",
+)
 HELLO_FIXED_FMT = "<BBHBBB"  # proto major, minor, rate_hz, cal_state, imu_count, state
 HELLO_FIXED_SIZE = const(7)
 ACK_FIXED_FMT = "<IBB"  # cmd_id, cmd, code
@@ -287,33 +300,10 @@ class Encoder:
         raw[HEADER_SIZE + 1 : HEADER_SIZE + 1 + n] = b[:n]
         return self._finish(MSG_LOG, seq, t_us, n + 1)
 
-    def status(
-        self,
-        seq,
-        t_us,
-        state,
-        cal_state,
-        rate_hz,
-        samples,
-        i2c_errors,
-        overruns,
-        cmd_errors,
-        free_mem,
-        uptime_s,
-    ):
+    def status(self, seq, t_us, *fields):
+        """STATUS frame; fields as named in STATUS_FIELDS, in that order."""
         seq = self._next_seq(seq)
-        self._status_payload(
-            HEADER_SIZE,
-            state,
-            cal_state,
-            rate_hz,
-            samples,
-            i2c_errors,
-            overruns,
-            cmd_errors,
-            free_mem,
-            uptime_s,
-        )
+        self._status_payload(HEADER_SIZE, *fields)
         return self._finish(MSG_STATUS, seq, t_us, STATUS_SIZE)
 
     def _status_payload(
@@ -390,38 +380,13 @@ class Encoder:
         )
         return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + n)
 
-    def ack_status(
-        self,
-        seq,
-        t_us,
-        cmd_id,
-        state,
-        cal_state,
-        rate_hz,
-        samples,
-        i2c_errors,
-        overruns,
-        cmd_errors,
-        free_mem,
-        uptime_s,
-    ):
-        """ACK to CMD_GET_STATUS carrying the STATUS payload layout."""
+    def ack_status(self, seq, t_us, cmd_id, *fields):
+        """ACK to CMD_GET_STATUS carrying the STATUS payload layout (fields as for status)."""
         seq = self._next_seq(seq)
         struct.pack_into(
             ACK_FIXED_FMT, self._raw, HEADER_SIZE, cmd_id & 0xFFFFFFFF, CMD_GET_STATUS, ERR_OK
         )
-        self._status_payload(
-            HEADER_SIZE + ACK_FIXED_SIZE,
-            state,
-            cal_state,
-            rate_hz,
-            samples,
-            i2c_errors,
-            overruns,
-            cmd_errors,
-            free_mem,
-            uptime_s,
-        )
+        self._status_payload(HEADER_SIZE + ACK_FIXED_SIZE, *fields)
         return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + STATUS_SIZE)
 
 

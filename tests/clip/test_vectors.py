@@ -73,14 +73,16 @@ def _encode(f: dict[str, Any]) -> bytes:
     if t == "log":
         return bytes(e.log(**x))
     if t == "status":
-        return bytes(e.status(**x))
+        return bytes(e.status(x["seq"], x["t_us"], *[x[k] for k in P.STATUS_FIELDS]))
     if t in ("ack", "nak"):
         x["payload"] = bytes.fromhex(x["payload"]) if x["payload"] else None
         return bytes(e.ack(**x))
     if t == "ack_info":
         return bytes(e.ack_info(**x))
     if t == "ack_status":
-        return bytes(e.ack_status(**x))
+        return bytes(
+            e.ack_status(x["seq"], x["t_us"], x["cmd_id"], *[x[k] for k in P.STATUS_FIELDS])
+        )
     if t == "command":
         return P.encode_command(x["cmd_id"], x["cmd"], bytes.fromhex(x["args"]))
     raise AssertionError(t)

@@ -180,7 +180,7 @@ def main() -> int:
         free_mem=81234,
         uptime_s=3600,
     )
-    add("status", e.status(**st), "status", st)
+    add("status", e.status(st["seq"], st["t_us"], *[st[k] for k in P.STATUS_FIELDS]), "status", st)
 
     ack = dict(seq=6, t_us=124, cmd_id=17, cmd=P.CMD_START, code=P.ERR_OK, payload=None)
     add("ack_start", e.ack(**ack), "ack", {**ack, "payload": ""})
@@ -224,9 +224,7 @@ def main() -> int:
     )
     add(
         "ack_status",
-        e.ack_status(
-            seq=11, t_us=201, cmd_id=21, **{k: v for k, v in st.items() if k not in ("seq", "t_us")}
-        ),
+        e.ack_status(11, 201, 21, *[st[k] for k in P.STATUS_FIELDS]),
         "ack_status",
         {**st, "seq": 11, "t_us": 201, "cmd_id": 21},
     )
