@@ -247,28 +247,6 @@ class Collector:
 
         return wait_for(enough, timeout_s, f"{n} messages on *{suffix}")  # type: ignore[no-any-return]
 
-    def _deploy(self, wd: Path) -> Mosquitto:
-        """The shipped deploy/mosquitto/mosquitto.conf with only paths and port rewritten."""
-        t = self.tls
-        port = free_port(HOST)
-        text = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-        for old, new in {
-            "listener 8883": f"listener {port} {HOST}",
-            "/etc/mosquitto/passwd": str(make_password_file(wd / "passwd", self.passwords)),
-            "/etc/mosquitto/dgs.acl": str(ACL_FILE),
-            "/etc/mosquitto/certs/ca.pem": str(t.ca),
-            "/etc/mosquitto/certs/broker.pem": str(t.server_cert),
-            "/etc/mosquitto/certs/broker.key": str(t.server_key),
-            "/var/lib/mosquitto/": f"{wd}/",
-            "log_dest syslog": "log_dest stderr",
-        }.items():
-            assert old in text, f"deploy config no longer contains {old!r}"
-            text = text.replace(old, new)
-        m = Mosquitto(wd, port=port, raw_conf=text)
-        m.start()
-        self.started.append(m)
-        return m
-
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
