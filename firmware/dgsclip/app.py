@@ -113,20 +113,20 @@ class App:
             names.append(self.pelvis_imu.name)
         return ",".join(n.lower() for n in names)
 
-    def hello(self):
-        self._send(
-            self.enc.hello(
-                None,
-                self.clock.ticks_us(),
-                VERSION,
-                self.device_id,
-                self._imu_models(),
-                self.rate_hz,
-                self._cal_state(),
-                2 if self.pelvis_imu is not None else 1,
-                self._state(),
-            )
+    def _hello_args(self):
+        # HELLO payload fields, shared by the HELLO frame and the ACK to CMD_INFO
+        return (
+            VERSION,
+            self.device_id,
+            self._imu_models(),
+            self.rate_hz,
+            self._cal_state(),
+            2 if self.pelvis_imu is not None else 1,
+            self._state(),
         )
+
+    def hello(self):
+        self._send(self.enc.hello(None, self.clock.ticks_us(), *self._hello_args()))
 
     def i2c_errors(self):
         n = self.imu.i2c_errors
@@ -322,19 +322,7 @@ class App:
     def _dispatch(self, cmd_id, cmd, args, now):
         enc = self.enc
         if cmd == P.CMD_INFO:
-            frame = enc.ack_info(
-                None,
-                now,
-                cmd_id,
-                VERSION,
-                self.device_id,
-                self._imu_models(),
-                self.rate_hz,
-                self._cal_state(),
-                2 if self.pelvis_imu is not None else 1,
-                self._state(),
-            )
-            self._remember(cmd_id, bytes(frame))
+            self._remember(cmd_id, bytes(enc.ack_info(None, now, cmd_id, *self._hello_args())))
         elif cmd == P.CMD_GET_STATUS:
             self._remember(
                 cmd_id, bytes(enc.ack_status(None, now, cmd_id, *self._status_args(now)))
