@@ -129,6 +129,13 @@ def test_replay_runs_the_firmware_on_a_raw_csv(tmp_path, side, pelvis, capsys):
     assert rmse.max() < 2.0, rmse
 
 
+def _replay_argv(raw, out, neutral, functional, side="left"):
+    return [
+        "replay", str(raw), "--out", str(out), "--side", side,
+        "--neutral", neutral, "--functional", functional,
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "content,args,msg",
     [
@@ -146,18 +153,7 @@ def test_replay_bad_input_is_one_clear_line(tmp_path, capsys, content, args, msg
         _raw_csv(raw, "left")
     else:
         raw.write_text(content)
-    argv = [
-        "replay",
-        str(raw),
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        "--side",
-        "left",
-        "--neutral",
-        "0.5:2.9",
-        "--functional",
-        "3:27",
-    ]
+    argv = _replay_argv(raw, tmp_path / "o.jsonl", "0.5:2.9", "3:27")
     for i in range(0, len(args), 2):
         argv[argv.index(args[i]) + 1] = args[i + 1]
     assert clip_main(argv) == 2
@@ -169,19 +165,7 @@ def test_replay_bad_input_is_one_clear_line(tmp_path, capsys, content, args, msg
 def test_replay_refuses_a_neutral_window_with_movement(tmp_path, capsys):
     raw = tmp_path / "raw.csv"
     _raw_csv(raw, "left")
-    argv = [
-        "replay",
-        str(raw),
-        "--out",
-        str(tmp_path / "o.jsonl"),
-        "--side",
-        "left",
-        "--neutral",
-        "3:6",
-        "--functional",
-        "6:27",
-    ]
-    assert clip_main(argv) == 2
+    assert clip_main(_replay_argv(raw, tmp_path / "o.jsonl", "3:6", "6:27")) == 2
     assert "stand still" in capsys.readouterr().err
 
 
