@@ -25,6 +25,7 @@ from edge_service.acquisition.frame import Frame
 from edge_service.analysis.session import SessionAnalyzer
 from edge_service.analysis.tracker import Box, GlidingTracker
 from edge_service.phantom import PhantomConfig, PhantomSimulator
+from edge_service.phantom.oracle import truth_detection
 from edge_service.sim.motion import manoeuvre
 
 FPS = 10.0
@@ -40,30 +41,6 @@ FULL = [
     (9008, "right", True, "free", "piriformis"),
 ]
 QUICK = FULL[:2]
-
-
-def _truth_det(masks: dict[str, np.ndarray], truth: dict[str, Any]) -> Any:
-    from types import SimpleNamespace as NS
-
-    tn, tc = truth["nerve"], truth["calcification"]
-    return NS(
-        nerve=NS(
-            found=bool(masks["nerve"].any()),
-            ap_mm=tn["ap_mm"],
-            width_mm=tn["width_mm"],
-            csa_mm2=tn["csa_mm2"],
-            fascicular_index=None,
-            mask=masks["nerve"],
-            confidence=1.0,
-        ),
-        calcification=NS(
-            present=bool(masks["calcification"].any()),
-            long_axis_mm=tc.get("long_axis_mm"),
-            thickness_mm=tc.get("thickness_mm"),
-            nerve_distance_mm=tc.get("nerve_distance_mm"),
-            mask=masks["calcification"],
-        ),
-    )
 
 
 class _Follower:
@@ -160,7 +137,7 @@ def _methods(s: dict[str, Any]) -> dict[str, tuple[list[float], float] | str]:
     frames = s["frames"]
     f0 = frames[0]
     an = SessionAnalyzer(s["side"])
-    an.add_frame(f0.frame, _truth_det(f0.masks, s["truth"]), None)
+    an.add_frame(f0.frame, truth_detection(f0.masks, s["truth"]), None)
     assert an.tracker is not None
     boxes = {k: an.tracker.boxes[k] for k in ("nerve", "landmark")}
     lat = 1.0 if s["side"] == "left" else -1.0
@@ -232,7 +209,7 @@ def _throughput(s: dict[str, Any]) -> tuple[float, float, str]:
     an = SessionAnalyzer(s["side"])
     t0 = time.perf_counter()
     for f, m in zip(frames, masks, strict=True):
-        an.add_frame(f, _truth_det(m, s["truth"]), (0.0, 0.0, 0.0))
+        an.add_frame(f, truth_detection(m, s["truth"]), (0.0, 0.0, 0.0))
     an.finish()
     track_fps = len(frames) / (time.perf_counter() - t0)
     try:
@@ -273,7 +250,7 @@ def run(quick: bool = False) -> str:
             per_method.setdefault(name, []).append((rms, dt))
         an = SessionAnalyzer(side, session={"session_id": f"bench-{seed}", "protocol": kind})
         for pf in s["frames"]:
-            an.add_frame(pf.frame, _truth_det(pf.masks, s["truth"]), pf.truth["angles_deg"])
+            an.add_frame(pf.frame, truth_detection(pf.masks, s["truth"]), pf.truth["angles_deg"])
         r = an.finish()
         true_exc = float(truth.max() - truth.min())
         est_exc = r["gliding"]["excursion_mm"]

@@ -14,29 +14,13 @@ from typing import Any
 import numpy as np
 
 from edge_service.analysis.session import SessionAnalyzer
-from edge_service.phantom import PhantomConfig, PhantomSimulator
+from edge_service.phantom import PhantomConfig, PhantomSimulator, oracle
 from edge_service.sim.motion import manoeuvre
 
 
 def truth_detection(masks: dict[str, np.ndarray], truth: dict[str, Any]) -> SimpleNamespace:
-    tn, tc = truth["nerve"], truth["calcification"]
-    nerve = SimpleNamespace(
-        found=bool(masks["nerve"].any()),
-        ap_mm=tn["ap_mm"],
-        width_mm=tn["width_mm"],
-        csa_mm2=tn["csa_mm2"],
-        fascicular_index=0.2 if tn["swollen"] else 0.5,
-        mask=masks["nerve"],
-        confidence=0.95,
-    )
-    calc = SimpleNamespace(
-        present=bool(masks["calcification"].any()),
-        long_axis_mm=tc.get("long_axis_mm"),
-        thickness_mm=tc.get("thickness_mm"),
-        nerve_distance_mm=tc.get("nerve_distance_mm"),
-        mask=masks["calcification"],
-    )
-    return SimpleNamespace(nerve=nerve, calcification=calc)
+    fi = 0.2 if truth["nerve"]["swollen"] else 0.5
+    return oracle.truth_detection(masks, truth, fascicular_index=fi, confidence=0.95)
 
 
 @functools.cache
