@@ -160,6 +160,17 @@ def parse_payload(typ: int, seq: int, t_us: int, minor: int, pl: bytes) -> Messa
     return None
 
 
+# Error kinds that also have a named counter in DecoderStats (all are in errors_by_kind).
+_KIND_COUNTERS = {
+    "crc": "crc_errors",
+    "cobs": "cobs_errors",
+    "truncated": "truncated",
+    "oversize": "oversize",
+    "length": "length_errors",
+    "version": "version_errors",
+}
+
+
 class FrameDecoder:
     """Incremental decoder: `feed(data)` returns the complete messages found so far.
 
@@ -255,18 +266,9 @@ class FrameDecoder:
         st = self.stats
         st.resyncs += 1
         st.errors_by_kind[kind] = st.errors_by_kind.get(kind, 0) + 1
-        if kind == "crc":
-            st.crc_errors += 1
-        elif kind == "cobs":
-            st.cobs_errors += 1
-        elif kind == "truncated":
-            st.truncated += 1
-        elif kind == "oversize":
-            st.oversize += 1
-        elif kind == "length":
-            st.length_errors += 1
-        elif kind == "version":
-            st.version_errors += 1
+        counter = _KIND_COUNTERS.get(kind)
+        if counter is not None:
+            setattr(st, counter, getattr(st, counter) + 1)
         self.last_error = kind
         log.debug("dropped chunk: %s", kind)
 
