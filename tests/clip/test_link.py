@@ -202,8 +202,11 @@ def test_disk_full_recording_keeps_the_stream(pty_port: PtyPort) -> None:
         ScriptedClip(pty_port, stream=True),
         ClipLink(FAST, port=pty_port.path, timeline=tl, writer=writer) as link,
     ):
-        wait_until(lambda: len(tl) >= 30, what="samples despite the failing recorder")
-        assert link.stats.writer_errors >= 30
+        # The reader appends to the timeline before it writes the line: poll for both.
+        wait_until(
+            lambda: len(tl) >= 30 and link.stats.writer_errors >= 30,
+            what="samples despite the failing recorder, each write error counted",
+        )
         assert link.get_info().device_id == "e6614103"
 
 
