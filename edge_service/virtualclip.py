@@ -32,6 +32,7 @@ from dgsclip.storage import DirFS
 
 from edge_service.clip.decoder import FrameDecoder
 from edge_service.clip.messages import Ack, Sample
+from edge_service.clip.timeline import TimedSample, sample_row
 from edge_service.errors import DeviceError
 from edge_service.sim.fake_i2c import FakeI2C, FakeLSM6DS, FakeMPU6050
 from edge_service.sim.imu import (
@@ -246,20 +247,8 @@ def virtual_samples(
         if first is None:
             first = msg.t_us
         rel = ((msg.t_us - first) % TICKS_PERIOD) / 1e6
-        out.append(
-            {
-                "t": t0 + rel,
-                "seq": msg.seq,
-                "t_dev": msg.t_us,
-                "flexion_deg": msg.flexion_deg,
-                "adduction_deg": msg.adduction_deg,
-                "rotation_deg": msg.rotation_deg,
-                # Contract 2: the status flag bits as an integer, like the live link writes
-                # (AngleTimeline.from_jsonl and the analysis read it back as int).
-                "status": msg.flags,
-                "quat": [round(v, 5) for v in msg.quat_f],
-            }
-        )
+        # the same imu.jsonl row as the live link writes (contract 2)
+        out.append(sample_row(TimedSample(t0 + rel, msg.t_us, msg)))
     return out
 
 
