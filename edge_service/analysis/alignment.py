@@ -97,7 +97,7 @@ def estimate_lag(
         return LagEstimate(None, None, None, False, n0, window_s)
     if window_s <= 0:
         return LagEstimate(0.0, r0, r0, False, n0, window_s)
-    k = int(round(window_s / step_s))
+    k = round(window_s / step_s)
     lags = np.arange(-k, k + 1) * step_s
     rs = np.full(lags.size, np.nan)
     for i, lag in enumerate(lags):

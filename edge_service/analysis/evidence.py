@@ -14,6 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_service.analysis.alignment import LagEstimate
+from edge_service.analysis.gliding import Fit, ManoeuvreGlide
+from edge_service.analysis.settings import EvidenceSettings
+
 MEASURED, UNDETERMINED = "measured", "undetermined"
 
 # Reason code -> report sentence (str.format fields come from the gate's details).
@@ -119,6 +123,8 @@ def angle_stream(t: np.ndarray, valid: np.ndarray, max_gap_s: float) -> AngleStr
     if n == 0 or not valid.any():
         return AngleStream(0.0, 0.0, False)
     first = int(np.argmax(valid))
+    # A run of k frames without angles stands for k frame periods of missing data.
+    dt = float(np.median(np.diff(t))) if n > 1 else 0.0
     longest = 0.0
     i = first
     while i < n:
@@ -128,9 +134,7 @@ def angle_stream(t: np.ndarray, valid: np.ndarray, max_gap_s: float) -> AngleStr
         a = i
         while i < n and not valid[i]:
             i += 1
-        # From the last frame with angles to the next one with angles (or the last frame).
-        end = t[i] if i < n else t[n - 1]
-        longest = max(longest, float(end - t[a - 1]))
+        longest = max(longest, float(t[i - 1] - t[a]) + dt)
     return AngleStream(float(valid.mean()), longest, longest >= max_gap_s)
 
 
@@ -158,3 +162,100 @@ def wilson(k: int, n: int, level: float) -> tuple[float, float]:
     c = (p + z * z / (2 * n)) / den
     h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
     return max(0.0, c - h), min(1.0, c + h)
+
+
+def gliding_gates(
+    ev: EvidenceSettings,
+    min_ir_range_deg: float,
+    *,
+    raw_ang: np.ndarray,
+    lateral: np.ndarray,
+    quality: np.ndarray,
+    glides: list[ManoeuvreGlide],
+    fit: Fit | None,
+    lag: LagEstimate,
+    lag_ok: bool,
+    stream: AngleStream,
+    resets: int,
+    session_v: Verdict,
+    have_angles: bool,
+) -> tuple[Verdict, bool, bool]:
+    """Every gate that can take the gliding call away, in order (the first failing one
+    leads). Returns (verdict, basis_ok, still): basis_ok False when the excursion and
+    slope numbers themselves mean nothing (no angles, clip lost, angles out of step, ...);
+    still True when the nerve did not move while the hip rotated (restricted whatever
+    the lag).
+    """
+    analysable = session_v.state == MEASURED
+    # The gliding call and every gate that can take it away (first failing one leads).
+    gv = Verdict()
+    basis_ok = True  # False: the excursion/slope numbers themselves mean nothing
+    if not analysable:
+        gv.fail("not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else "")
+        basis_ok = False
+    if not np.isfinite(raw_ang).all(axis=1).any():
+        gv.fail("no_clip_data")
+        basis_ok = False
+    if not np.isfinite(lateral).any():
+        gv.fail("nerve_not_tracked")
+        basis_ok = False
+    if stream.lost:
+        gv.fail("clip_lost", gap=stream.longest_gap_s)
+        basis_ok = False
+    if resets:
+        gv.fail("clip_rebooted", n=resets)
+        basis_ok = False
+    if have_angles and stream.coverage < ev.min_angle_coverage:
+        gv.fail(
+            "angles_incomplete",
+            pct=100 * stream.coverage,
+            what="session's frames",
+            need=100 * ev.min_angle_coverage,
+        )
+    prov = glides
+    if have_angles and not prov:
+        gv.fail("no_manoeuvre")
+        basis_ok = False
+    still = False
+    if prov:
+        idx = np.concatenate(
+            [np.arange(g.episode.start_index, g.episode.end_index + 1) for g in prov]
+        )
+        cov = float(np.isfinite(raw_ang[idx]).all(axis=1).mean())
+        if cov < ev.min_angle_coverage:
+            gv.fail(
+                "angles_incomplete",
+                pct=100 * cov,
+                what="manoeuvres' frames",
+                need=100 * ev.min_angle_coverage,
+            )
+        tracked = float(np.isfinite(lateral[idx]).mean())
+        qmed = float(np.nanmedian(quality[idx])) if np.isfinite(quality[idx]).any() else 0.0
+        if tracked < ev.min_tracked_fraction:
+            gv.fail("tracking_quality_low", what=f"tracked in {100 * tracked:.0f}% of their frames")
+        elif qmed < ev.min_tracking_quality:
+            gv.fail("tracking_quality_low", what=f"median match quality {qmed:.2f}")
+        if fit is None or fit.ir_range_deg < min_ir_range_deg:
+            gv.fail(
+                "ir_range_too_small",
+                range=0.0 if fit is None else fit.ir_range_deg,
+                need=min_ir_range_deg,
+            )
+        # A nerve that does not move while the hip rotates is restricted whatever the
+        # lag: the call does not depend on lining the two series up.
+        seg = lateral[idx][np.isfinite(lateral[idx])]
+        span = float(np.ptp(np.percentile(seg, [5, 95]))) if seg.size >= 10 else math.inf
+        still = span < ev.still_range_mm
+        if not still and not lag_ok:
+            what = (
+                "no lag could be estimated"
+                if lag.lag_s is None
+                else f"best correlation {lag.correlation:.2f} at {lag.lag_s:+.2f} s"
+                + (", at the edge of the search window" if lag.at_edge else "")
+            )
+            gv.fail("angles_images_inconsistent", what=what, window=ev.lag_window_s)
+            basis_ok = False
+        if not still and fit is not None and fit.r2 < ev.min_fit_r2:
+            gv.fail("poor_fit", r2=fit.r2, need=ev.min_fit_r2)
+
+    return gv, basis_ok, still

@@ -269,8 +269,9 @@ def render_report(result: dict[str, Any], key: KeyFrame | None = None) -> str:
                     _fmt(m["peak_flexion_deg"], 0),
                     _fmt(m["peak_adduction_deg"], 0),
                     _fmt(m["peak_internal_rotation_deg"], 0),
-                    (_fmt(m.get("excursion_mm"), 2) + " " + (m.get("excursion_direction") or ""))
-                    .strip(),
+                    (
+                        _fmt(m.get("excursion_mm"), 2) + " " + (m.get("excursion_direction") or "")
+                    ).strip(),
                     _fmt(m.get("per_10deg_ir_mm"), 2),
                     _fmt(m.get("fit_r2"), 2),
                 )

@@ -22,7 +22,13 @@ from edge_service import __version__
 from edge_service.analysis import evidence as ev_mod
 from edge_service.analysis import gliding as gl
 from edge_service.analysis.alignment import estimate_lag, shift
-from edge_service.analysis.evidence import Verdict, angle_stream, seq_resets, wilson
+from edge_service.analysis.evidence import (
+    Verdict,
+    angle_stream,
+    gliding_gates,
+    seq_resets,
+    wilson,
+)
 from edge_service.analysis.findings import findings
 from edge_service.analysis.manoeuvres import (
     FAIR,
@@ -131,7 +137,9 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     }
     nerve_v = Verdict()
     if not analysable:
-        nerve_v.fail("not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else "")
+        nerve_v.fail(
+            "not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else ""
+        )
     if int(use.sum()) < ev.min_nerve_frames:
         nerve_v.fail("too_few_nerve_frames", found=int(use.sum()), need=ev.min_nerve_frames)
     nerve_ok = nerve_v.state == ev_mod.MEASURED
@@ -143,7 +151,9 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     lo, hi = wilson(k_calc, n_calc, ev.ci_level)
     calc_v = Verdict()
     if not analysable:
-        calc_v.fail("not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else "")
+        calc_v.fail(
+            "not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else ""
+        )
     elif n_calc < ev.min_nerve_frames:
         calc_v.fail("too_few_nerve_frames", found=n_calc, need=ev.min_nerve_frames)
     elif lo < 0.5 < hi:
@@ -173,75 +183,21 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     seq = session.get("imu_seq")
     resets = seq_resets(list(seq[0]), list(seq[1]), t0, float(t[-1])) if seq and n else 0
 
-    # The gliding call and every gate that can take it away (first failing one leads).
-    gv = Verdict()
-    basis_ok = True  # False: the excursion/slope numbers themselves mean nothing
-    if not analysable:
-        gv.fail("not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else "")
-        basis_ok = False
-    if not np.isfinite(raw_ang).all(axis=1).any():
-        gv.fail("no_clip_data")
-        basis_ok = False
-    if not np.isfinite(lateral).any():
-        gv.fail("nerve_not_tracked")
-        basis_ok = False
-    if stream.lost:
-        gv.fail("clip_lost", gap=stream.longest_gap_s)
-        basis_ok = False
-    if resets:
-        gv.fail("clip_rebooted", n=resets)
-        basis_ok = False
-    if have_angles and stream.coverage < ev.min_angle_coverage:
-        gv.fail(
-            "angles_incomplete",
-            pct=100 * stream.coverage,
-            what="session's frames",
-            need=100 * ev.min_angle_coverage,
-        )
-    prov = [g for g in glides]
-    if have_angles and not prov:
-        gv.fail("no_manoeuvre")
-        basis_ok = False
-    still = False
-    if prov:
-        idx = np.concatenate([np.arange(g.episode.start_index, g.episode.end_index + 1) for g in prov])
-        cov = float(np.isfinite(raw_ang[idx]).all(axis=1).mean())
-        if cov < ev.min_angle_coverage:
-            gv.fail(
-                "angles_incomplete",
-                pct=100 * cov,
-                what="manoeuvres' frames",
-                need=100 * ev.min_angle_coverage,
-            )
-        tracked = float(np.isfinite(lateral[idx]).mean())
-        qmed = float(np.nanmedian(quality[idx])) if np.isfinite(quality[idx]).any() else 0.0
-        if tracked < ev.min_tracked_fraction:
-            gv.fail("tracking_quality_low", what=f"tracked in {100 * tracked:.0f}% of their frames")
-        elif qmed < ev.min_tracking_quality:
-            gv.fail("tracking_quality_low", what=f"median match quality {qmed:.2f}")
-        if fit is None or fit.ir_range_deg < an.s.gliding.min_ir_range_deg:
-            gv.fail(
-                "ir_range_too_small",
-                range=0.0 if fit is None else fit.ir_range_deg,
-                need=an.s.gliding.min_ir_range_deg,
-            )
-        # A nerve that does not move while the hip rotates is restricted whatever the
-        # lag: the call does not depend on lining the two series up.
-        seg = lateral[idx][np.isfinite(lateral[idx])]
-        span = float(np.ptp(np.percentile(seg, [5, 95]))) if seg.size >= 10 else math.inf
-        still = span < ev.still_range_mm
-        if not still and not lag_ok:
-            what = (
-                "no lag could be estimated"
-                if lag.lag_s is None
-                else f"best correlation {lag.correlation:.2f} at {lag.lag_s:+.2f} s"
-                + (", at the edge of the search window" if lag.at_edge else "")
-            )
-            gv.fail("angles_images_inconsistent", what=what, window=ev.lag_window_s)
-            basis_ok = False
-        if not still and fit is not None and fit.r2 < ev.min_fit_r2:
-            gv.fail("poor_fit", r2=fit.r2, need=ev.min_fit_r2)
-
+    gv, basis_ok, still = gliding_gates(
+        ev,
+        an.s.gliding.min_ir_range_deg,
+        raw_ang=raw_ang,
+        lateral=lateral,
+        quality=quality,
+        glides=glides,
+        fit=fit,
+        lag=lag,
+        lag_ok=lag_ok,
+        stream=stream,
+        resets=resets,
+        session_v=session_v,
+        have_angles=have_angles,
+    )
     restricted, rule = gl.classify(fit, glides, an.s.gliding)
     if gv.state != ev_mod.MEASURED:
         restricted = None
@@ -260,7 +216,9 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
         default=None,
     )
     exc_mag, exc_dir = gl.magnitude(best.excursion_mm if best else None)
-    exc_ci = gl.magnitude_ci(best.excursion_mm if best else None, best.excursion_ci_mm if best else None)
+    exc_ci = gl.magnitude_ci(
+        best.excursion_mm if best else None, best.excursion_ci_mm if best else None
+    )
     exc_m = [g.excursion_vs_muscle_mm for g in glides if g.excursion_vs_muscle_mm is not None]
     xs, ys = gl.pooled_xy(glides, ir, lateral)
     fps = (n - 1) / float(t[-1] - t[0]) if n > 1 and t[-1] > t[0] else 1.0
@@ -363,7 +321,9 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
             "excursion_mm": _f(exc_mag),
             "excursion_direction": exc_dir,
             "excursion_ci_mm": _pair(exc_ci),
-            "excursion_vs_muscle_mm": _f(max(abs(x) for x in exc_m)) if exc_m and basis_ok else None,
+            "excursion_vs_muscle_mm": _f(max(abs(x) for x in exc_m))
+            if exc_m and basis_ok
+            else None,
             "per_10deg_ir_mm": _f(10 * fit.slope_mm_per_deg) if fit and basis_ok else None,
             "per_10deg_ir_ci_mm": _pair(slope_ci),
             "ci_level": ev.ci_level,
@@ -392,7 +352,9 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
             "frames_total": n,
             "frames_valid": n_valid,
             "frames_view_rejected": n - n_valid,
-            "view_score_median": _f(np.median([r.view_score for r in recs if r.view_score is not None]))
+            "view_score_median": _f(
+                np.median([r.view_score for r in recs if r.view_score is not None])
+            )
             if any(r.view_score is not None for r in recs)
             else None,
             "imu_coverage": _f(stream.coverage),
