@@ -354,9 +354,10 @@ def _timeline(d: Path, rec: Any) -> tuple[Any, tuple[list[int], list[float]] | N
             "%s: no clip data (imu.jsonl missing or empty); manoeuvres cannot be detected", d
         )
         return None, None
-    # Reboots are judged in the order the clip wrote its samples (before sorting by time).
-    seq_series = ([r[1] for r in rows], [r[0] for r in rows])
+    # In host-time order a reboot shows as the sample counter going back; a file merely
+    # written out of order (another tool) does not.
     rows.sort(key=lambda r: r[0])
+    seq_series = ([r[1] for r in rows], [r[0] for r in rows])
     tl = AngleTimeline(capacity=max(len(rows), 2))
     for t, seq, f, a, r in rows:
         # The timeline's own gap rule decides when an angle is unknown (never made up).

@@ -266,3 +266,14 @@ def test_session_of_mostly_wrong_views_is_not_analysable(
     assert res["calcification"]["present"] is None
     assert res["gliding"]["restricted"] is None
     assert res["findings"][0].startswith("Not analysable")
+
+
+def test_imu_log_out_of_order_is_read_in_time_order_not_a_reboot(
+    base: Path, detector: CachedDetector, tmp_path: Path, reference: dict
+) -> None:
+    rows = _imu(base)
+    random.Random(3).shuffle(rows)
+    res = _analyse(_variant(base, tmp_path, "unordered", rows), detector)
+    g = res["gliding"]
+    assert res["data_quality"]["imu_seq_resets"] == 0
+    assert g["state"] == "measured" and g["restricted"] is reference["gliding"]["restricted"]
