@@ -4,7 +4,6 @@ that must not publish an undetermined finding as a value."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -17,8 +16,8 @@ from tests.analysis.phantom_runs import phantom_session
 
 
 def _fresh(seed: int = 102, **cfg):  # type: ignore[no-untyped-def]
-    an, truth, disp = phantom_session(seed, **cfg)
-    an.records = [copy.copy(r) for r in an.records]  # the cached session stays untouched
+    """A new analyzer over the (cached) phantom frames: its records may be edited."""
+    an, truth, _ = phantom_session(seed, **cfg)
     return an, truth
 
 
