@@ -367,7 +367,7 @@ def _timeline(d: Path, rec: Any) -> tuple[Any, tuple[list[int], list[float]] | N
 
 def _model_info(detector: Any) -> dict[str, Any]:
     info: dict[str, Any] = {}
-    for k in ("name", "version", "sha256", "path"):
+    for k in ("name", "version", "sha256", "path", "training_data"):
         v = getattr(detector, k, None) or getattr(getattr(detector, "seg", None), k, None)
         if isinstance(v, str | int | float):
             info[k] = str(v) if k == "path" else v
