@@ -123,6 +123,8 @@ class SessionMeta:
             self.roi = Roi(int(r.x0), int(r.y0), int(r.x1), int(r.y1))
 
     def to_dict(self) -> dict[str, Any]:
+        # Again here: `source` may have been changed after construction.
+        self.source = scrub_source(dict(self.source))
         d = asdict(self)
         d["spacing_mm"] = None if self.spacing_mm is None else list(self.spacing_mm)
         d["roi"] = (

@@ -301,3 +301,10 @@ def test_session_json_never_stores_a_source_path() -> None:
     assert uvc.source["device"] == "0"
     again = SessionMeta.from_dict(json.loads(json.dumps(meta.to_dict())))
     assert again.source["source_id"] == meta.source["source_id"]
+
+
+def test_a_path_added_after_construction_is_not_written() -> None:
+    meta = SessionMeta(side="right", protocol="fair")
+    meta.source["path"] = "C:\\scans\\Mustermann Max.dcm"
+    text = json.dumps(meta.to_dict())
+    assert "Mustermann" not in text and meta.source["source_id"] in text
