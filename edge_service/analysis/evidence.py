@@ -24,8 +24,8 @@ MEASURED, UNDETERMINED = "measured", "undetermined"
 REASONS: dict[str, str] = {
     "not_analysable": "The session is not analysable: {why}.",
     "too_few_valid_frames": (
-        "Only {valid} of {total} frames show a deep-gluteal short-axis view the model is made "
-        "for (at least {need} needed)."
+        "only {valid} of {total} frames are usable views (a deep-gluteal short-axis view the "
+        "model is made for); at least {need} are needed."
     ),
     "too_few_nerve_frames": (
         "The nerve was found in only {found} usable frames (at least {need} needed), so its "
@@ -98,15 +98,22 @@ class Verdict:
             return None
         return sentence(self.reasons[0], self.details[self.reasons[0]])
 
+    @property
+    def clause(self) -> str:
+        """The sentence as a clause to embed in another one (no capital, no full stop)."""
+        text = self.sentence or ""
+        return f"{text[:1].lower()}{text[1:]}".rstrip(".")
+
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "reason": self.reason, "reason_text": self.sentence}
 
 
 def sentence(code: str, details: dict[str, Any]) -> str:
     try:
-        return REASONS[code].format(**details)
+        text = REASONS[code].format(**details)
     except (KeyError, ValueError, IndexError):
-        return REASONS[code].split("{")[0].rstrip(" (:") + "."
+        text = REASONS[code].split("{")[0].rstrip(" (:") + "."
+    return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,7 @@ def gliding_gates(
     gv = Verdict()
     basis_ok = True  # False: the excursion/slope numbers themselves mean nothing
     if not analysable:
-        gv.fail("not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else "")
+        gv.fail("not_analysable", why=session_v.clause)
         basis_ok = False
     if not np.isfinite(raw_ang).all(axis=1).any():
         gv.fail("no_clip_data")

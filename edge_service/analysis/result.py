@@ -137,9 +137,7 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     }
     nerve_v = Verdict()
     if not analysable:
-        nerve_v.fail(
-            "not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else ""
-        )
+        nerve_v.fail("not_analysable", why=session_v.clause)
     if int(use.sum()) < ev.min_nerve_frames:
         nerve_v.fail("too_few_nerve_frames", found=int(use.sum()), need=ev.min_nerve_frames)
     nerve_ok = nerve_v.state == ev_mod.MEASURED
@@ -151,9 +149,7 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     lo, hi = wilson(k_calc, n_calc, ev.ci_level)
     calc_v = Verdict()
     if not analysable:
-        calc_v.fail(
-            "not_analysable", why=session_v.sentence.rstrip(".") if session_v.sentence else ""
-        )
+        calc_v.fail("not_analysable", why=session_v.clause)
     elif n_calc < ev.min_nerve_frames:
         calc_v.fail("too_few_nerve_frames", found=n_calc, need=ev.min_nerve_frames)
     elif lo < 0.5 < hi:
@@ -201,8 +197,7 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     restricted, rule = gl.classify(fit, glides, an.s.gliding)
     if gv.state != ev_mod.MEASURED:
         restricted = None
-        text = gv.sentence or ""
-        rule = f"undetermined: {text[:1].lower()}{text[1:].rstrip('.')}"
+        rule = f"undetermined: {gv.clause}"
     elif still and (fit is None or fit.r2 < ev.min_fit_r2):
         restricted = True
         rule = (
