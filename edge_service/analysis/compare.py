@@ -19,9 +19,13 @@ AP_RATIO_SWOLLEN = 1.3
 
 
 def _get(doc: dict[str, Any], *path: str) -> Any:
+    """A value of the document; None when missing or when its finding is undetermined
+    (1.1 documents say so in `state`; an undetermined figure is never compared)."""
     v: Any = doc
     for p in path:
         if not isinstance(v, dict):
+            return None
+        if v.get("state") == "undetermined":
             return None
         v = v.get(p)
     return v
@@ -42,8 +46,10 @@ def _diff(a: float | None, b: float | None) -> float | None:
 def compare(a: dict[str, Any], b: dict[str, Any], mode: Mode = "auto") -> dict[str, Any]:
     """A comparison document plus `summary` lines in plain words."""
     for name, doc in (("A", a), ("B", b)):
-        if doc.get("schema") != "dgs.session-result/1":
-            raise InputError(f"{name} is not a dgs.session-result/1 document")
+        schema = str(doc.get("schema"))
+        # Any minor version of major 1 (1.0 or 1.1): minors only add fields.
+        if schema != "dgs.session-result/1" and not schema.startswith("dgs.session-result/1."):
+            raise InputError(f"{name} is not a dgs.session-result/1.x document")
     if mode == "auto":
         mode = "contralateral" if a["side"] != b["side"] else "followup"
     if mode == "followup":

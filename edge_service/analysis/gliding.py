@@ -10,6 +10,13 @@ Per provocative manoeuvre (FAIR / seated piriformis):
   reported per 10 deg with r^2, its standard error and the residual spread.
 
 The session's `per_10deg_ir_mm` pools the frames of every provocative manoeuvre.
+
+Excursion is reported as a magnitude with a separate direction (lateral/medial); the
+signed value stays internal. Intervals: the excursion's by bootstrap over the baseline
+and hold frames (medians of resamples), the slope's by a moving-block bootstrap over the
+pooled frames (blocks of ~1 s keep the frame-to-frame correlation of the tracking error,
+which a plain regression standard error ignores). The generator is seeded: the same
+recording always gives the same interval.
 """
 
 from __future__ import annotations
@@ -70,11 +77,81 @@ def fit_line(ir_deg: np.ndarray, disp_mm: np.ndarray) -> Fit | None:
 class ManoeuvreGlide:
     episode: Episode
     baseline_mm: float | None
-    excursion_mm: float | None
+    excursion_mm: float | None  # signed, + = lateral (see magnitude())
     excursion_ap_mm: float | None
     excursion_vs_muscle_mm: float | None
     fit: Fit | None
     n_tracked: int
+    excursion_ci_mm: tuple[float, float] | None = None  # signed interval
+    tracking_quality: float | None = None  # median over the episode's frames
+
+
+def magnitude(signed: float | None) -> tuple[float | None, str | None]:
+    """(|excursion|, "lateral"/"medial"/None) - no negative "max excursion" anywhere."""
+    if signed is None or not np.isfinite(signed):
+        return None, None
+    return abs(float(signed)), ("lateral" if signed >= 0 else "medial")
+
+
+def magnitude_ci(
+    signed: float | None, ci: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """The interval of |excursion| from the interval of the signed value."""
+    if signed is None or ci is None:
+        return None
+    lo, hi = ci
+    if lo <= 0.0 <= hi:  # the interval spans zero: the magnitude may be 0
+        return 0.0, max(abs(lo), abs(hi))
+    a, b = sorted((abs(lo), abs(hi)))
+    return a, b
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(20261129)
+
+
+def excursion_ci(
+    base: np.ndarray, hold: np.ndarray, level: float, samples: int
+) -> tuple[float, float] | None:
+    """Bootstrap interval of median(hold) - median(base), frames resampled independently."""
+    b, h = base[np.isfinite(base)], hold[np.isfinite(hold)]
+    if b.size < 2 or h.size < 2:
+        return None
+    rng = _rng()
+    mb = np.median(rng.choice(b, size=(samples, b.size)), axis=1)
+    mh = np.median(rng.choice(h, size=(samples, h.size)), axis=1)
+    d = mh - mb
+    a = (1.0 - level) / 2.0
+    return float(np.quantile(d, a)), float(np.quantile(d, 1.0 - a))
+
+
+def slope_ci_per_10deg(
+    x: np.ndarray, y: np.ndarray, block: int, level: float, samples: int
+) -> tuple[float, float] | None:
+    """Moving-block bootstrap interval of the least-squares slope, per 10 deg."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = x.size
+    if n < 6 or float(np.ptp(x)) < 1e-6:
+        return None
+    block = int(min(max(block, 1), max(n // 3, 1)))
+    starts = np.arange(0, n - block + 1)
+    k = int(np.ceil(n / block))
+    rng = _rng()
+    slopes = []
+    for _ in range(samples):
+        idx = (rng.choice(starts, size=k)[:, None] + np.arange(block)[None, :]).reshape(-1)[:n]
+        xs, ys = x[idx], y[idx]
+        xm = xs - xs.mean()
+        sxx = float(np.sum(xm**2))
+        if sxx <= 1e-12:
+            continue
+        slopes.append(float(np.sum(xm * (ys - ys.mean())) / sxx))
+    if len(slopes) < samples // 2:
+        return None
+    a = (1.0 - level) / 2.0
+    arr = 10.0 * np.asarray(slopes)
+    return float(np.quantile(arr, a)), float(np.quantile(arr, 1.0 - a))
 
 
 def _baseline_indices(ep: Episode, episodes: list[Episode], ir: np.ndarray) -> np.ndarray:
@@ -101,6 +178,9 @@ def per_manoeuvre(
     lateral: np.ndarray,
     ap: np.ndarray,
     vs_muscle: np.ndarray,
+    quality: np.ndarray | None = None,
+    ci_level: float = 0.95,
+    ci_samples: int = 400,
 ) -> list[ManoeuvreGlide]:
     """Gliding of each provocative episode. Arrays are per frame; NaN = not tracked."""
     out = []
@@ -127,19 +207,36 @@ def per_manoeuvre(
             exc_m = peak_m - base_m
         fit = fit_line(seg_ir, lateral[idx] - (base or 0.0))
         n_tracked = int(np.isfinite(lateral[idx]).sum())
-        out.append(ManoeuvreGlide(ep, base, exc, exc_ap, exc_m, fit, n_tracked))
+        ci = (
+            excursion_ci(lateral[base_idx], lateral[hold], ci_level, ci_samples)
+            if exc is not None
+            else None
+        )
+        q = None
+        if quality is not None and np.isfinite(quality[idx]).any():
+            q = float(np.nanmedian(quality[idx]))
+        out.append(ManoeuvreGlide(ep, base, exc, exc_ap, exc_m, fit, n_tracked, ci, q))
     return out
 
 
-def pooled_fit(glides: list[ManoeuvreGlide], ir: np.ndarray, lateral: np.ndarray) -> Fit | None:
+def pooled_xy(
+    glides: list[ManoeuvreGlide], ir: np.ndarray, lateral: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(IR, displacement - baseline) of every provocative frame, in time order."""
     xs, ys = [], []
     for g in glides:
         idx = np.arange(g.episode.start_index, g.episode.end_index + 1)
         xs.append(ir[idx])
         ys.append(lateral[idx] - (g.baseline_mm or 0.0))
     if not xs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def pooled_fit(glides: list[ManoeuvreGlide], ir: np.ndarray, lateral: np.ndarray) -> Fit | None:
+    if not glides:
         return None
-    return fit_line(np.concatenate(xs), np.concatenate(ys))
+    return fit_line(*pooled_xy(glides, ir, lateral))
 
 
 def classify(

@@ -7,6 +7,11 @@ outward to where the movement really began/ended (`onset_deg`). Each episode is
 classified by the rules in `ManoeuvreSettings` (documented there). Samples without
 angles (clip not connected, gap in the stream) are "unknown": no manoeuvre is ever
 inferred without angles.
+
+The session's protocol constrains the labels: in a FAIR session only the FAIR rule is
+tried (a repetition that starts with the hip still flexed is not a "seated piriformis
+stretch"), in a piriformis session only the piriformis rule; an episode that fits no rule
+of its protocol is "other". Protocols this module does not know allow both.
 """
 
 from __future__ import annotations
@@ -58,26 +63,52 @@ def rest_pose(angles: np.ndarray) -> np.ndarray:
     return np.median(a[quiet] if quiet.any() else a, axis=0)
 
 
-def _classify(seg: np.ndarray, s: ManoeuvreSettings) -> str:
+def allowed_for(protocol: object) -> tuple[str, ...]:
+    """The provocative manoeuvres a session's protocol can contain."""
+    p = str(protocol or "").strip().lower()
+    if p in ("neutral", "rest", "calibration"):
+        return ()
+    if p == FAIR or p.startswith("fair"):
+        return (FAIR,)
+    if p == PIRIFORMIS or p.startswith("piriformis") or p.startswith("seated"):
+        return (PIRIFORMIS,)
+    return (FAIR, PIRIFORMIS)
+
+
+def _classify(
+    seg: np.ndarray, s: ManoeuvreSettings, allowed: tuple[str, ...] = (FAIR, PIRIFORMIS)
+) -> str:
     peak_add, peak_ir = float(seg[:, 1].max()), float(seg[:, 2].max())
     start_flex = float(seg[0, 0])
     flex_gain = float(seg[:, 0].max()) - start_flex
     if peak_ir < s.min_ir_deg:
         return OTHER
-    if start_flex >= s.seated_min_flexion_deg and peak_add >= s.piriformis_min_adduction_deg:
+    if (
+        PIRIFORMIS in allowed
+        and start_flex >= s.seated_min_flexion_deg
+        and peak_add >= s.piriformis_min_adduction_deg
+    ):
         return PIRIFORMIS
-    if flex_gain >= s.fair_min_flexion_gain_deg and peak_add >= s.fair_min_adduction_deg:
+    if (
+        FAIR in allowed
+        and flex_gain >= s.fair_min_flexion_gain_deg
+        and peak_add >= s.fair_min_adduction_deg
+    ):
         return FAIR
     return OTHER
 
 
 def detect(
-    t: np.ndarray, angles: np.ndarray, settings: ManoeuvreSettings | None = None
+    t: np.ndarray,
+    angles: np.ndarray,
+    settings: ManoeuvreSettings | None = None,
+    allowed: tuple[str, ...] = (FAIR, PIRIFORMIS),
 ) -> tuple[list[str], list[Episode]]:
     """Per-sample labels and the episodes (neutral and movements) of a timeline.
 
     t: (N,) seconds (any origin, increasing). angles: (N, 3) [flexion, adduction,
-    internal rotation] in degrees, NaN where unknown.
+    internal rotation] in degrees, NaN where unknown. allowed: the provocative manoeuvres
+    the session's protocol can hold (`allowed_for(protocol)`).
     """
     s = settings or ManoeuvreSettings()
     t = np.asarray(t, dtype=float)
@@ -119,7 +150,7 @@ def detect(
         if episodes and a <= episodes[-1].end_index:
             continue  # already covered by the previous (extended) episode
         seg = angles[a : b + 1]
-        name = _classify(seg, s)
+        name = _classify(seg, s, allowed)
         episodes.append(_episode(name, a, b, t, seg))
         for i in range(a, b + 1):
             labels[i] = name

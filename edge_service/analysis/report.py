@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from edge_service.analysis.session import KeyFrame
 
 COLOURS = {"fair": "#c0392b", "piriformis": "#2471a3", "other": "#7f8c8d", "neutral": "#27ae60"}
+# One colour per repetition in the scatter (colour-blind safe Okabe-Ito order).
+REP_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442"]
+UNDETERMINED = "undetermined"
 Series = tuple[
     Sequence[float | None], Sequence[float | None], str, str, str
 ]  # x, y, colour, label, mode
@@ -175,11 +178,11 @@ def render_report(result: dict[str, Any], key: KeyFrame | None = None) -> str:
     disp = _nums(s.get("displacement_mm", []))
     t_first = s.get("t0") or result.get("started_t") or 0.0
 
-    # 1. displacement against IR, one colour per manoeuvre, with the pooled fit.
+    # 1. displacement against IR, one colour per repetition, with the pooled fit and the
+    # restricted threshold (a slope below the red line is "restricted").
     per: list[Series] = []
-    for i, m in enumerate(result.get("maneuvers", [])):
-        if m["name"] not in ("fair", "piriformis"):
-            continue
+    reps = [m for m in result.get("maneuvers", []) if m["name"] in ("fair", "piriformis")]
+    for i, m in enumerate(reps):
         idx = [
             k
             for k, tt in enumerate(t)
@@ -189,19 +192,31 @@ def render_report(result: dict[str, Any], key: KeyFrame | None = None) -> str:
             (
                 [ir[k] for k in idx],
                 [disp[k] for k in idx],
-                COLOURS[m["name"]],
-                f"{m['name']} #{i + 1}" if len(per) < 6 else "",
+                REP_COLOURS[i % len(REP_COLOURS)],
+                f"{m['name']} #{i + 1}" if i < 6 else "",
                 "dots",
             )
         )
     fit = result["gliding"].get("fit")
-    if fit and fit.get("ir_range_deg"):
-        xs = [v for v in ir if v is not None]
-        if xs:
-            a, b = fit["intercept_mm"], fit["per_10deg_ir_mm"] / 10.0
-            per.append(
-                ([min(xs), max(xs)], [a + b * min(xs), a + b * max(xs)], "#111", "fit", "dashed")
+    xs = [v for v in ir if v is not None]
+    a0 = fit["intercept_mm"] if fit else 0.0
+    if fit and fit.get("ir_range_deg") and xs:
+        b = fit["per_10deg_ir_mm"] / 10.0
+        per.append(
+            ([min(xs), max(xs)], [a0 + b * min(xs), a0 + b * max(xs)], "#111", "fit", "dashed")
+        )
+    thr = result["gliding"].get("restricted_below_mm_per_10deg")
+    if thr and xs and reps:
+        bt = float(thr) / 10.0
+        per.append(
+            (
+                [min(xs), max(xs)],
+                [a0 + bt * min(xs), a0 + bt * max(xs)],
+                "#c0392b",
+                f"restricted below {float(thr):g} mm/10°",
+                "dashed",
             )
+        )
     plot_glide = svg_plot(
         per,
         "internal rotation (deg)",
@@ -254,7 +269,9 @@ def render_report(result: dict[str, Any], key: KeyFrame | None = None) -> str:
                     _fmt(m["peak_flexion_deg"], 0),
                     _fmt(m["peak_adduction_deg"], 0),
                     _fmt(m["peak_internal_rotation_deg"], 0),
-                    _fmt(m.get("excursion_mm"), 2),
+                    (
+                        _fmt(m.get("excursion_mm"), 2) + " " + (m.get("excursion_direction") or "")
+                    ).strip(),
                     _fmt(m.get("per_10deg_ir_mm"), 2),
                     _fmt(m.get("fit_r2"), 2),
                 )
@@ -272,10 +289,60 @@ def render_report(result: dict[str, Any], key: KeyFrame | None = None) -> str:
         else '<p class="empty">No manoeuvre identified.</p>'
     )
     g = result["gliding"]
-    verdict = {True: ("RESTRICTED", "bad"), False: ("free", "good"), None: ("not judged", "none")}[
+    verdict = {True: ("RESTRICTED", "bad"), False: ("free", "good"), None: (UNDETERMINED, "und")}[
         g["restricted"]
     ]
     nerve, calc = result["nerve"], result["calcification"]
+    g_ok = g.get("state", "measured") != UNDETERMINED and g["restricted"] is not None
+    n_ok = nerve.get("state", "measured") != UNDETERMINED and nerve["ap_diameter_mm"] is not None
+    calc_txt = {True: "yes", False: "no", None: UNDETERMINED}[calc["present"]]
+    tiles = [
+        ("Nerve AP", f"{_fmt(nerve['ap_diameter_mm'], 1)} mm" if n_ok else UNDETERMINED, ""),
+        ("Nerve CSA", f"{_fmt(nerve['csa_mm2'], 0)} mm²" if n_ok else UNDETERMINED, ""),
+        ("Calcification", calc_txt, "und" if calc["present"] is None else ""),
+        (
+            "Max excursion",
+            f"{_fmt(g['excursion_mm'], 1)} mm {g.get('excursion_direction') or ''}".rstrip()
+            if g_ok and g["excursion_mm"] is not None
+            else UNDETERMINED,
+            "",
+        ),
+        (
+            "Per 10° IR",
+            f"{_fmt(g['per_10deg_ir_mm'], 2)} mm" if g_ok else UNDETERMINED,
+            "",
+        ),
+        ("Gliding", verdict[0], verdict[1]),
+    ]
+    tiles_html = "".join(
+        f'<div class="kpi {cls}{" und" if val == UNDETERMINED else ""}"><span>{e(name)}</span>'
+        f"<b>{e(val)}</b></div>"
+        for name, val, cls in tiles
+    )
+    why = [
+        (label, doc.get("reason_text"))
+        for label, doc in (
+            ("Session", result.get("status") or {}),
+            ("Nerve size", nerve),
+            ("Calcification", calc),
+            ("Gliding", g),
+        )
+        if doc.get("state") == UNDETERMINED and doc.get("reason_text")
+    ]
+    why_html = (
+        '<section class="why"><h2>Not determined, and why</h2><ul>'
+        + "".join(f"<li><b>{e(k)}:</b> {e(str(v))}</li>" for k, v in why)
+        + "</ul></section>"
+        if why
+        else ""
+    )
+    sw = result["software"]
+    honesty = (
+        f"Model {sw.get('model_version') or 'unknown'}, trained on "
+        f"{sw.get('training_data', 'simulated phantom only')}; "
+        f"{sw.get('clinical_validation', 'not clinically validated')}. "
+        "Not for diagnosis on its own."
+    )
     started = (
         time.strftime("%Y-%m-%d %H:%M", time.gmtime(result["started_t"]))
         if result.get("started_t")
@@ -290,6 +357,8 @@ h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:15px;margin:18px 0 6px;border-
 .meta{{color:#555;font-size:12px}} .grid{{display:flex;flex-wrap:wrap;gap:12px}}
 .kpi{{border:1px solid #ccc;border-radius:6px;padding:6px 10px;min-width:120px}}
 .kpi b{{display:block;font-size:18px}} .bad b{{color:#c0392b}} .good b{{color:#1e8449}}
+.und b{{color:#7f8c8d;font-style:italic;font-size:15px}} .why{{background:#fff8e1;padding:2px 10px}}
+.honest{{border:1px solid #c0392b;color:#7b241c;padding:4px 8px;font-size:12px}}
 table{{border-collapse:collapse;font-size:12px}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}
 svg text.t{{font-size:13px;font-weight:600}} svg text.tk{{font-size:10px}} svg text.ax{{font-size:11px}}
 svg line.g{{stroke:#e5e5e5}} .empty{{color:#888;font-style:italic}} ul{{margin:4px 0}}
@@ -299,14 +368,9 @@ svg line.g{{stroke:#e5e5e5}} .empty{{color:#888;font-style:italic}} ul{{margin:4
 <p class="meta">Session {e(result["session_id"])} · {e(result["side"])} side · protocol {e(str(result.get("protocol")))} ·
 recorded {started} UTC · dgs-edge {e(result["software"]["version"])}
 {" · model " + e(str(model.get("name", "")) + " " + str(model.get("version", ""))) if model else ""}</p>
-<section><div class="grid">
-<div class="kpi"><span>Nerve AP</span><b>{_fmt(nerve["ap_diameter_mm"], 1)} mm</b></div>
-<div class="kpi"><span>Nerve CSA</span><b>{_fmt(nerve["csa_mm2"], 0)} mm²</b></div>
-<div class="kpi"><span>Calcification</span><b>{"yes" if calc["present"] else "no"}</b></div>
-<div class="kpi"><span>Max excursion</span><b>{_fmt(g["excursion_mm"], 1)} mm</b></div>
-<div class="kpi"><span>Per 10° IR</span><b>{_fmt(g["per_10deg_ir_mm"], 2)} mm</b></div>
-<div class="kpi {verdict[1]}"><span>Gliding</span><b>{verdict[0]}</b></div>
-</div></section>
+<p class="honest">{e(honesty)}</p>
+<section><div class="grid">{tiles_html}</div></section>
+{why_html}
 <section><h2>Findings</h2><ul>{"".join(f"<li>{e(x)}</li>" for x in result.get("findings", []))}</ul></section>
 <section><h2>Key frame</h2>{key_frame_svg(key)}
 <p class="meta">Green: nerve outline; orange: calcification.{_keytxt(key)}</p></section>

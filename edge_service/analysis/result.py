@@ -19,14 +19,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_service import __version__
+from edge_service.analysis import evidence as ev_mod
 from edge_service.analysis import gliding as gl
-from edge_service.analysis.manoeuvres import FAIR, NEUTRAL, PIRIFORMIS, UNKNOWN, detect
+from edge_service.analysis.alignment import estimate_lag, shift
+from edge_service.analysis.evidence import (
+    Verdict,
+    angle_stream,
+    gliding_gates,
+    seq_resets,
+    wilson,
+)
+from edge_service.analysis.findings import findings
+from edge_service.analysis.manoeuvres import (
+    FAIR,
+    NEUTRAL,
+    OTHER,
+    PIRIFORMIS,
+    UNKNOWN,
+    allowed_for,
+    detect,
+)
 from edge_service.errors import InputError
 
 if TYPE_CHECKING:
     from edge_service.analysis.session import SessionAnalyzer
 
-SCHEMA_ID = "dgs.session-result/1"
+# Minor 1.1 adds the evidence fields (state/reason, intervals, lag, view counts); every
+# 1.0 field keeps its name and meaning, except that excursions are now magnitudes with a
+# separate direction. The schema file of major 1 validates both.
+SCHEMA_ID = "dgs.session-result/1.1"
+SCHEMA_MAJOR = "dgs.session-result/1"
 SCHEMA_FILE = "session-result-1.json"
 # Minimal detectable side-to-side CSA difference at piriformis level (design.md).
 CSA_MDD_MM2 = 16.0
@@ -59,28 +81,15 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
 
 def build_result(an: SessionAnalyzer) -> dict[str, Any]:
     recs = an.records
+    ev = an.s.evidence
     n = len(recs)
     t = np.array([r.t for r in recs], dtype=float)
     t0 = float(t[0]) if n else 0.0
-    ang = np.array([r.angles for r in recs], dtype=float).reshape(-1, 3)
-    labels, episodes = detect(t - t0, ang, an.s.manoeuvres)
-    have_angles = bool(np.isfinite(ang).all(axis=1).any())
+    raw_ang = np.array([r.angles for r in recs], dtype=float).reshape(-1, 3)
+    session = an.session
+    view_ok = np.array([r.view_ok for r in recs], dtype=bool)
+    n_valid = int(view_ok.sum())
     found = np.array([r.nerve_found for r in recs], dtype=bool)
-    neutral = np.array([lab == NEUTRAL for lab in labels], dtype=bool)
-
-    # Nerve size: neutral frames (the hip at rest); all frames only when angles are unknown.
-    use = found & neutral if (found & neutral).any() else found
-    nerve_stats = {
-        k: _summary(np.array([r.nerve[k] for r in recs])[use])
-        for k in ("ap_mm", "width_mm", "csa_mm2", "fascicular_index")
-    }
-    calc_frames = np.array([r.calc_present for r in recs], dtype=bool)
-    calc_fraction = float(calc_frames[found].mean()) if found.any() else 0.0
-    calc_present = bool(found.any() and calc_fraction >= 0.5)
-    calc_stats = {
-        k: _summary(np.array([r.calc[k] for r in recs])[calc_frames])
-        for k in ("long_axis_mm", "thickness_mm", "nerve_distance_mm")
-    }
 
     # Tracked displacement, lateral positive (the side decides the image direction).
     lateral = np.full(n, np.nan)
@@ -98,23 +107,127 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
             ap[i] = r.step.nerve_vs_landmark_mm[1]
             if r.step.nerve_vs_muscle_mm is not None:
                 vs_m[i] = an.lat * r.step.nerve_vs_muscle_mm[0]
+
+    # Session-level gate: enough frames of the view the model is made for.
+    session_v = Verdict()
+    need_valid = max(ev.min_valid_frames, math.ceil(ev.min_valid_fraction * n))
+    if n_valid < need_valid:
+        session_v.fail("too_few_valid_frames", valid=n_valid, total=n, need=need_valid)
+    analysable = session_v.state == ev_mod.MEASURED
+
+    # Clip-probe alignment: estimate the lag, re-sample the angles at it when it holds.
+    lag = estimate_lag(t, raw_ang[:, 2], lateral, ev.lag_window_s, ev.lag_step_s)
+    lag_ok = (
+        lag.lag_s is not None
+        and lag.correlation is not None
+        and lag.correlation >= ev.min_lag_correlation
+        and not lag.at_edge
+    )
+    ang = shift(t, raw_ang, lag.lag_s) if lag_ok and lag.lag_s else raw_ang
+    have_angles = bool(np.isfinite(ang).all(axis=1).any())
+    allowed = allowed_for(session.get("protocol"))
+    labels, episodes = detect(t - t0, ang, an.s.manoeuvres, allowed)
+    neutral = np.array([lab == NEUTRAL for lab in labels], dtype=bool)
+
+    # Nerve size: neutral frames (the hip at rest); all frames only when angles are unknown.
+    use = found & neutral if (found & neutral).any() else found
+    nerve_stats = {
+        k: _summary(np.array([r.nerve[k] for r in recs])[use])
+        for k in ("ap_mm", "width_mm", "csa_mm2", "fascicular_index")
+    }
+    nerve_v = Verdict()
+    if not analysable:
+        nerve_v.fail("not_analysable", why=session_v.clause)
+    if int(use.sum()) < ev.min_nerve_frames:
+        nerve_v.fail("too_few_nerve_frames", found=int(use.sum()), need=ev.min_nerve_frames)
+    nerve_ok = nerve_v.state == ev_mod.MEASURED
+
+    calc_frames = np.array([r.calc_present for r in recs], dtype=bool)
+    base = found if found.any() else view_ok
+    k_calc, n_calc = int((calc_frames & base).sum()), int(base.sum())
+    calc_fraction = k_calc / n_calc if n_calc else 0.0
+    lo, hi = wilson(k_calc, n_calc, ev.ci_level)
+    calc_v = Verdict()
+    if not analysable:
+        calc_v.fail("not_analysable", why=session_v.clause)
+    elif n_calc < ev.min_nerve_frames:
+        calc_v.fail("too_few_nerve_frames", found=n_calc, need=ev.min_nerve_frames)
+    elif lo < 0.5 < hi:
+        calc_v.fail(
+            "calcification_ambiguous",
+            pct=100 * calc_fraction,
+            n=n_calc,
+            lo=100 * lo,
+            hi=100 * hi,
+            level=100 * ev.ci_level,
+        )
+    calc_present: bool | None = (
+        bool(calc_fraction >= 0.5) if calc_v.state == ev_mod.MEASURED else None
+    )
+    calc_conf = np.array([r.calc_confidence for r in recs], dtype=float)[calc_frames]
+    calc_stats = {
+        k: _summary(np.array([r.calc[k] for r in recs])[calc_frames])
+        for k in ("long_axis_mm", "thickness_mm", "nerve_distance_mm")
+    }
+
     ir = ang[:, 2]
-    glides = gl.per_manoeuvre(episodes, ir, lateral, ap, vs_m)
+    glides = gl.per_manoeuvre(
+        episodes, ir, lateral, ap, vs_m, quality, ev.ci_level, ev.bootstrap_samples
+    )
     fit = gl.pooled_fit(glides, ir, lateral)
-    restricted, reason = gl.classify(fit, glides, an.s.gliding)
-    if not have_angles:
-        reason = "undetermined: no clip data (hip angles unknown), so no manoeuvre can be judged"
-    elif not np.isfinite(lateral).any():
-        reason = "undetermined: the nerve was not detected reliably, so nothing could be tracked"
-    excursions = [g.excursion_mm for g in glides if g.excursion_mm is not None]
-    best = max(excursions, key=abs) if excursions else None
+    stream = angle_stream(t, np.isfinite(raw_ang).all(axis=1), ev.max_angle_gap_s)
+    seq = session.get("imu_seq")
+    resets = seq_resets(list(seq[0]), list(seq[1]), t0, float(t[-1])) if seq and n else 0
+
+    gv, basis_ok, still = gliding_gates(
+        ev,
+        an.s.gliding.min_ir_range_deg,
+        raw_ang=raw_ang,
+        lateral=lateral,
+        quality=quality,
+        glides=glides,
+        fit=fit,
+        lag=lag,
+        lag_ok=lag_ok,
+        stream=stream,
+        resets=resets,
+        session_v=session_v,
+        have_angles=have_angles,
+    )
+    restricted, rule = gl.classify(fit, glides, an.s.gliding)
+    if gv.state != ev_mod.MEASURED:
+        restricted = None
+        rule = f"undetermined: {gv.clause}"
+    elif still and (fit is None or fit.r2 < ev.min_fit_r2):
+        restricted = True
+        rule = (
+            f"restricted: the nerve moved less than {ev.still_range_mm:g} mm (p5-p95) while the "
+            f"hip rotated {fit.ir_range_deg if fit else 0:.0f} deg"
+        )
+
+    best = max(
+        (g for g in glides if g.excursion_mm is not None),
+        key=lambda g: abs(g.excursion_mm or 0.0),
+        default=None,
+    )
+    exc_mag, exc_dir = gl.magnitude(best.excursion_mm if best else None)
+    exc_ci = gl.magnitude_ci(
+        best.excursion_mm if best else None, best.excursion_ci_mm if best else None
+    )
     exc_m = [g.excursion_vs_muscle_mm for g in glides if g.excursion_vs_muscle_mm is not None]
+    xs, ys = gl.pooled_xy(glides, ir, lateral)
+    fps = (n - 1) / float(t[-1] - t[0]) if n > 1 and t[-1] > t[0] else 1.0
+    slope_ci = gl.slope_ci_per_10deg(xs, ys, round(fps), ev.ci_level, ev.bootstrap_samples)
+    if not basis_ok:
+        exc_mag = exc_dir = exc_ci = slope_ci = None
 
     maneuvers = []
     for ep in episodes:
         if ep.name == NEUTRAL:
             continue
         g = next((x for x in glides if x.episode is ep), None)
+        m_mag, m_dir = gl.magnitude(g.excursion_mm if g and basis_ok else None)
+        m_ci = gl.magnitude_ci(g.excursion_mm, g.excursion_ci_mm) if g and basis_ok else None
         maneuvers.append(
             {
                 "name": ep.name,
@@ -124,19 +237,29 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
                 "peak_flexion_deg": _f(ep.peak_flexion_deg, 2),
                 "peak_adduction_deg": _f(ep.peak_adduction_deg, 2),
                 "peak_internal_rotation_deg": _f(ep.peak_internal_rotation_deg, 2),
-                "excursion_mm": _f(g.excursion_mm) if g else None,
-                "excursion_ap_mm": _f(g.excursion_ap_mm) if g else None,
-                "excursion_vs_muscle_mm": _f(g.excursion_vs_muscle_mm) if g else None,
-                "per_10deg_ir_mm": _f(10 * g.fit.slope_mm_per_deg) if g and g.fit else None,
+                "excursion_mm": _f(m_mag),
+                "excursion_direction": m_dir,
+                "excursion_ci_mm": _pair(m_ci),
+                "excursion_ap_mm": _f(g.excursion_ap_mm) if g and basis_ok else None,
+                "excursion_vs_muscle_mm": _f(abs(g.excursion_vs_muscle_mm))
+                if g and basis_ok and g.excursion_vs_muscle_mm is not None
+                else None,
+                "per_10deg_ir_mm": _f(10 * g.fit.slope_mm_per_deg)
+                if g and g.fit and basis_ok
+                else None,
                 "fit_r2": _f(g.fit.r2) if g and g.fit else None,
+                "tracking_quality_median": _f(g.tracking_quality) if g else None,
                 "n_frames": ep.end_index - ep.start_index + 1,
                 "n_tracked": g.n_tracked if g else 0,
             }
         )
 
-    counts = {k: sum(1 for lab in labels if lab == k) for k in (NEUTRAL, FAIR, PIRIFORMIS, UNKNOWN)}
+    counts = {
+        k: sum(1 for lab in labels if lab == k) for k in (NEUTRAL, FAIR, PIRIFORMIS, OTHER, UNKNOWN)
+    }
     dur = float(t[-1] - t[0]) if n > 1 else 0.0
-    session = an.session
+    model = dict(an.model) if an.model else None
+    nerve_num = (lambda v: v) if nerve_ok else (lambda v: None)
     doc: dict[str, Any] = {
         "schema": SCHEMA_ID,
         "session_id": str(session.get("session_id", "unknown")),
@@ -144,13 +267,28 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
         "protocol": session.get("protocol"),
         "started_t": _f(session.get("started_t", t0), 3),
         "analysed_t": round(time.time(), 3),
-        "software": {"name": "dgs-edge", "version": __version__, "model": an.model or None},
+        "software": {
+            "name": "dgs-edge",
+            "version": __version__,
+            "model": model,
+            "model_version": _model_version(an.model),
+            "training_data": str(an.model.get("training_data") or TRAINING_DATA),
+            "clinical_validation": CLINICAL_VALIDATION,
+        },
+        "status": {
+            "analysable": analysable,
+            "state": session_v.state,
+            "reason": session_v.reason,
+            "reason_text": session_v.sentence,
+        },
         "nerve": {
-            "ap_diameter_mm": nerve_stats["ap_mm"]["median"],
-            "width_mm": nerve_stats["width_mm"]["median"],
-            "csa_mm2": nerve_stats["csa_mm2"]["median"],
-            "fascicular_index": nerve_stats["fascicular_index"]["median"],
+            "ap_diameter_mm": nerve_num(nerve_stats["ap_mm"]["median"]),
+            "width_mm": nerve_num(nerve_stats["width_mm"]["median"]),
+            "csa_mm2": nerve_num(nerve_stats["csa_mm2"]["median"]),
+            "fascicular_index": nerve_num(nerve_stats["fascicular_index"]["median"]),
             "from_neutral_frames": bool((found & neutral).any()),
+            **nerve_v.to_dict(),
+            "n_frames": int(use.sum()),
             "spread": {
                 "ap_diameter_mm": nerve_stats["ap_mm"],
                 "width_mm": nerve_stats["width_mm"],
@@ -166,28 +304,59 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
             if calc_present
             else None,
             "frames_fraction": _f(calc_fraction),
+            "frames_fraction_ci": [_f(lo), _f(hi)],
+            "n_frames": n_calc,
+            "confidence": _f(_calc_confidence(calc_fraction, lo, hi, calc_present)),
+            "detector_confidence_median": _f(np.nanmedian(calc_conf))
+            if np.isfinite(calc_conf).any()
+            else None,
+            **calc_v.to_dict(),
         },
         "gliding": {
-            "excursion_mm": _f(best),
-            "excursion_vs_muscle_mm": _f(max(exc_m, key=abs)) if exc_m else None,
-            "per_10deg_ir_mm": _f(10 * fit.slope_mm_per_deg) if fit else None,
-            "fit": fit.to_dict() if fit else None,
-            "restricted": restricted if have_angles else None,
-            "rule": reason,
+            "excursion_mm": _f(exc_mag),
+            "excursion_direction": exc_dir,
+            "excursion_ci_mm": _pair(exc_ci),
+            "excursion_vs_muscle_mm": _f(max(abs(x) for x in exc_m))
+            if exc_m and basis_ok
+            else None,
+            "per_10deg_ir_mm": _f(10 * fit.slope_mm_per_deg) if fit and basis_ok else None,
+            "per_10deg_ir_ci_mm": _pair(slope_ci),
+            "ci_level": ev.ci_level,
+            "fit": fit.to_dict() if fit and basis_ok else None,
+            "restricted": restricted,
+            "restricted_below_mm_per_10deg": an.s.gliding.restricted_below_mm_per_10deg,
+            **gv.to_dict(),
+            "reasons": list(gv.reasons),
+            "rule": rule,
             "landmark": an.landmark_kind,
             "direction": "lateral displacement of the nerve relative to the landmark; positive = lateral",
+            "lag": lag.to_dict() | {"applied": bool(lag_ok)},
         },
         "maneuvers": maneuvers,
         "angles": {
             "available": have_angles,
-            "coverage": _f(float(np.isfinite(ang).all(axis=1).mean()) if n else 0.0),
+            "coverage": _f(stream.coverage),
             "n_imu_samples": int(session.get("n_imu", 0)),
+            "lag_s": _f(lag.lag_s, 3) if lag_ok else None,
             "peak_flexion_deg": _f(np.nanmax(ang[:, 0]), 2) if have_angles else None,
             "peak_adduction_deg": _f(np.nanmax(ang[:, 1]), 2) if have_angles else None,
             "peak_internal_rotation_deg": _f(np.nanmax(ang[:, 2]), 2) if have_angles else None,
         },
         "data_quality": {
             "n_frames": n,
+            "frames_total": n,
+            "frames_valid": n_valid,
+            "frames_view_rejected": n - n_valid,
+            "view_score_median": _f(
+                np.median([r.view_score for r in recs if r.view_score is not None])
+            )
+            if any(r.view_score is not None for r in recs)
+            else None,
+            "imu_coverage": _f(stream.coverage),
+            "imu_longest_gap_s": _f(stream.longest_gap_s, 3),
+            "imu_seq_resets": resets,
+            "lag_s": _f(lag.lag_s, 3) if lag_ok else None,
+            "lag_correlation": _f(lag.correlation, 3),
             "duration_s": _f(dur, 3),
             "frame_rate_hz": _f((n - 1) / dur, 3) if dur > 0 else None,
             "nerve_found_fraction": _f(found.mean() if n else 0.0),
@@ -212,12 +381,36 @@ def build_result(an: SessionAnalyzer) -> dict[str, Any]:
             "displacement_mm": [_f(x, 3) for x in lateral],
             "nerve_ap_mm": [_f(r.nerve["ap_mm"], 2) for r in recs],
             "tracking_quality": [_f(x, 3) for x in quality],
+            "view_ok": [bool(r.view_ok) for r in recs],
             "label": labels,
         },
     }
     doc["findings"] = findings(doc)
     doc["limits"] = LIMITS
     return doc
+
+
+TRAINING_DATA = "simulated phantom only"
+CLINICAL_VALIDATION = "not clinically validated"
+
+
+def _model_version(model: dict[str, Any]) -> str | None:
+    if not model:
+        return None
+    parts = [str(model[k]) for k in ("name", "version") if model.get(k)]
+    return " ".join(parts) or None
+
+
+def _pair(ci: tuple[float, float] | None) -> list[float | None] | None:
+    return None if ci is None else [_f(ci[0]), _f(ci[1])]
+
+
+def _calc_confidence(frac: float, lo: float, hi: float, present: bool | None) -> float | None:
+    """How sure the presence call is: the lower bound of the fraction's interval on the
+    side of the call (present: frames with it; absent: frames without it)."""
+    if present is None:
+        return None
+    return lo if present else 1.0 - hi
 
 
 LIMITS = [
@@ -231,68 +424,6 @@ LIMITS = [
     "Thresholds (restricted gliding, CSA difference) are configurable defaults derived from "
     "the literature and a single case report, not validated cut-offs.",
 ]
-
-
-def findings(doc: dict[str, Any]) -> list[str]:
-    """The result in plain words, for the report and the clinician."""
-    out = []
-    nv = doc["nerve"]
-    if nv["ap_diameter_mm"] is None:
-        out.append("The sciatic nerve was not found reliably; no size could be measured.")
-    else:
-        sp = nv["spread"]["ap_diameter_mm"]
-        fi = nv["fascicular_index"]
-        fi_txt = "" if fi is None else f", fascicular index {fi:.2f}"
-        where = (
-            "at rest" if nv["from_neutral_frames"] else "over the whole clip (no rest phase known)"
-        )
-        out.append(
-            f"Sciatic nerve {where}: AP diameter {nv['ap_diameter_mm']:.1f} mm "
-            f"(IQR {sp['p25']:.1f}-{sp['p75']:.1f}, {sp['n']} frames), width "
-            f"{_txt(nv['width_mm'])} mm, CSA {_txt(nv['csa_mm2'])} mm²"
-            f"{fi_txt}."
-        )
-    c = doc["calcification"]
-    if c["present"]:
-        out.append(
-            f"Calcification present: {_txt(c['long_axis_mm'])} mm long x {_txt(c['thickness_mm'])} mm "
-            f"thick, {_txt(c['nerve_distance_mm'])} mm from the nerve."
-        )
-    else:
-        out.append("No calcification detected.")
-    if not doc["angles"]["available"]:
-        out.append(
-            "No clip data: hip angles unknown, so no manoeuvre could be identified and "
-            "gliding against rotation was not assessed."
-        )
-    else:
-        names = sorted({m["name"] for m in doc["maneuvers"] if m["name"] in (FAIR, PIRIFORMIS)})
-        pretty = {FAIR: "FAIR", PIRIFORMIS: "seated piriformis stretch"}
-        out.append(f"Manoeuvres identified: {', '.join(pretty[n] for n in names) or 'none'}.")
-        g = doc["gliding"]
-        if g["excursion_mm"] is not None:
-            r2_txt = "" if g["fit"] is None else f" (r² {g['fit']['r2']:.2f})"
-            out.append(
-                f"Nerve gliding against the {g['landmark']}: up to {g['excursion_mm']:.1f} mm; "
-                f"{_txt(g['per_10deg_ir_mm'], 2)} mm per 10° internal rotation"
-                f"{r2_txt}."
-            )
-        verdict = {
-            True: "Gliding is RESTRICTED",
-            False: "Gliding is free",
-            None: "Gliding could not be judged",
-        }
-        out.append(f"{verdict[g['restricted']]} ({g['rule']}).")
-    q = doc["data_quality"]
-    out.append(
-        f"Data quality: nerve found in {100 * (q['nerve_found_fraction'] or 0):.0f}% of {q['n_frames']} frames, "
-        f"tracked in {100 * (q['tracked_fraction'] or 0):.0f}%, angles for {100 * (doc['angles']['coverage'] or 0):.0f}%."
-    )
-    return out
-
-
-def _txt(v: Any, nd: int = 1) -> str:
-    return "n/a" if v is None else f"{v:.{nd}f}"
 
 
 @functools.cache

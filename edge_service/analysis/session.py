@@ -48,6 +48,10 @@ class FrameFindings:
     calc_present: bool
     calc: dict[str, float]
     step: TrackStep | None
+    # The detector's view / out-of-distribution gate (None = the detector has none).
+    view_ok: bool = True
+    view_score: float | None = None
+    calc_confidence: float = math.nan
 
 
 @dataclass
@@ -148,15 +152,22 @@ class SessionAnalyzer:
         if self.spacing is None:
             self.spacing = frame.spacing_mm
         ang = _angles(angles)
-        nerve = getattr(detection, "nerve", None)
-        calc = getattr(detection, "calcification", None)
+        # Frames the detector's view gate rejects (other anatomy, no contact, frozen, ...)
+        # give no measurement at all; they are counted in data_quality.
+        v = getattr(detection, "view_ok", None)
+        view_ok = True if v is None else bool(v)
+        vs = _num(detection, "view_score")
+        nerve = getattr(detection, "nerve", None) if view_ok else None
+        calc = getattr(detection, "calcification", None) if view_ok else None
         conf = _num(nerve, "confidence")
         found = bool(getattr(nerve, "found", False)) and not (conf < self.s.min_nerve_confidence)
         nvals = {k: _num(nerve, k) if found else math.nan for k in NERVE_KEYS}
         present = bool(getattr(calc, "present", False))
         cvals = {k: _num(calc, k) if present else math.nan for k in CALC_KEYS}
         step = None
-        if self.tracker is not None:
+        if not view_ok:
+            pass  # no tracking update on a frame that is not the view being tracked
+        elif self.tracker is not None:
             step = self.tracker.update(frame.pixels, frame.index, frame.t)
         elif found and self.spacing is not None:
             nmask = getattr(nerve, "mask", None)
@@ -182,7 +193,19 @@ class SessionAnalyzer:
         model = getattr(detection, "model", None)
         if isinstance(model, str) and model and "name" not in self.model:
             self.model["name"] = model
-        rec = FrameFindings(frame.index, frame.t, ang, found, nvals, present, cvals, step)
+        rec = FrameFindings(
+            frame.index,
+            frame.t,
+            ang,
+            found,
+            nvals,
+            present,
+            cvals,
+            step,
+            view_ok,
+            vs if math.isfinite(vs) else None,
+            _num(calc, "confidence") if present else math.nan,
+        )
         self.records.append(rec)
         self._maybe_key(frame, rec, nerve, calc)
         return rec
@@ -252,7 +275,7 @@ def analyze_session(
         from edge_service.detector import Detector  # type: ignore[attr-defined]
 
         detector = Detector.load()
-    timeline = _timeline(d, rec)
+    timeline, imu_seq = _timeline(d, rec)
     meta = rec.meta
     an = SessionAnalyzer(
         meta.side,
@@ -265,6 +288,7 @@ def analyze_session(
             "probe": dict(meta.probe),
             "clip": dict(meta.clip),
             "n_imu": len(timeline) if timeline is not None else 0,
+            "imu_seq": imu_seq,
             "recovered": rec.recovered,
         },
     )
@@ -286,8 +310,9 @@ def analyze_session(
     return result
 
 
-def _timeline(d: Path, rec: Any) -> Any:
-    """The session's angle timeline, or None when there is no clip data.
+def _timeline(d: Path, rec: Any) -> tuple[Any, tuple[list[int], list[float]] | None]:
+    """The session's angle timeline (None when there is no clip data) and the clip's
+    (seq, t) in file order (for reboot detection; None when unknown).
 
     Only the fields the recording contract guarantees (t, seq, flexion/adduction/
     rotation) are required; `status` and `t_dev` are optional and may be in any form.
@@ -300,10 +325,10 @@ def _timeline(d: Path, rec: Any) -> Any:
     except InputError as exc:
         log.warning("%s; reading the readable IMU lines only", exc)
         try:
-            return AngleTimeline.from_jsonl(d / "imu.jsonl")
+            return AngleTimeline.from_jsonl(d / "imu.jsonl"), None
         except InputError as exc2:
             log.warning("%s: %s; analysing without angles", d, exc2)
-            return None
+            return None, None
     rows = []
     bad = 0
     for smp in samples:
@@ -328,18 +353,21 @@ def _timeline(d: Path, rec: Any) -> Any:
         log.warning(
             "%s: no clip data (imu.jsonl missing or empty); manoeuvres cannot be detected", d
         )
-        return None
+        return None, None
+    # In host-time order a reboot shows as the sample counter going back; a file merely
+    # written out of order (another tool) does not.
     rows.sort(key=lambda r: r[0])
+    seq_series = ([r[1] for r in rows], [r[0] for r in rows])
     tl = AngleTimeline(capacity=max(len(rows), 2))
     for t, seq, f, a, r in rows:
         # The timeline's own gap rule decides when an angle is unknown (never made up).
         tl.append(t, seq, 0, f, a, r, 0)
-    return tl
+    return tl, seq_series
 
 
 def _model_info(detector: Any) -> dict[str, Any]:
     info: dict[str, Any] = {}
-    for k in ("name", "version", "sha256", "path"):
+    for k in ("name", "version", "sha256", "path", "training_data"):
         v = getattr(detector, k, None) or getattr(getattr(detector, "seg", None), k, None)
         if isinstance(v, str | int | float):
             info[k] = str(v) if k == "path" else v

@@ -123,6 +123,87 @@ class GlidingRule(BaseModel):
     )
 
 
+class EvidenceSettings(BaseModel):
+    """When a finding counts as measured; below any of these it is `undetermined`.
+
+    Defaults come from the phantom sessions (benchmarks/results/gliding.md and the numbers
+    in docs/analysis.md, "Evidence gates"): genuine sessions of both gliding classes fit with
+    r² >= 0.9 and a clip-probe correlation >= 0.9, while angles shifted by 3 s or shuffled
+    gave r² 0.0-0.4 and correlations below 0.5 (issue 11 reproducers).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_fit_r2: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="pooled displacement-vs-IR fit below this r² = poor_fit (phantom: >= 0.9; "
+        "shuffled or shifted angles: <= 0.4)",
+    )
+    min_angle_coverage: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="fraction of frames (and of each manoeuvre's frames) that need hip angles",
+    )
+    max_angle_gap_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="angles missing this long once the clip had started = clip_lost",
+    )
+    min_tracked_fraction: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="fraction of the manoeuvre frames with a reliable displacement",
+    )
+    min_tracking_quality: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="median tracking quality (block-match NCC) over the manoeuvre frames",
+    )
+    lag_window_s: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=5.0,
+        description="clip-probe lag searched and corrected (+-); capture cards add 0.03-0.3 s",
+    )
+    lag_step_s: float = Field(default=0.02, gt=0.0, description="lag search step")
+    min_lag_correlation: float = Field(
+        default=0.7,
+        ge=0.0,
+        le=1.0,
+        description="|Pearson r| of displacement vs IR at the best lag; below = "
+        "angles_images_inconsistent (phantom: >= 0.95)",
+    )
+    still_range_mm: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="nerve displacement range (p5-p95) below this while the hip rotates = no "
+        "measurable glide (5x the tracker's 0.1 mm RMS error); judged without the lag",
+    )
+    min_valid_frames: int = Field(
+        default=10, ge=1, description="view-valid frames a session needs to be analysable"
+    )
+    min_valid_fraction: float = Field(
+        default=0.3,
+        ge=0.0,
+        le=1.0,
+        description="view-valid fraction of all frames a session needs to be analysable",
+    )
+    min_nerve_frames: int = Field(
+        default=5, ge=1, description="frames with the nerve found needed to report its size"
+    )
+    ci_level: float = Field(
+        default=0.95, gt=0.5, lt=1.0, description="confidence level of the reported intervals"
+    )
+    bootstrap_samples: int = Field(
+        default=400, ge=50, le=10000, description="resamples for the bootstrap intervals"
+    )
+
+
 class AnalysisSettings(BaseModel):
     """Session analysis: tracker, manoeuvre rules, gliding rule and summary choices."""
 
@@ -131,6 +212,7 @@ class AnalysisSettings(BaseModel):
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
     manoeuvres: ManoeuvreSettings = Field(default_factory=ManoeuvreSettings)
     gliding: GlidingRule = Field(default_factory=GlidingRule)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     muscle_offset_mm: float = Field(
         default=8.0,
         gt=0.0,

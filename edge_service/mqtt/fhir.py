@@ -39,6 +39,9 @@ def _get(doc: Mapping[str, Any], path: str) -> Any:
     for part in path.split("."):
         if not isinstance(cur, Mapping) or part not in cur:
             return None
+        # dgs.session-result/1.1: an undetermined finding is never sent as a value.
+        if cur.get("state") == "undetermined":
+            return None
         cur = cur[part]
     return cur
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -25,28 +26,59 @@ log = logging.getLogger(__name__)
 
 
 def read_frames_csv(path: Path) -> list[float]:
-    """Frame epochs by index; a torn last line (crash mid-write) is dropped."""
+    """Frame epochs by index; a torn last line (crash mid-write) is dropped.
+
+    Other tools' files are read within contract 2: a header naming `index` and `t` in any
+    order (extra columns ignored), whitespace around values, or no header (then the first
+    two columns are index,t). Anything else: one InputError naming the file and line.
+    """
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
-    if lines and lines[0].strip().lower().replace(" ", "") == "index,t":
-        lines = lines[1:]
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a text file ({exc.reason})") from exc
+    lines = text.splitlines()
+    ci, ct, first = 0, 1, 0
+    while first < len(lines) and not lines[first].strip():
+        first += 1
+    if first < len(lines):
+        head = [c.strip().strip('"').lower() for c in lines[first].split(",")]
+        if any(c and not _is_number(c) for c in head):
+            if "index" not in head or "t" not in head:
+                raise InputError(
+                    f"{path}: header {lines[first].strip()!r} must name the columns 'index' and 't'"
+                )
+            ci, ct = head.index("index"), head.index("t")
+            first += 1
     times: list[float] = []
-    for n, line in enumerate(lines):
+    for n in range(first, len(lines)):
+        line = lines[n]
         if not line.strip():
             continue
+        cols = [c.strip() for c in line.split(",")]
         try:
-            idx_s, t_s = line.split(",")[:2]
-            idx, t = int(idx_s), float(t_s)
-        except ValueError as exc:
+            idx_f, t = float(cols[ci]), float(cols[ct])
+            if idx_f != int(idx_f) or not math.isfinite(t):
+                raise ValueError("index must be an integer and t finite")
+            idx = int(idx_f)
+        except (ValueError, IndexError) as exc:
             if n == len(lines) - 1:
                 log.warning("%s: dropped torn last line", path)
                 break
-            raise InputError(f"{path}: bad line {n + 2}: {line!r}") from exc
+            raise InputError(f"{path}: line {n + 1}: not 'index,t': {line[:80]!r}") from exc
         if idx != len(times):
-            raise InputError(f"{path}: line {n + 2}: index {idx}, expected {len(times)}")
+            raise InputError(f"{path}: line {n + 1}: index {idx}, expected {len(times)}")
         times.append(t)
     return times
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Recording:

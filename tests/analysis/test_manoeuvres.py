@@ -66,3 +66,28 @@ def test_thresholds_are_settings() -> None:
     t, ang = motion.sample(20.0)
     _, eps = detect(t, ang, ManoeuvreSettings(min_ir_deg=50.0))  # FAIR peaks at 35 deg IR
     assert {e.name for e in eps} == {NEUTRAL, OTHER}
+
+
+def test_protocol_constrains_the_labels() -> None:
+    from edge_service.analysis.manoeuvres import allowed_for
+
+    # A seated piriformis stretch recorded under a FAIR protocol is not listed as one, and
+    # a FAIR repetition under a piriformis protocol is not a FAIR: both become "other".
+    motion = manoeuvre("piriformis")
+    t, ang = motion.sample(20.0)
+    _, eps = detect(t, ang, allowed=allowed_for("fair"))
+    assert {e.name for e in eps} == {NEUTRAL, OTHER}
+    _, eps = detect(t, ang, allowed=allowed_for("piriformis"))
+    assert [e.name for e in eps if e.name != NEUTRAL] == [PIRIFORMIS, PIRIFORMIS]
+    t, ang = manoeuvre("fair").sample(20.0)
+    _, eps = detect(t, ang, allowed=allowed_for("Piriformis seated"))
+    assert PIRIFORMIS not in {e.name for e in eps} and FAIR not in {e.name for e in eps}
+    # A FAIR repetition that starts with the hip still flexed (a short rest) would pass
+    # the seated rule; under the FAIR protocol it is FAIR or other, never piriformis.
+    ang2 = ang.copy()
+    ang2[:, 0] += 65.0
+    labels, _ = detect(t, ang2, allowed=allowed_for("fair"))
+    assert PIRIFORMIS not in labels
+    labels, _ = detect(t, ang2, allowed=allowed_for("custom"))  # unknown protocol: both rules
+    assert PIRIFORMIS in labels
+    assert allowed_for("neutral") == () and allowed_for(None) == (FAIR, PIRIFORMIS)

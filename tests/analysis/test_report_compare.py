@@ -159,3 +159,99 @@ def test_compare_cli_prints_summary_json_and_one_line_errors(
     assert len(err) == 1 and "not JSON" in err[0]
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "nothing")]) == 2
     assert "no result.json" in capsys.readouterr().err
+
+
+def _tiles(page: str) -> dict[str, str]:
+    return dict(re.findall(r'<div class="kpi[^"]*"><span>([^<]+)</span><b>([^<]*)</b></div>', page))
+
+
+@pytest.mark.sim
+def test_report_shows_threshold_repetitions_and_model_statement() -> None:
+    an, _, _ = _run("free-left-ligament")
+    res = an.finish()
+    page = render_report(res, an.key)
+    tiles = _tiles(page)
+    assert tiles["Gliding"] == "free" and tiles["Max excursion"].endswith(("lateral", "medial"))
+    assert not tiles["Max excursion"].startswith("-")
+    # The restricted threshold is drawn on the scatter, in its own legend entry.
+    thr = res["gliding"]["restricted_below_mm_per_10deg"]
+    assert f"restricted below {thr:g} mm/10°" in page
+    assert "simulated phantom only" in page and "not clinically validated" in page
+
+
+@pytest.mark.sim
+def test_report_never_shows_a_number_for_an_undetermined_finding() -> None:
+    an, _, _ = _run("restricted-left-calc")
+    res = an.finish()
+    res = copy.deepcopy(res)
+    g = res["gliding"]
+    # As the analysis writes an undetermined call (numbers kept only as diagnostics).
+    g.update(
+        restricted=None,
+        state="undetermined",
+        reason="angles_images_inconsistent",
+        reason_text="The hip angles do not match the nerve's movement in the images.",
+    )
+    res["nerve"].update(state="undetermined", reason="too_few_nerve_frames", reason_text="Too few.")
+    res["calcification"].update(present=None, state="undetermined", reason_text="Ambiguous.")
+    page = render_report(res, an.key)
+    tiles = _tiles(page)
+    for name in (
+        "Nerve AP",
+        "Nerve CSA",
+        "Calcification",
+        "Max excursion",
+        "Per 10° IR",
+        "Gliding",
+    ):
+        assert tiles[name] == "undetermined", (name, tiles[name])
+    assert "Not determined, and why" in page
+    assert "do not match the nerve&#x27;s movement" in page
+
+
+def test_scatter_colours_repetitions_apart() -> None:
+    from edge_service.analysis.report import REP_COLOURS
+
+    res = {
+        "session_id": "s1",
+        "side": "left",
+        "software": {"version": "x"},
+        "series": {
+            "t0": 0.0,
+            "t_s": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "internal_rotation_deg": [0.0, 30.0, 0.0, 0.0, 30.0, 0.0],
+            "displacement_mm": [0.0, 3.0, 0.0, 0.0, 3.1, 0.0],
+        },
+        "maneuvers": [
+            {
+                "name": "fair",
+                "start_t": 0.0,
+                "end_t": 2.0,
+                "duration_s": 2,
+                "peak_flexion_deg": 1,
+                "peak_adduction_deg": 1,
+                "peak_internal_rotation_deg": 30,
+            },
+            {
+                "name": "fair",
+                "start_t": 3.0,
+                "end_t": 5.0,
+                "duration_s": 2,
+                "peak_flexion_deg": 1,
+                "peak_adduction_deg": 1,
+                "peak_internal_rotation_deg": 30,
+            },
+        ],
+        "gliding": {
+            "restricted": False,
+            "fit": None,
+            "excursion_mm": 3.0,
+            "per_10deg_ir_mm": 1.0,
+            "restricted_below_mm_per_10deg": 0.6,
+        },
+        "nerve": {"ap_diameter_mm": None, "csa_mm2": None},
+        "calcification": {"present": False},
+    }
+    page = render_report(res)
+    assert f'fill="{REP_COLOURS[0]}"' in page and f'fill="{REP_COLOURS[1]}"' in page
+    assert "fair #1" in page and "fair #2" in page

@@ -99,7 +99,9 @@ def test_schema_rejects_broken_documents() -> None:
         (("gliding", "restricted"), "yes"),
         (("side",), "up"),
         (("session_id",), "Jane Doe"),
-        (("calcification", "present"), None),
+        (("calcification", "present"), "maybe"),
+        (("gliding", "excursion_mm"), -0.3),  # 1.1: a magnitude, never negative
+        (("gliding", "reason"), "looked odd"),  # reasons are a closed list of codes
     ):
         bad = copy.deepcopy(good)
         node = bad
@@ -127,7 +129,11 @@ def test_frames_without_detection_are_counted_not_measured() -> None:
     validate(res)
     assert res["data_quality"]["nerve_found_fraction"] == 0
     assert res["nerve"]["ap_diameter_mm"] is None and res["gliding"]["excursion_mm"] is None
-    assert "not detected" in res["gliding"]["rule"]
+    # Four frames are too few to analyse at all, and nothing was tracked: both reasons given.
+    assert res["status"]["analysable"] is False
+    assert res["gliding"]["reasons"][:1] == ["not_analysable"]
+    assert "nerve_not_tracked" in res["gliding"]["reasons"]
+    assert res["nerve"]["state"] == "undetermined" and res["calcification"]["present"] is None
     assert math.isclose(res["data_quality"]["duration_s"], 0.6, abs_tol=1e-6)
     with pytest.raises(InputError, match="side"):
         SessionAnalyzer("middle")
