@@ -47,6 +47,10 @@ class Mahony:
         still_accel_g=0.03,
         still_time_s=0.5,
         bias_tau_s=2.0,
+        still_band_dps=0.5,
+        still_band_g=0.02,
+        bias_learn_s=2.0,
+        still_track_s=1.5,
     ):
         self.kp = kp
         self.ki = ki
@@ -57,9 +61,16 @@ class Mahony:
         self.still_accel_g = still_accel_g
         self.still_time_s = still_time_s
         self.bias_tau_s = bias_tau_s
+        self.still_band_dps = still_band_dps
+        self.still_band_g = still_band_g
+        self.bias_learn_s = bias_learn_s
+        self.still_track_s = still_track_s
         self.q = array("f", (1.0, 0.0, 0.0, 0.0))
         self.bias = array("f", (0.0, 0.0, 0.0))  # deg/s
         self._ei = array("f", (0.0, 0.0, 0.0))
+        # Running means of the raw gyro and the accel over the current still run.
+        self._gm = array("f", (0.0, 0.0, 0.0))
+        self._am = array("f", (0.0, 0.0, 0.0))
         self.reset()
 
     def reset(self):
@@ -68,7 +79,8 @@ class Mahony:
         self._ei[0] = self._ei[1] = self._ei[2] = 0.0
         self.t_s = 0.0
         self.still_s = 0.0
-        self._n_still = 0
+        self._n_still = 0  # samples in the current still run
+        self.bias_s = 0.0  # total still time the bias has been learnt from
         self.flags = FLAG_INITIALISING
         self.accel_rejections = 0
         self._started = False
@@ -94,6 +106,59 @@ class Mahony:
             q[2] /= n
         return True
 
+    def _still(self, gx, gy, gz, ax, ay, az, an, dt):
+        """Stationary detector on raw rates: True once still for still_time_s.
+
+        Still = bias-corrected rate below still_gyro_dps, |a| near 1 g, and both the raw
+        rate and the accel staying within a narrow band of their means over the run. The
+        band is what tells a sensor at rest (rate constant = bias) from a slow rotation
+        (a pelvis swaying at a few deg/s): without it the bias would absorb the rotation."""
+        b = self.bias
+        thr = self.still_gyro_dps
+        if (
+            abs(gx - b[0]) >= thr
+            or abs(gy - b[1]) >= thr
+            or abs(gz - b[2]) >= thr
+            or abs(an - 1.0) >= self.still_accel_g
+        ):
+            self.still_s = 0.0
+            self._n_still = 0
+            return False
+        gm = self._gm
+        am = self._am
+        n = self._n_still
+        band = self.still_band_dps
+        aband = self.still_band_g
+        if n == 0 or (
+            abs(gx - gm[0]) > band
+            or abs(gy - gm[1]) > band
+            or abs(gz - gm[2]) > band
+            or abs(ax - am[0]) > aband
+            or abs(ay - am[1]) > aband
+            or abs(az - am[2]) > aband
+        ):
+            # (Re)start a run at this sample.
+            gm[0], gm[1], gm[2] = gx, gy, gz
+            am[0], am[1], am[2] = ax, ay, az
+            self._n_still = 1
+            self.still_s = dt
+            return False
+        n += 1
+        self._n_still = n
+        k = 1.0 / n
+        gm[0] += k * (gx - gm[0])
+        gm[1] += k * (gy - gm[1])
+        gm[2] += k * (gz - gm[2])
+        am[0] += k * (ax - am[0])
+        am[1] += k * (ay - am[1])
+        am[2] += k * (az - am[2])
+        self.still_s += dt
+        if self.bias_s < self.bias_learn_s:
+            return self.still_s >= self.still_time_s
+        # Once learnt, only a longer rest may move it: a slow sway (0.05-0.3 Hz) stays
+        # within the band for a fraction of a second near its turning points, never 1.5 s.
+        return self.still_s >= self.still_track_s
+
     def update(self, gx, gy, gz, ax, ay, az, dt):
         """One filter step. Returns the status flags (FLAG_*)."""
         if not self._started:
@@ -102,37 +167,24 @@ class Mahony:
             return self.flags
         self.t_s += dt
         bias = self.bias
+        an = math.sqrt(ax * ax + ay * ay + az * az)
+        flags = 0
+        if self._still(gx, gy, gz, ax, ay, az, an, dt):
+            flags |= FLAG_STATIONARY
+            # Learn from samples of a confirmed still run only (the run's first still_time_s
+            # may hold the slow tail of a movement): a plain mean while the bias is first
+            # learnt (converges in the ~3 s neutral stand), then an EMA with bias_tau_s.
+            self.bias_s += dt
+            if self.bias_s < self.bias_learn_s:
+                k = dt / self.bias_s
+            else:
+                k = dt / (self.bias_tau_s + dt)
+            bias[0] += k * (gx - bias[0])
+            bias[1] += k * (gy - bias[1])
+            bias[2] += k * (gz - bias[2])
         gx -= bias[0]
         gy -= bias[1]
         gz -= bias[2]
-        an = math.sqrt(ax * ax + ay * ay + az * az)
-        flags = 0
-        # Stationary detector -> gyro bias (the only source of heading stability).
-        if (
-            abs(gx) < self.still_gyro_dps
-            and abs(gy) < self.still_gyro_dps
-            and abs(gz) < self.still_gyro_dps
-            and abs(an - 1.0) < self.still_accel_g
-        ):
-            self.still_s += dt
-        else:
-            self.still_s = 0.0
-            self._n_still = 0
-        if self.still_s >= self.still_time_s:
-            flags |= FLAG_STATIONARY
-            # Running mean over the still stretch, then an EMA with bias_tau_s: converges
-            # in the ~3 s neutral stand instead of several time constants.
-            self._n_still += 1
-            k = dt / (self.bias_tau_s + dt)
-            if self._n_still * k < 1.0:
-                k = 1.0 / self._n_still
-            # gx is already bias-corrected: the residual is the bias error.
-            bias[0] += k * gx
-            bias[1] += k * gy
-            bias[2] += k * gz
-            gx -= k * gx
-            gy -= k * gy
-            gz -= k * gz
         gx *= DEG2RAD
         gy *= DEG2RAD
         gz *= DEG2RAD
