@@ -1,12 +1,11 @@
-"""Run a script on the committed Cortex-M0 MicroPython image under qemu-system-arm with
-`-icount shift=0` (one guest instruction = 1 ns of virtual time) and convert the port's
-ticks to instructions.
+"""Run scripts on the committed Cortex-M0 MicroPython image under qemu-system-arm with
+`-icount shift=0` (one guest instruction = 1 ns of virtual time).
 
 The qemu port's ticks_us() on Cortex-M reads SysTick assuming a 25 MHz core clock
-(ports/qemu/mcu/arm/ticks.c); QEMU's nRF51 clocks SysTick at 16 MHz of virtual time. So one
-reported microsecond is 25 SysTick counts = 1562.5 ns of virtual time = 1562.5 instructions
-under shift=0. (With shift=1 the same code reports twice the ticks: the count is
-virtual, not host time.)
+(ports/qemu/mcu/arm/ticks.c); QEMU's nRF51 clocks SysTick at 16 MHz of virtual time, so one
+reported microsecond is 1562.5 ns of virtual time = 1562.5 instructions. The benchmark
+measures that scale with an assembler loop (bench_m0budget.insns_per_tick: 1562.2 here);
+with shift=1 the same code reports twice the ticks (virtual, not host, time).
 """
 
 from __future__ import annotations
@@ -19,14 +18,14 @@ import time
 from pathlib import Path
 
 ELF = Path(__file__).resolve().parents[2] / "tools" / "m0" / "micropython-microbit.elf"
-INSNS_PER_TICK = 25 / 16e6 * 1e9  # 1562.5 at -icount shift=0
 
 
 class QemuError(RuntimeError):
     pass
 
 
-def qemu_cmd(elf: Path = ELF, shift: int = 0) -> list[str]:
+def qemu_cmd(elf: Path | None = None, shift: int = 0) -> list[str]:
+    elf = elf or ELF
     return [
         "qemu-system-arm", "-machine", "microbit",
         "-global", "nrf51-soc.flash-size=1048576", "-global", "nrf51-soc.sram-size=262144",
@@ -44,9 +43,11 @@ def available() -> str | None:
     return None
 
 
-def run_chunks(chunks: list[str], timeout_s: float = 600.0, shift: int = 0) -> str:
+def run_chunks(
+    chunks: list[str], timeout_s: float = 600.0, shift: int = 0, elf: Path | None = None
+) -> str:
     """Execute each chunk in the raw REPL (globals persist between chunks); return output."""
-    p = subprocess.Popen(qemu_cmd(shift=shift), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    p = subprocess.Popen(qemu_cmd(elf, shift=shift), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert p.stdin is not None and p.stdout is not None
     fd = p.stdout.fileno()
     deadline = time.monotonic() + timeout_s
