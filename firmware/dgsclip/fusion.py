@@ -67,6 +67,11 @@ class Mahony:
         self.still_track_s = still_track_s
         self.q = array("f", (1.0, 0.0, 0.0, 0.0))
         self.bias = array("f", (0.0, 0.0, 0.0))  # deg/s
+        # Accelerometer bias along gravity at the first rest (g): |a| - 1 there. Only that
+        # component is observable at one pose, and only it is learnt, before calibration:
+        # it does not tilt the neutral pose, but turns into tilt (flexion) error once the
+        # axis is horizontal (thigh flexed 90 deg, pelvis supine).
+        self.abias = array("f", (0.0, 0.0, 0.0))
         self._ei = array("f", (0.0, 0.0, 0.0))
         # Running means of the raw gyro and the accel over the current still run.
         self._gm = array("f", (0.0, 0.0, 0.0))
@@ -121,6 +126,10 @@ class Mahony:
         self.t_s += dt
         bias = self.bias
         bx, by, bz = bias[0], bias[1], bias[2]
+        ab = self.abias
+        ax -= ab[0]
+        ay -= ab[1]
+        az -= ab[2]
         an = math.sqrt(ax * ax + ay * ay + az * az)
         flags = 0
         # -- stationary detector on the raw rates ------------------------------------
@@ -190,6 +199,14 @@ class Mahony:
             by += k * (gy - by)
             bz += k * (gz - bz)
             bias[0], bias[1], bias[2] = bx, by, bz
+            if bs >= self.bias_learn_s and bs - dt < self.bias_learn_s:
+                # Once, as the first learning ends: the run's mean is still uncorrected.
+                am = self._am
+                m0, m1, m2 = am[0], am[1], am[2]
+                mn = math.sqrt(m0 * m0 + m1 * m1 + m2 * m2)
+                e = (mn - 1.0) / mn
+                ab = self.abias
+                ab[0], ab[1], ab[2] = e * m0, e * m1, e * m2
         gx = (gx - bx) * DEG2RAD
         gy = (gy - by) * DEG2RAD
         gz = (gz - bz) * DEG2RAD
