@@ -69,7 +69,7 @@ def run(quick: bool = False) -> str:
         if not native:
             for key, v in r.items():
                 if key.startswith("part:"):
-                    parts.append(f"| {label} | {key[5:]} | {v * k / 1e3:.0f} k |")
+                    parts.append(f"| {label} | {key[5:]} | {v * k:,.0f} |")
     budget = 0.25 * period_ms / 1e3 * RP2040_HZ
     return "\n".join(
         [
@@ -81,7 +81,8 @@ def run(quick: bool = False) -> str:
             "MPU-6050 on a fake I2C bus (registers hold a fixed sample; the fake bus's own",
             "bytecode is measured and subtracted) and a discarding writer.",
             f"Scale: {k:.1f} instructions per port tick, measured with a {SPIN_TURNS}-turn",
-            "2-instruction assembler loop.",
+            "2-instruction assembler loop. (Debian's qemu 7.2 ships no TCG plugins such as",
+            "libinsn.so, hence -icount; the count is of executed guest instructions either way.)",
             "",
             "| configuration | instructions / sample | (fake bus, subtracted) | RP2040 @133 MHz |"
             " share of a core @200 Hz | @100 Hz | heap allocated / sample |",

@@ -164,6 +164,21 @@ part("driver read_into (fake bus incl.)", lambda: imu.read_into(g, a))
 enc = app.enc
 q14 = app.q14
 part("Encoder.sample (frame: CRC + COBS)", lambda: enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
+# The unit everything above is made of: one float multiply of two locals (a new heap box).
+def fmul(n, x, y):
+    for i in range(n):
+        z = x * y
+def fnop(n, x, y):
+    for i in range(n):
+        z = x
+fmul(10, 0.3, 0.7)
+t = time.ticks_us()
+fmul(N * 10, 0.3, 0.7)
+d1 = time.ticks_diff(time.ticks_us(), t)
+t = time.ticks_us()
+fnop(N * 10, 0.3, 0.7)
+d2 = time.ticks_diff(time.ticks_us(), t)
+print("PART one float multiply (boxed result)", (d1 - d2) // 10)
 """
 
 SPIN = r"""

@@ -106,12 +106,12 @@ class Mahony:
         self._n_sum += 1
 
     def window_seed_bias(self):
-        """After an accepted neutral stand: if the stationary detector has not learnt the
-        bias yet (a person who sways or trembles more than its band), take the window's mean
-        raw rate, the start-up offset other AHRS libraries are given. Returns True if used."""
+        """After an accepted neutral stand: if the stationary detector has seen no rest at
+        all (a person who sways or trembles more than its band), take the window's mean raw
+        rate, the start-up offset other AHRS libraries are given. Returns True if used."""
         n = self._n_sum
-        if n == 0 or self.bias_s >= self.bias_learn_s:
-            return False
+        if n == 0 or self.bias_s > 0.0:
+            return False  # some rest was seen: the detector's estimate is better
         g = self._gsum
         b = self.bias
         b[0], b[1], b[2] = g[0] / n, g[1] / n, g[2] / n
