@@ -8,6 +8,11 @@ misalignment (tilt about x/z up to `tilt_max_deg`, yaw about the femur axis up t
 orientation, plus white noise, a constant bias and a random-walk drift; accel = gravity
 seen in the sensor frame (g) plus noise. Linear acceleration of the slow manoeuvres
 (<0.05 g at the thigh clip) is neglected.
+
+With `body=BodyConditions(...)` (edge_service.sim.body) the pelvis moves instead (tilt with
+the calibration swings, wobble during the manoeuvre, optional posture change), each sensor
+gets its own mounting, gyro and accelerometer bias, and the accelerometers see the linear
+acceleration of the point they sit on.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from edge_service.sim import body as _body
 from edge_service.sim.motion import HipMotion, Segment, manoeuvre
 
 
@@ -44,6 +50,9 @@ class ImuSamples:
     pelvis_accel_g: np.ndarray | None = None
     pelvis_mount: Rotation | None = None
     labels: list[str] = field(default_factory=list)
+    # True gyro bias per sample (deg/s; body conditions only), to check the estimators.
+    gyro_bias_dps: np.ndarray | None = None
+    pelvis_gyro_bias_dps: np.ndarray | None = None
 
 
 def hip_rotation(angles_deg: np.ndarray | Sequence[float], side: str) -> Rotation:
@@ -82,10 +91,19 @@ def simulate_imu(
     seed: int = 0,
     noise: ImuNoise | None = None,
     pelvis: bool = False,
+    body: _body.BodyConditions | None = None,
+    manoeuvre_s: float | None = None,
 ) -> ImuSamples:
-    """Raw IMU samples for `motion` (deterministic for a seed)."""
+    """Raw IMU samples for `motion` (deterministic for a seed).
+
+    body: whole-body conditions (moving pelvis, per-sensor biases, linear acceleration);
+    manoeuvre_s: when the manoeuvre starts after the calibration (default: right after
+    the calibration manoeuvre of `with_calibration`)."""
     noise = noise or ImuNoise()
     rng = np.random.default_rng(seed)
+    if body is not None:
+        start = manoeuvre("calibration").duration_s if manoeuvre_s is None else manoeuvre_s
+        return _simulate_body(motion, side, rate_hz, rng, noise, pelvis, body, start)
     t, truth = motion.sample(rate_hz)
     mount = random_mount(rng, noise.tilt_max_deg, noise.yaw_max_deg)
 
@@ -112,6 +130,62 @@ def simulate_imu(
 
         out.pelvis_gyro_dps, out.pelvis_accel_g = corrupt(*_body_signals(pel, t))
         out.pelvis_mount = pmount
+    return out
+
+
+def _simulate_body(
+    motion: HipMotion,
+    side: str,
+    rate_hz: float,
+    rng: np.random.Generator,
+    noise: ImuNoise,
+    pelvis: bool,
+    c: _body.BodyConditions,
+    manoeuvre_s: float,
+) -> ImuSamples:
+    t, truth = motion.sample(rate_hz)
+    n = len(t)
+    m_thigh = _body.mount(rng, c)
+    m_pelvis = _body.mount(rng, c)
+    path = _body.PelvisPath(
+        rng, c, lambda tt: motion.angles(tt)[:, 0], CAL_FUNCTIONAL_S, manoeuvre_s
+    )
+    hip_at = np.asarray(_body.HIP_FROM_PELVIS_M)
+
+    def thigh(tt: np.ndarray) -> Rotation:
+        return path(tt) * hip_rotation(motion.angles(tt), side) * m_thigh
+
+    def thigh_pos(tt: np.ndarray) -> np.ndarray:
+        seg = hip_rotation(motion.angles(tt), side).apply(_body.THIGH_CLIP_M)
+        return path(tt).apply(hip_at + seg)
+
+    def pel(tt: np.ndarray) -> Rotation:
+        return path(tt) * m_pelvis
+
+    def pel_pos(tt: np.ndarray) -> np.ndarray:
+        return path(tt).apply(_body.PELVIS_CLIP_M)
+
+    biases: list[np.ndarray] = []
+
+    def signals(orient, pos) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+        gyro, _ = _body_signals(orient, t)
+        accel = _body.specific_force(orient(t), pos, t, c.linear_accel)
+        g_bias = rng.uniform(-1.0, 1.0, 3) * c.gyro_bias_max_dps
+        a_bias = rng.uniform(-1.0, 1.0, 3) * c.accel_bias_max_g
+        walk = np.cumsum(
+            rng.normal(0.0, noise.gyro_drift_dps_per_sqrt_s / np.sqrt(rate_hz), (n, 3)), axis=0
+        )
+        g = gyro + g_bias + walk + rng.normal(0.0, noise.gyro_noise_dps, (n, 3))
+        a = accel + a_bias + rng.normal(0.0, noise.accel_noise_g, (n, 3))
+        biases.append(g_bias + walk)
+        return g, a
+
+    g, a = signals(thigh, thigh_pos)
+    out = ImuSamples(t, g, a, truth, m_thigh, labels=motion.labels(t), gyro_bias_dps=biases[0])
+    if pelvis:
+        out.pelvis_gyro_dps, out.pelvis_accel_g = signals(pel, pel_pos)
+        out.pelvis_mount = m_pelvis
+        out.pelvis_gyro_bias_dps = biases[1]
     return out
 
 

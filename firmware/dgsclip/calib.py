@@ -225,6 +225,4 @@ class Calibrator:
     def _update_reference(self, cal):
         # Thigh segment at neutral = pelvis segment (hip angles zero at neutral).
         quat.mul_into(cal.pelvis_ref, self._q_thigh, cal.mount)
-        if self.has_pelvis:
-            # pelvis_sensor * pelvis_mount = thigh_segment at neutral
-            quat.conj_mul_into(cal.pelvis_mount, self._q_pelvis, cal.pelvis_ref)
+        # The pelvis sensor's mounting and frame offset: dgsclip.pelvis.PelvisAlign.

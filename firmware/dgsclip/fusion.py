@@ -47,6 +47,10 @@ class Mahony:
         still_accel_g=0.03,
         still_time_s=0.5,
         bias_tau_s=2.0,
+        still_band_dps=0.5,
+        still_band_g=0.02,
+        bias_learn_s=2.0,
+        still_track_s=1.5,
     ):
         self.kp = kp
         self.ki = ki
@@ -57,9 +61,23 @@ class Mahony:
         self.still_accel_g = still_accel_g
         self.still_time_s = still_time_s
         self.bias_tau_s = bias_tau_s
+        self.still_band_dps = still_band_dps
+        self.still_band_g = still_band_g
+        self.bias_learn_s = bias_learn_s
+        self.still_track_s = still_track_s
         self.q = array("f", (1.0, 0.0, 0.0, 0.0))
         self.bias = array("f", (0.0, 0.0, 0.0))  # deg/s
+        # Accelerometer bias along gravity at the first rest (g): |a| - 1 there. Only that
+        # component is observable at one pose, and only it is learnt, before calibration:
+        # it does not tilt the neutral pose, but turns into tilt (flexion) error once the
+        # axis is horizontal (thigh flexed 90 deg, pelvis supine).
+        self.abias = array("f", (0.0, 0.0, 0.0))
         self._ei = array("f", (0.0, 0.0, 0.0))
+        # Running means of the raw gyro and the accel over the current still run.
+        self._gm = array("f", (0.0, 0.0, 0.0))
+        self._am = array("f", (0.0, 0.0, 0.0))
+        self._gsum = array("f", (0.0, 0.0, 0.0))  # raw rate summed over a neutral window
+        self._n_sum = 0
         self.reset()
 
     def reset(self):
@@ -68,10 +86,37 @@ class Mahony:
         self._ei[0] = self._ei[1] = self._ei[2] = 0.0
         self.t_s = 0.0
         self.still_s = 0.0
-        self._n_still = 0
+        self._n_still = 0  # samples in the current still run
+        self.bias_s = 0.0  # total still time the bias has been learnt from
         self.flags = FLAG_INITIALISING
         self.accel_rejections = 0
         self._started = False
+
+    # -- start-up offset from the neutral calibration window ---------------------------
+    def window_start(self):
+        g = self._gsum
+        g[0] = g[1] = g[2] = 0.0
+        self._n_sum = 0
+
+    def window_add(self, gx, gy, gz):
+        g = self._gsum
+        g[0] += gx
+        g[1] += gy
+        g[2] += gz
+        self._n_sum += 1
+
+    def window_seed_bias(self):
+        """After an accepted neutral stand: if the stationary detector has seen no rest at
+        all (a person who sways or trembles more than its band), take the window's mean raw
+        rate, the start-up offset other AHRS libraries are given. Returns True if used."""
+        n = self._n_sum
+        if n == 0 or self.bias_s > 0.0:
+            return False  # some rest was seen: the detector's estimate is better
+        g = self._gsum
+        b = self.bias
+        b[0], b[1], b[2] = g[0] / n, g[1] / n, g[2] / n
+        self.bias_s = self.bias_learn_s
+        return True
 
     def _init_from_accel(self, ax, ay, az):
         # Shortest rotation taking body "up" (the measured accel) to reference +z.
@@ -95,87 +140,151 @@ class Mahony:
         return True
 
     def update(self, gx, gy, gz, ax, ay, az, dt):
-        """One filter step. Returns the status flags (FLAG_*)."""
+        """One filter step. Returns the status flags (FLAG_*).
+
+        Written for MicroPython on FPU-less cores (ARMv6-M): every float result is a heap
+        box and every division a soft-float call, so settings are read once into locals,
+        |x| < t is a chained comparison instead of a call to abs(), normalisations multiply
+        by one reciprocal, and the stationary detector is inlined (no method call).
+        Measured in benchmarks/results/m0budget.md."""
         if not self._started:
             self._started = self._init_from_accel(ax, ay, az)
         if dt <= 0.0:
             return self.flags
         self.t_s += dt
         bias = self.bias
-        gx -= bias[0]
-        gy -= bias[1]
-        gz -= bias[2]
+        bx, by, bz = bias[0], bias[1], bias[2]
+        ab = self.abias
+        ax -= ab[0]
+        ay -= ab[1]
+        az -= ab[2]
         an = math.sqrt(ax * ax + ay * ay + az * az)
         flags = 0
-        # Stationary detector -> gyro bias (the only source of heading stability).
+        # -- stationary detector on the raw rates ------------------------------------
+        # Still = bias-corrected rate below still_gyro_dps, |a| near 1 g, and both the raw
+        # rate and the accel within a narrow band of their means over the run: the band
+        # tells a sensor at rest (rate constant = bias) from a slow rotation (a pelvis
+        # swaying at a few deg/s), which the bias would otherwise absorb.
+        thr = self.still_gyro_dps
+        ath = self.still_accel_g
+        still = False
         if (
-            abs(gx) < self.still_gyro_dps
-            and abs(gy) < self.still_gyro_dps
-            and abs(gz) < self.still_gyro_dps
-            and abs(an - 1.0) < self.still_accel_g
+            -thr < gx - bx < thr
+            and -thr < gy - by < thr
+            and -thr < gz - bz < thr
+            and -ath < an - 1.0 < ath
         ):
-            self.still_s += dt
+            gm = self._gm
+            am = self._am
+            n = self._n_still
+            band = self.still_band_dps
+            aband = self.still_band_g
+            if (
+                n == 0
+                or not -band <= gx - gm[0] <= band
+                or not -band <= gy - gm[1] <= band
+                or not -band <= gz - gm[2] <= band
+                or not -aband <= ax - am[0] <= aband
+                or not -aband <= ay - am[1] <= aband
+                or not -aband <= az - am[2] <= aband
+            ):
+                # (Re)start a run at this sample.
+                gm[0], gm[1], gm[2] = gx, gy, gz
+                am[0], am[1], am[2] = ax, ay, az
+                self._n_still = 1
+                self.still_s = dt
+            else:
+                n += 1
+                self._n_still = n
+                k = 1.0 / n
+                gm[0] += k * (gx - gm[0])
+                gm[1] += k * (gy - gm[1])
+                gm[2] += k * (gz - gm[2])
+                am[0] += k * (ax - am[0])
+                am[1] += k * (ay - am[1])
+                am[2] += k * (az - am[2])
+                st = self.still_s + dt
+                self.still_s = st
+                learnt = self.bias_s >= self.bias_learn_s
+                # Once learnt, only a longer rest may move it: a slow sway (0.05-0.3 Hz)
+                # stays within the band near its turning points, never for 1.5 s.
+                still = st >= (self.still_track_s if learnt else self.still_time_s)
         else:
             self.still_s = 0.0
             self._n_still = 0
-        if self.still_s >= self.still_time_s:
-            flags |= FLAG_STATIONARY
-            # Running mean over the still stretch, then an EMA with bias_tau_s: converges
-            # in the ~3 s neutral stand instead of several time constants.
-            self._n_still += 1
-            k = dt / (self.bias_tau_s + dt)
-            if self._n_still * k < 1.0:
-                k = 1.0 / self._n_still
-            # gx is already bias-corrected: the residual is the bias error.
-            bias[0] += k * gx
-            bias[1] += k * gy
-            bias[2] += k * gz
-            gx -= k * gx
-            gy -= k * gy
-            gz -= k * gz
-        gx *= DEG2RAD
-        gy *= DEG2RAD
-        gz *= DEG2RAD
+        if still:
+            flags = FLAG_STATIONARY
+            # Learn from samples of a confirmed still run only (its first still_time_s may
+            # hold the slow tail of a movement): a plain mean while the bias is first learnt
+            # (converges in the ~3 s neutral stand), then an EMA with bias_tau_s.
+            bs = self.bias_s + dt
+            self.bias_s = bs
+            if bs < self.bias_learn_s:
+                k = dt / bs
+            else:
+                k = dt / (self.bias_tau_s + dt)
+            bx += k * (gx - bx)
+            by += k * (gy - by)
+            bz += k * (gz - bz)
+            bias[0], bias[1], bias[2] = bx, by, bz
+            if bs >= self.bias_learn_s and bs - dt < self.bias_learn_s:
+                # Once, as the first learning ends: the run's mean is still uncorrected.
+                am = self._am
+                m0, m1, m2 = am[0], am[1], am[2]
+                mn = math.sqrt(m0 * m0 + m1 * m1 + m2 * m2)
+                e = (mn - 1.0) / mn
+                ab = self.abias
+                ab[0], ab[1], ab[2] = e * m0, e * m1, e * m2
+        gx = (gx - bx) * DEG2RAD
+        gy = (gy - by) * DEG2RAD
+        gz = (gz - bz) * DEG2RAD
         q = self.q
         qw, qx, qy, qz = q[0], q[1], q[2], q[3]
         initialising = self.t_s < self.init_s
         if initialising:
             flags |= FLAG_INITIALISING
-        if an > 1e-6 and (initialising or abs(an - 1.0) <= self.accel_reject_g):
-            ax /= an
-            ay /= an
-            az /= an
+        rej = self.accel_reject_g
+        if an > 1e-6 and (initialising or -rej <= an - 1.0 <= rej):
+            inv = 1.0 / an
+            ax *= inv
+            ay *= inv
+            az *= inv
             # Reference "up" seen from the body: third row of R(q)^T.
             vx = 2.0 * (qx * qz - qw * qy)
             vy = 2.0 * (qw * qx + qy * qz)
             vz = qw * qw - qx * qx - qy * qy + qz * qz
-            ex = ay * vz - az * vy
-            ey = az * vx - ax * vz
-            ez = ax * vy - ay * vx
             kp = self.kp_init if initialising else self.kp
-            if self.ki > 0.0:
+            ex = kp * (ay * vz - az * vy)
+            ey = kp * (az * vx - ax * vz)
+            ez = kp * (ax * vy - ay * vx)
+            ki = self.ki
+            if ki > 0.0:
                 ei = self._ei
-                ei[0] += self.ki * ex * dt
-                ei[1] += self.ki * ey * dt
-                ei[2] += self.ki * ez * dt
+                kd = ki * dt / kp if kp > 0.0 else 0.0
+                ei[0] += kd * ex
+                ei[1] += kd * ey
+                ei[2] += kd * ez
                 gx += ei[0]
                 gy += ei[1]
                 gz += ei[2]
-            gx += kp * ex
-            gy += kp * ey
-            gz += kp * ez
+            gx += ex
+            gy += ey
+            gz += ez
         else:
             flags |= FLAG_ACCEL_REJECTED
             self.accel_rejections += 1
         h = 0.5 * dt
-        q[0] = qw + h * (-qx * gx - qy * gy - qz * gz)
-        q[1] = qx + h * (qw * gx + qy * gz - qz * gy)
-        q[2] = qy + h * (qw * gy - qx * gz + qz * gx)
-        q[3] = qz + h * (qw * gz + qx * gy - qy * gx)
-        n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-        q[0] /= n
-        q[1] /= n
-        q[2] /= n
-        q[3] /= n
+        gx *= h
+        gy *= h
+        gz *= h
+        w = qw - qx * gx - qy * gy - qz * gz
+        x = qx + qw * gx + qy * gz - qz * gy
+        y = qy + qw * gy - qx * gz + qz * gx
+        z = qz + qw * gz + qx * gy - qy * gx
+        inv = 1.0 / math.sqrt(w * w + x * x + y * y + z * z)
+        q[0] = w * inv
+        q[1] = x * inv
+        q[2] = y * inv
+        q[3] = z * inv
         self.flags = flags
         return flags

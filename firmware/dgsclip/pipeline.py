@@ -11,6 +11,7 @@ from dgsclip import quat
 from dgsclip.calib import Calibration, CalibrationError, Calibrator
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
+from dgsclip.pelvis import PelvisAlign
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
@@ -44,6 +45,7 @@ class Pipeline:
         fusion = fusion or {}
         self.thigh = Mahony(**fusion)
         self.pelvis = Mahony(**fusion) if pelvis else None
+        self.palign = PelvisAlign() if pelvis else None
         self.cal = Calibration()
         self.calibrator = Calibrator()
         self.hip = HipAngles(side)
@@ -59,8 +61,13 @@ class Pipeline:
         """kind: MODE_NEUTRAL or MODE_FUNCTIONAL, collected over the next n_samples."""
         if kind == MODE_NEUTRAL:
             self.calibrator.start_neutral()
+            self.thigh.window_start()
+            if self.pelvis is not None:
+                self.pelvis.window_start()
         elif kind == MODE_FUNCTIONAL:
             self.calibrator.start_functional()
+            if self.palign is not None:
+                self.palign.start_functional()
         else:
             raise ValueError("unknown calibration kind")
         self.mode = kind
@@ -73,8 +80,16 @@ class Pipeline:
         try:
             if kind == MODE_NEUTRAL:
                 self.calibrator.finish_neutral(self.cal)
+                self.thigh.window_seed_bias()
+                if self.pelvis is not None:
+                    self.pelvis.window_seed_bias()
             else:
                 self.calibrator.finish_functional(self.cal)
+                pa = self.palign
+                if pa is not None and pa.n_functional > 0:
+                    pa.finish_functional(self.cal)
+            if self.palign is not None and self.cal.calibrated:
+                self.palign.update_frame(self.cal)
             self.cal_done = (kind, None)
         except CalibrationError as exc:
             self.cal_done = (kind, str(exc))
@@ -95,15 +110,26 @@ class Pipeline:
                 self.calibrator.add_neutral(
                     a[0], a[1], a[2], th.q, pel.q if pel is not None else None
                 )
+                th.window_add(g[0], g[1], g[2])
+                if pel is not None and pg is not None:
+                    self.palign.add_neutral(pel.q)
+                    pel.window_add(pg[0], pg[1], pg[2])
             else:
                 b = th.bias
-                self.calibrator.add_functional(g[0] - b[0], g[1] - b[1], g[2] - b[2])
+                gx, gy, gz = g[0] - b[0], g[1] - b[1], g[2] - b[2]
+                self.calibrator.add_functional(gx, gy, gz)
+                if pel is not None and pg is not None:
+                    pb = pel.bias
+                    self.palign.add_functional(
+                        pg[0] - pb[0], pg[1] - pb[1], pg[2] - pb[2], gx, gy, gz
+                    )
             self._left -= 1
             if self._left <= 0:
                 self._finish_calibration()
         quat.mul_into(self.q_thigh_seg, th.q, cal.mount)
-        if pel is not None and cal.calibrated and self.calibrator.has_pelvis:
-            quat.mul_into(self.q_pelvis_seg, pel.q, cal.pelvis_mount)
+        pa = self.palign
+        if pa is not None and cal.calibrated and pa.ready:
+            pa.segment_into(self.q_pelvis_seg, pel.q, cal)
             self.hip.compute(self.q_pelvis_seg, self.q_thigh_seg)
         else:
             self.hip.compute(cal.pelvis_ref, self.q_thigh_seg)
