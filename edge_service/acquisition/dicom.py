@@ -58,9 +58,9 @@ def _declared_transfer_syntax(p: Path) -> str | None:
             if f.read(132)[128:132] != b"DICM":
                 return None
         meta = pydicom.filereader.read_file_meta_info(str(p))
+        ts = meta.get("TransferSyntaxUID")
     except Exception:  # a garbled meta group is reported by dcmread below
         return None
-    ts = meta.get("TransferSyntaxUID")
     return None if ts is None else str(ts)
 
 

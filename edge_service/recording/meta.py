@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -61,7 +62,7 @@ class SessionMeta:
             raise InputError("protocol must be a non-empty string")
         if self.spacing_mm is not None:
             dx, dy = (float(v) for v in self.spacing_mm)
-            if not (dx > 0 and dy > 0):
+            if not (math.isfinite(dx) and math.isfinite(dy) and dx > 0 and dy > 0):
                 raise InputError(f"spacing_mm must be positive, got {self.spacing_mm!r}")
             self.spacing_mm = (dx, dy)
         if isinstance(self.roi, list | tuple):
@@ -82,16 +83,17 @@ class SessionMeta:
     def from_dict(cls, d: dict[str, Any]) -> SessionMeta:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        extra = dict(kwargs.get("extra") or {})
-        # Keep fields written by a newer minor version instead of dropping them.
-        extra.update({k: v for k, v in d.items() if k not in known})
-        kwargs["extra"] = extra
-        if kwargs.get("spacing_mm") is not None:
-            kwargs["spacing_mm"] = tuple(kwargs["spacing_mm"])
         try:
+            extra = dict(kwargs.get("extra") or {})
+            # Keep fields written by a newer minor version instead of dropping them.
+            extra.update({k: v for k, v in d.items() if k not in known})
+            kwargs["extra"] = extra
+            if kwargs.get("spacing_mm") is not None:
+                kwargs["spacing_mm"] = tuple(kwargs["spacing_mm"])
             return cls(**kwargs)
-        except TypeError as exc:
-            raise InputError(f"session.json is missing fields: {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:
+            # Missing fields, or values of the wrong shape (a number where a list belongs).
+            raise InputError(f"session.json has missing or malformed fields: {exc}") from exc
 
 
 def json_default(o: Any) -> Any:

@@ -28,7 +28,10 @@ def read_frames_csv(path: Path) -> list[float]:
     """Frame epochs by index; a torn last line (crash mid-write) is dropped."""
     if not path.exists():
         return []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if lines and lines[0].strip().lower().replace(" ", "") == "index,t":
         lines = lines[1:]
     times: list[float] = []
@@ -138,6 +141,8 @@ class Recording:
             for f in self._cine.frames():
                 yield Frame(f.pixels, f.t, f.index, f.spacing_mm, f.roi, {"source": "recording"})
             return
+        if not self._records:
+            return  # no cine and no journal: a session that recorded no frame
         jpath = self.path / journal.JOURNAL_NAME
         spacing, roi = self.meta.spacing_mm, self.meta.roi
         for i, (rec, px) in enumerate(

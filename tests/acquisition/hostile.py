@@ -61,9 +61,9 @@ def set_regions(*regions: Dataset) -> Callable[[Dataset], None]:
     return edit
 
 
-def mislabel_deflate(name: str, out: Path) -> Path:
+def mislabel_deflate(name: str | Path, out: Path) -> Path:
     """A plain explicit-VR file whose meta says 'Deflated Explicit VR Little Endian'."""
-    ds = pydicom.dcmread(vendor(name))
+    ds = pydicom.dcmread(vendor(name) if isinstance(name, str) else name)
     fp = DicomBytesIO()
     fp.write(b"\0" * 128 + b"DICM")
     meta = FileMetaDataset(ds.file_meta)
