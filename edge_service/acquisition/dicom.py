@@ -447,7 +447,9 @@ class DicomSource(FrameSource):
         for i, arr in enumerate(self._decoded()):
             if i >= len(self._times):
                 break
-            gray = frame_to_gray(arr, photometric, bits)
+            # The decoded frame is ours alone: convert it in place (memory bound, dicomguard).
+            gray = frame_to_gray(arr, photometric, bits, consume=True)
+            del arr
             count += 1
             yield Frame(gray, self._times[i], i, self._info.spacing_mm, self._info.roi, dict(meta))
         if count < len(self._times):

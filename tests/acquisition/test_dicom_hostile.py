@@ -225,7 +225,7 @@ def test_real_deflated_file_decodes_like_the_original(tmp_path: Path) -> None:
 
 def test_deflate_bomb_refused_within_budget(tmp_path: Path) -> None:
     p = H.deflated("OBXXXX1A.dcm", tmp_path / "defl.dcm")
-    small = DicomBudget(max_frame_bytes=100_000)  # peak bound 200 kB < the 480 kB dataset
+    small = DicomBudget(max_frame_bytes=100_000)  # < the 480 kB inflated dataset
     with pytest.raises(InputError, match="inflates past"):
         DicomSource(p, budget=small)
 
@@ -257,12 +257,34 @@ def test_calibration_error_names_the_source_for_us_calibration() -> None:
         us_calibration(ds, "here")
 
 
+def largest_frame(path: Path, rle: bool = False) -> Path:
+    """One frame of exactly the frame budget: 8192 x 4096 at 16 bits = 64 MiB."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "US"
+    ramp = (np.arange(8192 * 4096, dtype=np.uint32) % 4096).astype(np.uint16)
+    ds.set_pixel_data(ramp.reshape(8192, 4096), "MONOCHROME2", 12)
+    if rle:
+        ds.compress(RLELossless)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def test_peak_memory_within_documented_bound(tmp_path: Path) -> None:
-    """Adversarial inputs and the largest real cine, decoded in a child: tracemalloc peak per
-    input and ru_maxrss growth both stay under 2 x the frame budget (128 MiB); the 120-frame
-    cine (110 MB decoded as a whole) stays near one frame, which shows decoding is lazy."""
+    """Adversarial inputs, the largest real cine and a frame of exactly the budget, decoded in
+    a child: tracemalloc peak per input and ru_maxrss growth stay under the documented bound
+    (3 x the 64 MiB frame budget); hostile headers cost < 2 MiB; the 120-frame cine (110 MB
+    decoded as a whole) stays near a few frames, which shows decoding is lazy."""
     paths = [str(make(tmp_path / f"{name}.dcm")) for name, make, _ in HOSTILE]
     paths.append(str(H.vendor("color3d_jpeg_baseline.dcm")))
+    paths.append(str(largest_frame(tmp_path / "largest.dcm")))
     res = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_memory_child.py")), *paths],
         capture_output=True,
@@ -276,10 +298,12 @@ def test_peak_memory_within_documented_bound(tmp_path: Path) -> None:
     for r in rows:
         assert r["traced_peak"] < bound, r
         assert r["rss_growth"] < bound, r
-    cine = rows[-1]
+    assert all(r["traced_peak"] < 2 << 20 for r in rows[: len(HOSTILE)])
+    cine, largest = rows[-2], rows[-1]
+    assert largest["outcome"] == "ok: 1 frames"
     assert cine["outcome"] == "ok: 120 frames"
     one_frame = 480 * 640 * 3
     # The whole cine decoded at once would be 120 frames (110 MB); lazily it is a few frames
     # plus the compressed bytes pydicom buffers.
     assert cine["traced_peak"] < 16 * one_frame, cine
-    assert all(r["outcome"].startswith("InputError") for r in rows[:-1])
+    assert all(r["outcome"].startswith("InputError") for r in rows[: len(HOSTILE)])
