@@ -142,6 +142,39 @@ def _check_model(cfg: AppConfig) -> list[Problem]:
     return []
 
 
+#: `[source]` keys and the source kinds that read them; a key set for another kind would be
+#: silently ignored by `run`, so it is a problem instead.
+SOURCE_KEYS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "device": ("uvc", "dicom", "video", "folder", "recording"),
+    "crop_px": ("uvc", "video", "folder"),
+    "depth_mm": ("uvc",),
+    "width_mm": ("uvc",),
+    "spacing_mm": ("uvc", "dicom", "video", "folder"),
+    "fps_hz": ("uvc", "folder", "phantom"),
+    "capture_size_px": ("uvc",),
+    "stall_timeout_s": ("uvc",),
+    "reconnect_timeout_s": ("uvc",),
+    "freeze_mad_threshold": ("uvc",),
+    "phantom_manoeuvre": ("phantom",),
+    "phantom_seed": ("phantom",),
+}
+
+
+def _unused_keys(cfg: AppConfig) -> list[Problem]:
+    """Keys set in the file that `run` would not read with this configuration."""
+    out = []
+    kind = cfg.source.kind
+    for key in sorted(cfg.source.model_fields_set - {"kind"}):
+        kinds = SOURCE_KEYS_BY_KIND.get(key)
+        if kinds is not None and kind not in kinds:
+            out.append(
+                Problem(f"source.{key}", f"is not used by kind {kind!r} (only {', '.join(kinds)})")
+            )
+    if not cfg.session.use_clip and cfg.clip.model_fields_set:
+        out.append(Problem("clip", "settings given but [session] use_clip = false"))
+    return out
+
+
 def preflight(cfg: AppConfig, *, check_model: bool = True) -> list[Problem]:
     """Every check `run` would need before acquiring; an empty list means it can start."""
     out: list[Problem] = []
@@ -166,6 +199,7 @@ def preflight(cfg: AppConfig, *, check_model: bool = True) -> list[Problem]:
                 out.append(Problem(key, why))
     out += _check_tls(cfg)
     out += _check_port(cfg)
+    out += _unused_keys(cfg)
     src = cfg.source
     if src.kind in ("dicom", "video", "folder", "recording") and not Path(src.device).exists():
         out.append(Problem("source.device", f"{src.device}: no such file or directory"))

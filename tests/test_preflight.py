@@ -176,6 +176,17 @@ def deep_toml(tmp: Path, s: dict[str, str]) -> str:
     return "nested too deeply"
 
 
+def key_unused_by_kind(tmp: Path, s: dict[str, str]) -> str:
+    s["source"] = 'kind = "phantom"\ndepth_mm = 80\n'  # depth is a uvc setting
+    return "source.depth_mm: is not used by kind 'phantom'"
+
+
+def clip_keys_without_clip(tmp: Path, s: dict[str, str]) -> str:
+    s["session"] += "use_clip = false\n"
+    s["clip"] = "command_timeout_s = 0.4\n"
+    return "clip: settings given but [session] use_clip = false"
+
+
 def binary_config(tmp: Path, s: dict[str, str]) -> str:
     s.clear()
     return "not UTF-8"
@@ -200,6 +211,8 @@ CASES: list[Case] = [
     spacing_inf_depth,
     site_newline,
     deep_toml,
+    key_unused_by_kind,
+    clip_keys_without_clip,
     binary_config,
 ]
 
