@@ -95,8 +95,9 @@ def memory_section() -> str:
         "",
         f"Documented bound: 3 x the {frame >> 20} MiB frame budget = "
         f"{bound >> 20} MiB over the warmed-up baseline (edge_service/acquisition/dicomguard.py). "
-        "`traced` = tracemalloc peak of that input (Python + numpy); `RSS growth` = ru_maxrss "
-        "over the baseline, cumulative in one child (so it bounds every input up to that row). "
+        "`traced` = tracemalloc peak of that input (Python + numpy); `RSS growth` = peak "
+        "resident set of that input over the resident set just before it (VmHWM, reset per input "
+        "through /proc/self/clear_refs; includes the C decoders' buffers). "
         "The real cine decodes to 110 MB as a whole; lazily it peaks near one frame.",
         "",
         "| input | outcome | traced peak MiB | RSS growth MiB | traced / frame budget | within bound |",
