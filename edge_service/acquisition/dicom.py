@@ -430,7 +430,17 @@ class DicomSource(FrameSource):
             # access: its dataset is already inflated in memory (bounded by check_deflated).
             deflated = str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_TS
             src: str | Dataset = ds if deflated else self._path
-            for arr in pydicom.pixels.iter_pixels(src):
+            frames = pydicom.pixels.iter_pixels(src)
+            while True:
+                # pydicom warns about odd-but-decodable data (padding, bad VRs) per frame:
+                # for the debug log, not the user's terminal (one line per error, no noise).
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    arr = next(frames, None)
+                for w in caught:
+                    log.debug("%s: %s", self._path, w.message)
+                if arr is None:
+                    return
                 yield arr if lut is None else lut[arr]
         except InputError:
             raise
