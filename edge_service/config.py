@@ -8,7 +8,9 @@ secrets file named in `[mqtt]` (see docs/mqtt.md).
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +25,7 @@ from edge_service.mqtt.settings import MqttSettings
 
 
 class SessionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     side: Literal["left", "right"] = Field(default="left", description="examined side")
     protocol: Literal["fair", "piriformis", "neutral"] = Field(
@@ -68,20 +70,57 @@ def _format_errors(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+#: A config is a few kB; a huge file is the wrong file (or an attack on the parser).
+MAX_CONFIG_BYTES = 1 << 20
+#: Sections nest 3 deep today; anything far deeper is not a config of ours.
+MAX_DEPTH = 16
+
+
+def _check_values(obj: object, where: str, depth: int = 0) -> None:
+    """Refuse NaN/inf anywhere (TOML allows `nan` and `inf`, which pass `gt=0` checks) and
+    absurd nesting, naming the key."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{where or '(root)'}: nested deeper than {MAX_DEPTH} levels")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{where}: {obj} is not a finite number")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_values(v, f"{where}.{k}" if where else str(k), depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_values(v, f"{where}[{i}]", depth + 1)
+
+
 def load_config(path: str | Path | None) -> AppConfig:
     """Read and validate a TOML config; None gives the embedded defaults."""
     if path is None:
         return AppConfig()
     p = Path(path)
     try:
+        if p.is_file() and p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {p} is over {MAX_CONFIG_BYTES >> 10} KiB")
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text (binary file?)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a config") from None
+    _prefix_errors(p, _check_values, data, "")
     try:
         return AppConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{p}: {_format_errors(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a config") from None
+
+
+def _prefix_errors(p: Path, fn: Callable[..., None], *args: object) -> None:
+    try:
+        fn(*args)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

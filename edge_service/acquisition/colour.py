@@ -16,26 +16,45 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
 
 
-def to_uint8(arr: np.ndarray, bits_stored: int | None = None) -> np.ndarray:
+def to_uint8(
+    arr: np.ndarray, bits_stored: int | None = None, *, consume: bool = False
+) -> np.ndarray:
     """Scale an integer array to uint8 by dropping low bits (no per-frame windowing:
-    that would make brightness depend on the frame's content and break replay)."""
+    that would make brightness depend on the frame's content and break replay).
+
+    Works in the array's own width (never widening to int64: for a 64 MiB 16-bit frame that
+    alone was 512 MiB). consume=True lets it shift `arr` in place (the caller's array is then
+    garbage), so converting one frame costs half a frame more instead of one and a half.
+    """
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype.kind == "f":
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         span = hi - lo if hi > lo else 1.0
         return np.clip((arr - lo) * (255.0 / span), 0, 255).astype(np.uint8)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.uint8) * np.uint8(255)
+    width = arr.dtype.itemsize * 8
     if arr.dtype.kind == "i":
-        arr = arr.astype(np.int64) - int(
-            np.iinfo(arr.dtype).min if bits_stored is None else -(1 << (bits_stored - 1))
-        )
-    bits = bits_stored or arr.dtype.itemsize * 8
+        # Signed -> unsigned of the same width by adding the offset modulo 2**width: exact
+        # for every in-range sample, no wider temporary.
+        utype = np.dtype(f"u{arr.dtype.itemsize}").newbyteorder(arr.dtype.byteorder)
+        offset = 1 << ((bits_stored if bits_stored and bits_stored <= width else width) - 1)
+        arr = arr.view(utype) + utype.type(offset)
+        consume = True  # a fresh array now: ours to modify
+    bits = min(bits_stored or width, width)
     shift = max(bits - 8, 0)
-    return np.clip(arr.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    out = np.right_shift(arr, shift, out=arr if consume and arr.flags.writeable else None)
+    np.minimum(out, 255, out=out)
+    return out.astype(np.uint8)
 
 
-def frame_to_gray(frame: np.ndarray, photometric: str, bits_stored: int | None) -> np.ndarray:
-    """One decoded frame (H,W) or (H,W,3) already in RGB/monochrome space -> (H,W) uint8."""
+def frame_to_gray(
+    frame: np.ndarray, photometric: str, bits_stored: int | None, *, consume: bool = False
+) -> np.ndarray:
+    """One decoded frame (H,W) or (H,W,3) already in RGB/monochrome space -> (H,W) uint8.
+
+    consume=True: `frame` is a temporary the caller no longer needs (converted in place)."""
     if frame.ndim == 3:
         if frame.shape[-1] == 1:
             frame = frame[..., 0]
@@ -45,7 +64,7 @@ def frame_to_gray(frame: np.ndarray, photometric: str, bits_stored: int | None) 
             raise InputError(f"unsupported pixel layout {frame.shape}")
     if frame.ndim != 2:
         raise InputError(f"unsupported pixel layout {frame.shape}")
-    gray = to_uint8(frame, bits_stored)
+    gray = to_uint8(frame, bits_stored, consume=consume)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
     return np.ascontiguousarray(gray)

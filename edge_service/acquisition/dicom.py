@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -22,8 +23,22 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from edge_service.acquisition.colour import frame_to_gray
+from edge_service.acquisition.dicomguard import (
+    DEFAULT_BUDGET,
+    DicomBudget,
+    PixelLayout,
+    check_deflated,
+    check_dicom_pixels,
+    check_layout,
+    safe_get,
+)
 from edge_service.acquisition.frame import Frame, Roi
-from edge_service.acquisition.source import FrameSource, SourceInfo, check_spacing
+from edge_service.acquisition.source import (
+    FrameSource,
+    SourceInfo,
+    check_spacing,
+    spacing_problem,
+)
 from edge_service.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -33,13 +48,32 @@ UNITS_CM = 3
 #: RegionDataType 1 = tissue (B-mode); RegionSpatialFormat 1 = 2D.
 REGION_TISSUE = 1
 SPATIAL_2D = 1
+DEFLATED_TS = "1.2.840.10008.1.2.1.99"
 
 
-def read_dataset(path: str | os.PathLike[str], *, pixels: bool = True) -> Dataset:
+def _declared_transfer_syntax(p: Path) -> str | None:
+    """The file meta's Transfer Syntax UID, read without touching the dataset (or None)."""
+    try:
+        with open(p, "rb") as f:
+            if f.read(132)[128:132] != b"DICM":
+                return None
+        meta = pydicom.filereader.read_file_meta_info(str(p))
+        ts = meta.get("TransferSyntaxUID")
+    except Exception:  # a garbled meta group is reported by dcmread below
+        return None
+    return None if ts is None else str(ts)
+
+
+def read_dataset(
+    path: str | os.PathLike[str], *, pixels: bool = True, budget: DicomBudget = DEFAULT_BUDGET
+) -> Dataset:
     """Read a DICOM file or raise `InputError` with one clear line."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
+    if _declared_transfer_syntax(p) == DEFLATED_TS:
+        # pydicom inflates a deflated dataset whole and raises zlib.error on a false label.
+        check_deflated(p, budget)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -48,8 +82,10 @@ def read_dataset(path: str | os.PathLike[str], *, pixels: bool = True) -> Datase
             ds = pydicom.dcmread(str(p), stop_before_pixels=not pixels, defer_size="2 MB")
     except InvalidDicomError as exc:
         raise InputError(f"{p}: not a DICOM file ({exc})") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        # pydicom reports truncation as EOFError/OSError and garbled headers as ValueError.
+    except MemoryError:
+        raise InputError(f"{p}: a DICOM element claims more memory than exists (corrupt)") from None
+    except Exception as exc:  # pydicom raises many types for corrupt headers
+        # Truncation shows as EOFError/OSError, garbled headers as ValueError/KeyError/...
         raise InputError(f"{p}: truncated or corrupt DICOM ({type(exc).__name__}: {exc})") from exc
     for w in caught:
         # pydicom reads a file cut inside encapsulated pixel data without raising.
@@ -61,53 +97,125 @@ def read_dataset(path: str | os.PathLike[str], *, pixels: bool = True) -> Datase
     return ds
 
 
+def _region_int(reg: Dataset, kw: str) -> int | None:
+    raw = safe_get(reg, kw)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _region_spacing(reg: Dataset, i: int, where: str) -> tuple[tuple[float, float], Roi]:
+    """(dx, dy) mm/px and bounds of one B-mode tissue region, checked, or InputError."""
+    name = f"{where}: SequenceOfUltrasoundRegions[{i}] (B-mode tissue)"
+    out = []
+    for kw in ("PhysicalDeltaX", "PhysicalDeltaY"):
+        raw = safe_get(reg, kw)
+        if raw is None:
+            raise InputError(f"{name}: {kw} is missing")
+        try:
+            cm = float(raw)
+        except (TypeError, ValueError):
+            raise InputError(f"{name}: {kw}={raw!r} is not a number") from None
+        # Some vendors sign the delta by scan direction; the size of a pixel is its magnitude.
+        mm = abs(cm) * 10.0
+        why = spacing_problem(mm)
+        if why is not None:
+            raise InputError(f"{name}: {kw}={raw} cm -> {why}")
+        out.append(mm)
+    try:
+        x0, y0, x1, y1 = (
+            int(reg[kw].value)
+            for kw in (
+                "RegionLocationMinX0",
+                "RegionLocationMinY0",
+                "RegionLocationMaxX1",
+                "RegionLocationMaxY1",
+            )
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{name}: region bounds missing or not numbers ({exc})") from None
+    if not (0 <= x0 <= x1 and 0 <= y0 <= y1):
+        raise InputError(f"{name}: region bounds {x0},{y0}..{x1},{y1} are not ordered")
+    return (out[0], out[1]), Roi(x0, y0, x1 + 1, y1 + 1)
+
+
 def us_calibration(
-    ds: Dataset,
+    ds: Dataset, where: str = "DICOM"
 ) -> tuple[tuple[float, float] | None, Roi | None, str | None]:
     """(spacing_mm, roi, origin) from the Sequence of Ultrasound Regions, else Pixel Spacing.
 
-    Picks the 2-D tissue (B-mode) region with both physical units in cm; when a file has
-    several (dual view), the largest one. Region bounds are inclusive in DICOM, our Roi is
-    half-open.
+    Only a 2-D (RegionSpatialFormat 1) tissue (RegionDataType 1) region calibrates: colour
+    flow, Doppler, M-mode and waveform regions are never used, whatever their units. Both of
+    its physical units must be cm (code 3); a B-mode region marked with no units (0) is
+    uncalibrated and skipped; any other unit is an error. Deltas must be finite, non-zero and
+    give a plausible spacing (`SPACING_MIN_MM`..`SPACING_MAX_MM`), else `InputError` naming the
+    attribute - a broken calibration is never replaced by a guess or by another region.
+    With several B-mode regions (dual view) the largest one is used. When Pixel Spacing is also
+    present and disagrees with the region by more than 2 %, that is an error naming both.
+    Region bounds are inclusive in DICOM, our Roi is half-open.
     """
     best: tuple[int, tuple[float, float], Roi] | None = None
-    for reg in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        try:
-            ux = int(reg.get("PhysicalUnitsXDirection", 0))
-            uy = int(reg.get("PhysicalUnitsYDirection", 0))
-            if ux != UNITS_CM or uy != UNITS_CM:
-                continue  # time/velocity axes (M-mode, Doppler): not a spatial image
-            dtype = int(reg.get("RegionDataType", REGION_TISSUE))
-            fmt = int(reg.get("RegionSpatialFormat", SPATIAL_2D))
-            dx = abs(float(reg.PhysicalDeltaX)) * 10.0
-            dy = abs(float(reg.PhysicalDeltaY)) * 10.0
-            roi = Roi(
-                int(reg.RegionLocationMinX0),
-                int(reg.RegionLocationMinY0),
-                int(reg.RegionLocationMaxX1) + 1,
-                int(reg.RegionLocationMaxY1) + 1,
-            )
-        except (AttributeError, TypeError, ValueError) as exc:
-            log.warning("ignoring malformed ultrasound region: %s", exc)
-            continue
-        if dx <= 0 or dy <= 0:
-            continue
-        score = roi.width * roi.height + (
-            1 << 40 if (dtype, fmt) == (REGION_TISSUE, SPATIAL_2D) else 0
+    regions = safe_get(ds, "SequenceOfUltrasoundRegions") or []
+    for i, reg in enumerate(regions):
+        if (_region_int(reg, "RegionDataType"), _region_int(reg, "RegionSpatialFormat")) != (
+            REGION_TISSUE,
+            SPATIAL_2D,
+        ):
+            continue  # Doppler, colour flow, M-mode, waveform: not a B-mode calibration
+        units = (
+            _region_int(reg, "PhysicalUnitsXDirection"),
+            _region_int(reg, "PhysicalUnitsYDirection"),
         )
-        if best is None or score > best[0]:
-            best = (score, (dx, dy), roi)
+        if units in ((0, 0), (None, None)):
+            log.warning("%s: B-mode region %d has no physical units; not calibrated", where, i)
+            continue
+        if units != (UNITS_CM, UNITS_CM):
+            raise InputError(
+                f"{where}: SequenceOfUltrasoundRegions[{i}] (B-mode tissue) has physical units "
+                f"{units[0]}/{units[1]}, expected 3/3 (cm)"
+            )
+        spacing, roi = _region_spacing(reg, i, where)
+        if best is None or roi.width * roi.height > best[0]:
+            best = (roi.width * roi.height, spacing, roi)
+    pixel_spacing = _pixel_spacing(ds, where)
     if best is not None:
+        if pixel_spacing is not None and not np.allclose(best[1], pixel_spacing, rtol=0.02):
+            raise InputError(
+                f"{where}: conflicting calibration: SequenceOfUltrasoundRegions gives "
+                f"{best[1][0]:.4g} x {best[1][1]:.4g} mm/px, PixelSpacing gives "
+                f"{pixel_spacing[0]:.4g} x {pixel_spacing[1]:.4g} mm/px"
+            )
         return best[1], best[2], "us-regions"
-    ps = ds.get("PixelSpacing")
-    if ps is not None and len(ps) == 2:
-        try:
-            row_mm, col_mm = float(ps[0]), float(ps[1])
-            if row_mm > 0 and col_mm > 0:
-                return (col_mm, row_mm), None, "pixel-spacing"
-        except (TypeError, ValueError):
-            pass
+    if pixel_spacing is not None:
+        return pixel_spacing, None, "pixel-spacing"
     return None, None, None
+
+
+def _pixel_spacing(ds: Dataset, where: str) -> tuple[float, float] | None:
+    """PixelSpacing as (dx, dy) = (column, row) spacing, checked, or None when absent."""
+    ps = safe_get(ds, "PixelSpacing")
+    if ps is None or ps == "":
+        return None
+    vals = list(ps) if isinstance(ps, list | pydicom.multival.MultiValue) else [ps]
+    if len(vals) != 2:
+        raise InputError(f"{where}: PixelSpacing={ps!r} must hold two values (row, column)")
+    for v in vals:
+        why = spacing_problem(v)
+        if why is not None:
+            raise InputError(f"{where}: PixelSpacing={ps!r}: {why}")
+    row_mm, col_mm = float(vals[0]), float(vals[1])
+    return (col_mm, row_mm)
+
+
+def _positive_ms(raw: object) -> float | None:
+    try:
+        v = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def frame_offsets_s(ds: Dataset, n: int) -> tuple[list[float], float | None]:
@@ -115,32 +223,34 @@ def frame_offsets_s(ds: Dataset, n: int) -> tuple[list[float], float | None]:
 
     Frame Time Vector holds increments (first is 0); Frame Time a constant interval;
     Cine Rate / Recommended Display Frame Rate are the fallbacks. Without any, offsets are
-    all zero and fps is None.
+    all zero and fps is None. Values that are not finite and non-negative are ignored (with a
+    warning) rather than turned into NaN times.
     """
-    ftv = ds.get("FrameTimeVector")
+    ftv = safe_get(ds, "FrameTimeVector")
     if ftv is not None:
-        vals = [
-            float(v)
-            for v in (ftv if isinstance(ftv, list | pydicom.multival.MultiValue) else [ftv])
-        ]
-        if len(vals) == n:
+        try:
+            vals = [
+                float(v)
+                for v in (ftv if isinstance(ftv, list | pydicom.multival.MultiValue) else [ftv])
+            ]
+        except (TypeError, ValueError):
+            vals = []
+        if len(vals) == n and all(math.isfinite(v) and v >= 0 for v in vals):
             acc, out = 0.0, []
             for i, v in enumerate(vals):
                 acc += v if i > 0 else 0.0
                 out.append(acc / 1000.0)
             fps = (n - 1) / out[-1] if n > 1 and out[-1] > 0 else None
             return out, fps
-        log.warning("FrameTimeVector has %d values for %d frames; ignored", len(vals), n)
-    interval_ms: float | None = None
-    if ds.get("FrameTime") not in (None, ""):
-        interval_ms = float(ds.FrameTime)
-    else:
+        log.warning("FrameTimeVector unusable (%d values for %d frames); ignored", len(vals), n)
+    interval_ms = _positive_ms(safe_get(ds, "FrameTime"))
+    if interval_ms is None:
         for kw in ("CineRate", "RecommendedDisplayFrameRate"):
-            rate = ds.get(kw)
-            if rate not in (None, "") and float(rate) > 0:
-                interval_ms = 1000.0 / float(rate)
+            rate = _positive_ms(safe_get(ds, kw))
+            if rate is not None:
+                interval_ms = 1000.0 / rate
                 break
-    if interval_ms is None or interval_ms <= 0:
+    if interval_ms is None or not math.isfinite(interval_ms) or interval_ms <= 0:
         return [0.0] * n, None
     return [i * interval_ms / 1000.0 for i in range(n)], 1000.0 / interval_ms
 
@@ -148,32 +258,40 @@ def frame_offsets_s(ds: Dataset, n: int) -> tuple[list[float], float | None]:
 def acquisition_epoch(ds: Dataset) -> float | None:
     """Acquisition start as Unix epoch seconds (a DT without offset is taken as UTC)."""
     text: str | None = None
-    if ds.get("AcquisitionDateTime"):
-        text = str(ds.AcquisitionDateTime)
+    if safe_get(ds, "AcquisitionDateTime"):
+        text = str(safe_get(ds, "AcquisitionDateTime"))
     else:
         for d_kw, t_kw in (
             ("AcquisitionDate", "AcquisitionTime"),
             ("ContentDate", "ContentTime"),
             ("StudyDate", "StudyTime"),
         ):
-            if ds.get(d_kw):
-                text = str(ds.get(d_kw)) + str(ds.get(t_kw) or "")
+            if safe_get(ds, d_kw):
+                text = str(safe_get(ds, d_kw)) + str(safe_get(ds, t_kw) or "")
                 break
     if not text:
         return None
     try:
         dt = pydicom.valuerep.DT(text)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=_dt.UTC)
+        return dt.timestamp()
+    except (ValueError, TypeError, OverflowError, OSError):
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=_dt.UTC)
-    return dt.timestamp()
 
 
-def dicom_info(ds: Dataset, path: str, spacing_mm: tuple[float, float] | None = None) -> SourceInfo:
-    spacing, roi, origin = us_calibration(ds)
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    if roi is not None and rows and cols:
+def dicom_info(
+    ds: Dataset,
+    path: str,
+    spacing_mm: tuple[float, float] | None = None,
+    layout: PixelLayout | None = None,
+) -> SourceInfo:
+    """What the file says about itself; `layout` is the header checked by dicomguard."""
+    if layout is None:
+        layout = check_layout(ds, path)
+    spacing, roi, origin = us_calibration(ds, path)
+    rows, cols = layout.rows, layout.columns
+    if roi is not None:
         # Some vendors (and cropped exports) declare regions past the matrix: clip to it.
         roi = Roi(min(roi.x0, cols), min(roi.y0, rows), min(roi.x1, cols), min(roi.y1, rows))
         if roi.width <= 0 or roi.height <= 0:
@@ -183,30 +301,38 @@ def dicom_info(ds: Dataset, path: str, spacing_mm: tuple[float, float] | None = 
         spacing, origin = user, "user"
     elif spacing is not None and user is not None and not np.allclose(spacing, user, rtol=1e-6):
         log.warning("%s: file spacing %s used; --spacing %s ignored", path, spacing, user)
-    n = int(ds.get("NumberOfFrames") or 1)
+    n = layout.n_frames
     _, fps = frame_offsets_s(ds, n)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     return SourceInfo(
         kind="dicom",
         path=path,
         n_frames=n,
-        width=int(ds.get("Columns") or 0),
-        height=int(ds.get("Rows") or 0),
+        width=cols,
+        height=rows,
         spacing_mm=spacing,
         roi=roi,
         fps_hz=fps,
         transfer_syntax=None if ts is None else f"{ts.name} ({ts})",
-        vendor=str(ds.get("Manufacturer") or "") or None,
-        model=str(ds.get("ManufacturerModelName") or "") or None,
-        photometric=str(ds.get("PhotometricInterpretation") or "") or None,
+        vendor=str(safe_get(ds, "Manufacturer") or "") or None,
+        model=str(safe_get(ds, "ManufacturerModelName") or "") or None,
+        photometric=str(safe_get(ds, "PhotometricInterpretation") or "") or None,
         spacing_origin=origin,
         extra={
-            "modality": str(ds.get("Modality") or ""),
-            "sop_class": str(ds.get("SOPClassUID", "")),
-            "bits_stored": int(ds.get("BitsStored") or 8),
-            "samples_per_pixel": int(ds.get("SamplesPerPixel") or 1),
+            "modality": str(safe_get(ds, "Modality") or ""),
+            "sop_class": str(safe_get(ds, "SOPClassUID", "")),
+            "bits_stored": _bits_stored(ds, layout),
+            "samples_per_pixel": layout.samples_per_pixel,
         },
     )
+
+
+def _bits_stored(ds: Dataset, layout: PixelLayout) -> int:
+    try:
+        bits = int(safe_get(ds, "BitsStored") or layout.bits_allocated)
+    except (TypeError, ValueError):
+        bits = layout.bits_allocated
+    return bits if 1 <= bits <= layout.bits_allocated else layout.bits_allocated
 
 
 class DicomSource(FrameSource):
@@ -214,6 +340,8 @@ class DicomSource(FrameSource):
 
     spacing_mm: the user's spacing, used only when the file has none (a file's own
     calibration wins). t0: epoch of frame 0 (default: the file's acquisition time, else 0).
+    budget: what the file may cost (dicomguard.DicomBudget); frames are decoded one at a
+    time, so peak memory stays within `budget.peak_bytes` of the baseline.
     """
 
     def __init__(
@@ -224,11 +352,18 @@ class DicomSource(FrameSource):
         t0: float | None = None,
         times: list[float] | None = None,
         default_t0: float = 0.0,
+        budget: DicomBudget = DEFAULT_BUDGET,
     ) -> None:
         self._path = str(path)
-        self._ds = read_dataset(self._path)
-        self._info = dicom_info(self._ds, self._path, spacing_mm)
-        n = self._info.n_frames or 1
+        self._ds = read_dataset(self._path, budget=budget)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # The header proves itself against the bytes before anything is allocated for it.
+            self._layout = check_dicom_pixels(self._path, self._ds, budget)
+            self._info = dicom_info(self._ds, self._path, spacing_mm, self._layout)
+        for w in caught:  # pydicom's notes on odd headers: for the debug log, not the user
+            log.debug("%s: %s", self._path, w.message)
+        n = self._layout.n_frames
         offsets, _ = frame_offsets_s(self._ds, n)
         base = t0 if t0 is not None else (acquisition_epoch(self._ds) or default_t0)
         if times is not None and len(times) != n:
@@ -272,20 +407,40 @@ class DicomSource(FrameSource):
         gray = cv2.cvtColor(
             np.ascontiguousarray(rgb.astype(np.uint8).reshape(n, 1, 3)), cv2.COLOR_RGB2GRAY
         )
-        size = 1 << int(ds.get("BitsAllocated") or 8)
+        size = 1 << self._layout.bits_allocated
         pos = np.clip(np.arange(size) - first, 0, n - 1)
         return np.ascontiguousarray(gray.reshape(n)[pos])
 
     def _decoded(self) -> Iterator[np.ndarray]:
         ds = self._ds
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+        photometric = str(safe_get(ds, "PhotometricInterpretation", "MONOCHROME2"))
         try:
             lut = None
             if photometric == "PALETTE COLOR":
+                if self._layout.bits_allocated not in (8, 16):
+                    # The gray table has 2**BitsAllocated entries: 32 bits would be 4 G.
+                    raise InputError(
+                        f"{self._path}: PALETTE COLOR with BitsAllocated="
+                        f"{self._layout.bits_allocated} (must be 8 or 16)"
+                    )
                 if self._gray_lut is None:
                     self._gray_lut = self._palette_gray_lut()
                 lut = self._gray_lut
-            for arr in pydicom.pixels.iter_pixels(self._path):
+            # Frames one at a time straight from the file. A deflated file has no per-frame
+            # access: its dataset is already inflated in memory (bounded by check_deflated).
+            deflated = str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_TS
+            src: str | Dataset = ds if deflated else self._path
+            frames = pydicom.pixels.iter_pixels(src)
+            while True:
+                # pydicom warns about odd-but-decodable data (padding, bad VRs) per frame:
+                # for the debug log, not the user's terminal (one line per error, no noise).
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    arr = next(frames, None)
+                for w in caught:
+                    log.debug("%s: %s", self._path, w.message)
+                if arr is None:
+                    return
                 yield arr if lut is None else lut[arr]
         except InputError:
             raise
@@ -302,7 +457,9 @@ class DicomSource(FrameSource):
         for i, arr in enumerate(self._decoded()):
             if i >= len(self._times):
                 break
-            gray = frame_to_gray(arr, photometric, bits)
+            # The decoded frame is ours alone: convert it in place (memory bound, dicomguard).
+            gray = frame_to_gray(arr, photometric, bits, consume=True)
+            del arr
             count += 1
             yield Frame(gray, self._times[i], i, self._info.spacing_mm, self._info.roi, dict(meta))
         if count < len(self._times):

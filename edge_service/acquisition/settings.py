@@ -18,7 +18,7 @@ class SourceSettings(BaseModel):
     > `depth_mm` (live sources). With none of them there is no mm measurement.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: SourceKind = Field(
         default="uvc", description="uvc | dicom | video | folder | recording | phantom"
@@ -68,8 +68,12 @@ class SourceSettings(BaseModel):
     @field_validator("spacing_mm")
     @classmethod
     def _positive_spacing(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
-        if v is not None and (v[0] <= 0 or v[1] <= 0):
-            raise ValueError("spacing_mm values must be > 0")
+        from edge_service.acquisition.source import spacing_problem
+
+        for axis, val in zip(("dx", "dy"), v or (), strict=False):
+            why = spacing_problem(val)
+            if why is not None:
+                raise ValueError(f"spacing_mm {axis}: {why}")
         return v
 
     @field_validator("crop_px")

@@ -72,18 +72,46 @@ class FrameSource(abc.ABC):
         self.close()
 
 
-def check_spacing(spacing_mm: tuple[float, float] | None) -> tuple[float, float] | None:
-    """Validate a user/device spacing: two positive finite numbers in mm/px."""
-    if spacing_mm is None:
-        return None
+#: Plausible ultrasound pixel spacing in mm/px, for every source (file, user, probe depth).
+#: 0.01 mm/px is a high-frequency linear probe (~0.1 mm resolution) zoomed ~10x; 2 mm/px is
+#: a 30 cm deep abdominal sector shown on ~150 px. A value outside is a unit error (mm given
+#: as cm or m, a corrupt header), never a real image, and would give a wrong mm result.
+SPACING_MIN_MM = 0.01
+SPACING_MAX_MM = 2.0
+
+
+def spacing_problem(value: object) -> str | None:
+    """Why one spacing value (mm/px) is unusable, or None when it is plausible."""
     import math
 
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return f"{value!r} is not a number"
+    if not math.isfinite(v):
+        return f"{v} is not finite"
+    if v <= 0:
+        return f"{v} is not positive"
+    if not SPACING_MIN_MM <= v <= SPACING_MAX_MM:
+        return (
+            f"{v:.6g} mm/px is outside the plausible ultrasound range "
+            f"{SPACING_MIN_MM}..{SPACING_MAX_MM} mm/px"
+        )
+    return None
+
+
+def check_spacing(spacing_mm: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Validate a user/device spacing: two finite, positive, plausible numbers in mm/px."""
+    if spacing_mm is None:
+        return None
     from edge_service.errors import InputError
 
     try:
-        dx, dy = (float(v) for v in spacing_mm)
+        dx, dy = spacing_mm
     except (TypeError, ValueError) as exc:
         raise InputError(f"spacing must be two numbers in mm/px, got {spacing_mm!r}") from exc
-    if not (math.isfinite(dx) and math.isfinite(dy) and dx > 0 and dy > 0):
-        raise InputError(f"spacing must be positive mm/px, got {spacing_mm!r}")
-    return (dx, dy)
+    for axis, v in (("dx", dx), ("dy", dy)):
+        why = spacing_problem(v)
+        if why is not None:
+            raise InputError(f"spacing {axis}: {why} (must be positive mm/px)")
+    return (float(dx), float(dy))

@@ -37,6 +37,10 @@ def build_parser(prog: str, description: str, modules: Sequence[str]) -> argpars
 def setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # pydicom logs every decoder failure at ERROR with a traceback before raising; we
+        # turn the raise into one clear line, so its log is only useful when debugging.
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def run_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

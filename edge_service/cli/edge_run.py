@@ -38,6 +38,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def _validate_config(cfg: AppConfig, path: Path | None) -> int:
+    """Every check `run` makes before acquiring; one line per problem naming the key."""
+    import sys
+
+    from edge_service.preflight import preflight
+
+    problems = preflight(cfg)
+    if problems:
+        for p in problems:
+            print(f"dgs-edge: error: {p}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    print(f"config OK: {path or '(embedded defaults)'}")
+    return 0
+
+
 def _bounded(frames: Iterator[Frame], stop: threading.Event, max_s: float) -> Iterator[Frame]:
     end = time.monotonic() + max_s
     for f in frames:
@@ -49,13 +65,15 @@ def _bounded(frames: Iterator[Frame], stop: threading.Event, max_s: float) -> It
 def run(args: argparse.Namespace) -> int:
     cfg: AppConfig = load_config(args.config)
     if args.validate_config:
-        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        print(f"config OK: {args.config or '(embedded defaults)'}")
-        return 0
+        return _validate_config(cfg, args.config)
+    from edge_service.preflight import analysis_for, load_detector, require_preflight
+
+    # The checks --validate-config makes, so a bad file or directory is one line, not a
+    # traceback halfway through a session (the model is checked by loading it below).
+    require_preflight(cfg, check_model=False)
     from edge_service.acquisition.factory import open_source
     from edge_service.clip.link import ClipLink
     from edge_service.clip.timeline import AngleTimeline
-    from edge_service.detector import Detector
     from edge_service.mqtt import MqttSettings, Publisher
     from edge_service.pipeline import run_session
     from edge_service.recording import SessionMeta
@@ -71,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     s = cfg.session
     s.state_dir.mkdir(parents=True, exist_ok=True)
-    detector = Detector.load(
-        cfg.detector.model_path, threads=cfg.detector.threads
-    )  # fail fast on a bad model
+    detector = load_detector(cfg)  # fail fast on a bad model; every [detector] key applied
     mqtt_s: MqttSettings = cfg.mqtt
     pub = Publisher(mqtt_s, s.state_dir / "outbox.sqlite")
     pub.start(status={"mode": "service"})
@@ -116,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
                     link=link,
                     publisher=pub,
                     pace=cfg.source.kind == "phantom",
+                    analyze=analysis_for(cfg),
                 )
             print(
                 f"session {meta.session_id}: {out} "

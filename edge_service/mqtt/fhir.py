@@ -46,6 +46,16 @@ def _get(doc: Mapping[str, Any], path: str) -> Any:
     return cur
 
 
+def _num(v: Any) -> float | None:
+    """A JSON number as float; None for anything else (bools, text, ints too big for float)."""
+    if not isinstance(v, int | float) or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except OverflowError:
+        return None
+
+
 def _entry(resource: dict[str, Any], key: str) -> dict[str, Any]:
     ident = resource["identifier"][0]
     return {
@@ -96,23 +106,24 @@ def bundle(site: str, device: str, session_id: str, result: Mapping[str, Any]) -
         obs_entries.append(_entry(res, f"{base}/{code}"))
 
     for path, code, display, unit in QUANTITIES:
-        v = _get(result, path)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            q = {"value": float(v), "unit": unit, "system": UCUM, "code": unit}
+        v = _num(_get(result, path))
+        if v is not None:
+            q = {"value": v, "unit": unit, "system": UCUM, "code": unit}
             obs(code, display, {"valueQuantity": q})
     for path, code, display in FLAGS:
         v = _get(result, path)
         if isinstance(v, bool):
             obs(code, display, {"valueBoolean": v})
-    for i, m in enumerate(result.get("maneuvers") or []):
+    mans = result.get("maneuvers")
+    for i, m in enumerate(mans if isinstance(mans, list) else []):
         if not isinstance(m, Mapping):
             continue
         peaks = m
         comps = [
             {"code": _code(code, code.replace("-", " ")),
-             "valueQuantity": {"value": float(peaks[k]), "unit": "deg", "system": UCUM, "code": "deg"}}
+             "valueQuantity": {"value": _num(peaks[k]), "unit": "deg", "system": UCUM, "code": "deg"}}
             for k, code in ANGLES
-            if isinstance(peaks.get(k), int | float)
+            if _num(peaks.get(k)) is not None
         ]  # fmt: skip
         if comps:
             name = str(m.get("name", "manoeuvre"))

@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Topic segments must be safe MQTT levels and carry no personal data: a short slug only.
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# fullmatch, never match with `$`: `$` also matches before a trailing newline.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class TlsSettings(BaseModel):
@@ -71,7 +72,7 @@ class MqttSettings(BaseModel):
     @field_validator("site", "device")
     @classmethod
     def _slug(cls, v: str) -> str:
-        if not _SEGMENT.match(v):
+        if not _SEGMENT.fullmatch(v):
             raise ValueError("must be a short slug [A-Za-z0-9_.-] (no '/', '+', '#', spaces)")
         return v
 
@@ -88,6 +89,12 @@ class MqttSettings(BaseModel):
         parts = urlsplit(v)
         if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
             raise ValueError("url must look like mqtt://host:port or mqtts://host:port")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"port in {v!r} must be a number 1..65535") from None
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"port {port} outside 1..65535")
         if parts.username or parts.password:
             # Credentials in a URL end up in shell history, process lists and logs.
             raise ValueError("put credentials in the environment or secrets_file, not the URL")

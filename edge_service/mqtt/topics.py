@@ -7,7 +7,9 @@ import re
 ROOT = "dgs/v1"
 SCHEMA_VERSION = "1"
 # Pseudonymous session ids only: they must not be able to hold a name or an MRN with spaces.
-_SESSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# fullmatch, never match with `$`: `$` also matches before a trailing newline, and the
+# broker drops a client whose topic holds one.
+_SESSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def base(site: str, device: str) -> str:
@@ -23,7 +25,7 @@ def live(site: str, device: str, stream: str) -> str:
 
 
 def check_session_id(session_id: str) -> str:
-    if not _SESSION.match(session_id):
+    if not _SESSION.fullmatch(session_id):
         raise ValueError(
             f"session id {session_id!r} is not a pseudonymous slug [A-Za-z0-9_-], max 64 chars"
         )

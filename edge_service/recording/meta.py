@@ -152,7 +152,8 @@ class SessionMeta:
             raise InputError(f"{where}: field {exc.field!r}: {exc.problem}") from exc
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from exc
-        except TypeError as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
+            # Missing fields, or values of the wrong shape (a number where a list belongs).
             raise InputError(f"{where}: missing or unusable fields ({exc})") from exc
 
 

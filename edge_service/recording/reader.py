@@ -35,7 +35,7 @@ def read_frames_csv(path: Path) -> list[float]:
     if not path.exists():
         return []
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not a text file ({exc.reason})") from exc
     lines = text.splitlines()
@@ -170,6 +170,8 @@ class Recording:
             for f in self._cine.frames():
                 yield Frame(f.pixels, f.t, f.index, f.spacing_mm, f.roi, {"source": "recording"})
             return
+        if not self._records:
+            return  # no cine and no journal: a session that recorded no frame
         jpath = self.path / journal.JOURNAL_NAME
         spacing, roi = self.meta.spacing_mm, self.meta.roi
         for i, (rec, px) in enumerate(

@@ -201,7 +201,7 @@ def test_no_spacing_refused_unless_user_gives_it() -> None:
     user = DicomSource(path, spacing_mm=(0.3, 0.3))
     assert user.info.spacing_mm == (0.3, 0.3) and user.info.spacing_origin == "user"
     # The file's own calibration always wins over a user guess.
-    own = DicomSource(get_testdata_file("OBXXXX1A.dcm"), spacing_mm=(9.0, 9.0))
+    own = DicomSource(get_testdata_file("OBXXXX1A.dcm"), spacing_mm=(1.5, 1.5))
     assert own.info.spacing_mm == pytest.approx((0.26228787, 0.26228787))
     with pytest.raises(InputError, match="positive"):
         DicomSource(path, spacing_mm=(0.0, 0.3))
