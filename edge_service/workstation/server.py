@@ -1,0 +1,86 @@
+"""Run the workstation app on uvicorn: in the foreground (CLI) or on a thread (tests, bench)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from edge_service.errors import DeviceError
+from edge_service.live.service import LiveService
+from edge_service.workstation.app import create_app
+from edge_service.workstation.settings import WorkstationSettings
+
+log = logging.getLogger(__name__)
+
+
+def _config(service: LiveService, ws: WorkstationSettings, port: int | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(service, ws),
+        host=ws.host,
+        port=ws.port if port is None else port,
+        ssl_certfile=str(ws.tls_certfile) if ws.tls_certfile else None,
+        ssl_keyfile=str(ws.tls_keyfile) if ws.tls_keyfile else None,
+        log_level="warning",
+        ws="websockets-sansio",
+        lifespan="on",
+        access_log=False,
+    )
+
+
+class BackgroundServer:
+    """uvicorn on a daemon thread; `.url` once started (port 0 = an ephemeral port)."""
+
+    def __init__(self, service: LiveService, ws: WorkstationSettings, port: int | None = None):
+        self.server = uvicorn.Server(_config(service, ws, port))
+        self.ws = ws
+        self.thread = threading.Thread(target=self.server.run, name="workstation", daemon=True)
+
+    def start(self, timeout_s: float = 15.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise DeviceError(f"the workstation could not listen on {self.ws.host}")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        sock = self.server.servers[0].sockets[0]
+        return int(sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.ws.tls_certfile else "http"
+        return f"{scheme}://{self.ws.host}:{self.port}"
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+
+
+def serve_forever(service: LiveService, ws: WorkstationSettings, on_ready: Any = None) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles them); the running session is ended
+    cleanly (recorded, analysed) before returning."""
+    server = uvicorn.Server(_config(service, ws))
+
+    async def _startup_hook() -> None:
+        if on_ready is not None:
+            sock = server.servers[0].sockets[0]
+            on_ready(sock.getsockname()[1])
+
+    orig = server.startup
+
+    async def startup(sockets: Any = None) -> None:
+        await orig(sockets)
+        await _startup_hook()
+
+    server.startup = startup  # type: ignore[method-assign]
+    try:
+        server.run()
+    finally:
+        service.close()
