@@ -174,7 +174,7 @@ class LiveService:
         with self._lock:
             return self._get(sid)
 
-    def list(self) -> list[SessionEntry]:
+    def sessions(self) -> list[SessionEntry]:
         with self._lock:
             return sorted(self._sessions.values(), key=lambda e: e.started_t, reverse=True)
 
@@ -349,7 +349,11 @@ class LiveService:
                 result = an.finish()
                 old = e.result() or {}
                 result.setdefault("data_quality", {}).update(
-                    {k: v for k, v in (old.get("data_quality") or {}).items() if k not in result["data_quality"]}  # fmt: skip
+                    {
+                        k: v
+                        for k, v in (old.get("data_quality") or {}).items()
+                        if k not in result["data_quality"]
+                    }
                 )
                 write_json_atomic(e.path / "result.json", result)
                 write_report(e.path / "report.html", result, an.key)
@@ -451,9 +455,11 @@ class LiveService:
         if kind == "state":
             with self._lock:
                 e = self._sessions.get(payload["id"])
-                if e is not None and e.state not in ("done", "failed"):
-                    if not (e.state == "analysing" and payload["state"] == "acquiring"):
-                        e.state = payload["state"]
+                final = e is None or e.state in ("done", "failed")
+                # after stop() the entry says "analysing"; a late "acquiring" is stale
+                stale = e is not None and e.state == "analysing" and payload["state"] == "acquiring"
+                if e is not None and not final and not stale:
+                    e.state = payload["state"]
         if kind == "overlay" and self.publisher is not None:
             self._mqtt_live(payload)
         with self._lock:

@@ -426,7 +426,9 @@ class LiveSession:
         img = cv2.cvtColor(key.pixels, cv2.COLOR_GRAY2BGR)
         for contour, colour in ((key.nerve_contour, (113, 204, 46)), (key.calc_contour, (18, 156, 243))):  # fmt: skip
             if contour is not None and len(contour) >= 3:
-                cv2.polylines(img, [np.asarray(contour, np.int32).reshape(-1, 1, 2)], True, colour, 2)
+                cv2.polylines(
+                    img, [np.asarray(contour, np.int32).reshape(-1, 1, 2)], True, colour, 2
+                )
         cv2.imwrite(str(self.out_dir / "keyframe.png"), img)
 
     def trace(self) -> list[tuple[float, float]]:

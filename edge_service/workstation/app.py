@@ -10,6 +10,7 @@ thread) at most `view_fps_max` times a second, whatever the number of viewers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -247,7 +248,7 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
 
     @app.get("/api/v1/sessions", summary="all sessions, newest first")
     async def sessions() -> dict[str, Any]:
-        return {"sessions": [e.summary() for e in service.list()]}
+        return {"sessions": [e.summary() for e in service.sessions()]}
 
     @app.get("/api/v1/sessions/{sid}", summary="state, result (when done), report URL")
     async def get_session(sid: str) -> dict[str, Any]:
@@ -318,10 +319,8 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
 
         def put(item: Any) -> None:
             if q.full():  # a slow viewer skips old events instead of growing a backlog
-                try:
+                with contextlib.suppress(asyncio.QueueEmpty):
                     q.get_nowait()
-                except asyncio.QueueEmpty:
-                    pass
             q.put_nowait(item)
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:

@@ -73,7 +73,9 @@ def serve_run(cfg: Any) -> int:
         serve_forever(
             service,
             ws,
-            on_ready=lambda p: print(f"dgs-edge workstation on {scheme}://{ws.host}:{p}/", flush=True),
+            on_ready=lambda p: print(
+                f"dgs-edge workstation on {scheme}://{ws.host}:{p}/", flush=True
+            ),
         )
     finally:
         pub.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import Any
@@ -17,7 +18,9 @@ from edge_service.workstation.settings import WorkstationSettings
 log = logging.getLogger(__name__)
 
 
-def _config(service: LiveService, ws: WorkstationSettings, port: int | None = None) -> uvicorn.Config:
+def _config(
+    service: LiveService, ws: WorkstationSettings, port: int | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(service, ws),
         host=ws.host,
@@ -64,23 +67,26 @@ class BackgroundServer:
 
 
 def serve_forever(service: LiveService, ws: WorkstationSettings, on_ready: Any = None) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles them); the running session is ended
-    cleanly (recorded, analysed) before returning."""
-    server = uvicorn.Server(_config(service, ws))
+    """Serve until SIGINT/SIGTERM; a running session is ended cleanly (recorded, analysed)
+    before returning. uvicorn runs on a thread so the signals stay ours (uvicorn re-raises
+    a captured Ctrl-C as a traceback when it owns them)."""
+    stop = threading.Event()
 
-    async def _startup_hook() -> None:
-        if on_ready is not None:
-            sock = server.servers[0].sockets[0]
-            on_ready(sock.getsockname()[1])
+    def on_signal(signum: int, frame: Any) -> None:
+        log.warning("signal %d: stopping the workstation", signum)
+        stop.set()
 
-    orig = server.startup
-
-    async def startup(sockets: Any = None) -> None:
-        await orig(sockets)
-        await _startup_hook()
-
-    server.startup = startup  # type: ignore[method-assign]
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    bg = BackgroundServer(service, ws)
     try:
-        server.run()
+        bg.start()
+        if on_ready is not None:
+            on_ready(bg.port)
+        while not stop.wait(0.5):
+            if not bg.thread.is_alive():
+                raise DeviceError("the workstation web server stopped unexpectedly")
     finally:
         service.close()
+        bg.stop()
+        for sig, h in old.items():
+            signal.signal(sig, h)
