@@ -328,7 +328,7 @@ class LiveService:
                 raise Conflict(f"session {sid} is {e.state}; relabel it when it is analysed")
             if e.published:
                 raise Conflict(f"session {sid} is already published; it cannot be relabelled")
-            meta = read_meta(e.path)
+            meta = read_meta(e.path / "session.json")
             if side is not None:
                 meta.side = side
                 e.side = side
@@ -381,7 +381,7 @@ class LiveService:
                 self.publisher.result(sid, result)
                 self.publisher.event(sid, "ended", {"frames": result.get("data_quality", {}).get("n_frames")})  # fmt: skip
             e.published = True
-            meta = read_meta(e.path)
+            meta = read_meta(e.path / "session.json")
             ws = dict(meta.extra.get("workstation") or {})
             ws["published"] = True
             meta.extra["workstation"] = ws

@@ -17,6 +17,7 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,7 +127,15 @@ class FrameFanout:
 
 
 def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
+    fanout = FrameFanout(settings.view_fps_max, settings.jpeg_quality)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        fanout.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="dgs-edge workstation",
         version=__version__,
         description=(
@@ -135,7 +144,6 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
         ),
     )
     logins: set[str] = set()
-    fanout = FrameFanout(settings.view_fps_max, settings.jpeg_quality)
     app.state.fanout = fanout
     app.state.service = service
 
@@ -368,9 +376,5 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
             rd.cancel()
             service.unsubscribe(on_event, frames=want_frames)
             fanout.remove(on_jpeg)
-
-    @app.on_event("shutdown")
-    async def _shutdown() -> None:
-        fanout.close()
 
     return app
