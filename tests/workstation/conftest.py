@@ -79,7 +79,7 @@ def make_workstation(tmp_path: Path, detector: Any) -> Iterator[Callable[..., Wo
             detector,
             ServiceSettings(
                 recordings_dir=root / "recordings", hold_results=hold_results, min_free_disk_mb=1.0
-            ),  # fmt: skip
+            ),
             publisher=publisher,
         )
         ws = ws or WorkstationSettings(enabled=True, port=0)

@@ -38,7 +38,7 @@ def test_lan_binding_requires_a_token() -> None:
         WorkstationSettings(tls_certfile=Path("cert.pem"))
     ok = WorkstationSettings(host="0.0.0.0", token_hash=hash_token(TOKEN))
     assert ok.host == "0.0.0.0"
-    with pytest.raises(ValidationError, match="unknown|extra"):
+    with pytest.raises(ValidationError, match=r"unknown|extra"):
         AppConfig.model_validate({"workstation": {"prot": 1}})
 
 

@@ -146,7 +146,7 @@ def test_live_stream_survives_a_browser_that_goes_away(make_workstation: Any) ->
         while (len(overlays) < 5 or images < 3) and time.monotonic() < deadline:
             m = ws.recv(timeout=10)
             if isinstance(m, bytes):
-                idx, t = struct.unpack_from("<Id", m)
+                _idx, t = struct.unpack_from("<Id", m)
                 assert m[12:14] == b"\xff\xd8"  # a JPEG follows the header
                 assert abs(t - time.time()) < 5
                 images += 1
