@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
-
 from edge_service.acquisition.frame import Frame
 from edge_service.clip.timeline import AngleTimeline, TimedSample
 from edge_service.errors import DeviceError, InputError
@@ -170,11 +168,14 @@ class DemoRig:
 
 
 class ReplayRig:
-    """A recorded session replayed in real time at `fps` (frames re-timed to now).
+    """A recorded session replayed as a live probe at `fps` (frames re-timed to now).
 
     The pixels are decoded once up front, so the replay costs nothing while it runs: what
-    is measured is the service, not the source. Angles come from the recording's imu.jsonl
-    re-timed the same way, fed to a fresh timeline as the session runs.
+    is measured is the service, not the source. Like a real probe, frame i is due at
+    t0 + i / fps on the probe's clock and carries that time, whether or not the consumer
+    keeps up (a slow consumer reads late frames from the queue: its lag grows). The
+    recording's content plays `fps / recorded fps` times faster and repeats up to
+    `repeat_to_s`; its clip samples are re-timed the same way into a fresh timeline.
     """
 
     def __init__(self, recording: Path, fps: float, repeat_to_s: float | None = None) -> None:
@@ -182,10 +183,9 @@ class ReplayRig:
 
         rec = open_recording(recording)
         frames = list(rec.frames())
-        if not frames:
-            raise InputError(f"{recording}: no frames to replay")
+        if len(frames) < 2:
+            raise InputError(f"{recording}: too few frames to replay")
         self.frames = frames
-        self.spacing = rec.spacing_mm
         self.fps = fps
         self.t_rec0 = frames[0].t
         try:
@@ -199,27 +199,27 @@ class ReplayRig:
         self.rec_fps = (len(frames) - 1) / max(frames[-1].t - frames[0].t, 1e-6)
         n = len(frames)
         self.n_out = n if repeat_to_s is None else max(n, round(repeat_to_s * fps))
+        self.delivered = 0
+        self.last_t: float | None = None
 
     def open(self, side: str, protocol: str) -> SessionInputs:
-        timeline = AngleTimeline(capacity=max(len(self.imu) * 4, 1024))
+        timeline = AngleTimeline(capacity=max(len(self.imu) * 8, 1024))
         t0 = time.time() + 0.05
         n = len(self.frames)
-        # The recording is replayed at its own motion speed, sped up to `fps` by reusing each
-        # frame's content in order; angles follow the same time map.
         speed = self.fps / self.rec_fps
         imu = self.imu
         pos = [0]
+        self.delivered = 0
 
         def feed(now: float) -> None:
-            # clip samples up to `now` (the clip streams just ahead of the frames it covers)
-            while pos[0] < len(imu):
-                k = pos[0]
-                cycle = k // max(len(imu), 1)
-                ts, f, a, r = imu[k % len(imu)]
+            # the clip's samples up to `now`, so the timeline covers each frame when it is due
+            while imu:
+                cycle, j = divmod(pos[0], len(imu))
+                ts, f, a, r = imu[j]
                 t_map = t0 + (ts - self.t_rec0) / speed + cycle * n / self.fps
                 if t_map > now + 0.02:
                     return
-                timeline.append(t_map, k, 0, f, a, r, 0)
+                timeline.append(t_map, pos[0], 0, f, a, r, 0)
                 pos[0] += 1
 
         def frames() -> Iterator[Frame]:
@@ -229,9 +229,10 @@ class ReplayRig:
                 delay = t - time.time()
                 if delay > 0:
                     time.sleep(delay)  # the replayed probe delivers at its own rate
-                feed(time.time())
-                yield Frame(np.ascontiguousarray(src.pixels), time.time(), i, src.spacing_mm,
-                            src.roi)  # fmt: skip
+                feed(max(time.time(), t))
+                self.delivered += 1
+                self.last_t = t
+                yield Frame(src.pixels, t, i, src.spacing_mm, src.roi)
 
         return SessionInputs(
             frames=frames(),

@@ -140,7 +140,9 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
         version=__version__,
         description=(
             "Clinic workstation of the dgs-edge appliance: session control by order and "
-            "side, live overlay stream, results and reports (contract 6)."
+            "side, live overlay stream, results and reports (contract 6). The live stream is "
+            "the WebSocket /api/v1/live (JSON events as text messages, the live image as "
+            "binary messages: uint32 frame index, float64 time, JPEG); see docs/workstation.md."
         ),
     )
     logins: set[str] = set()

@@ -79,3 +79,18 @@ def test_tls(make_workstation: Any, tmp_path: Path) -> None:
     assert w.client.get("/healthz").status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(w.url + "/healthz", verify=ssl.create_default_context(cafile=str(tls.other_ca)))
+
+
+def test_committed_openapi_matches_the_app() -> None:
+    import json
+
+    from edge_service.workstation.openapi import openapi_doc
+
+    committed = json.loads(
+        (Path(__file__).parents[2] / "docs/workstation-openapi.json").read_text()
+    )
+    assert committed == json.loads(json.dumps(openapi_doc())), (
+        "regenerate: python -m edge_service.workstation.openapi > docs/workstation-openapi.json"
+    )
+    for p in ("/healthz", "/metrics", "/api/v1/sessions", "/api/v1/sessions/{sid}/stop"):
+        assert p in committed["paths"]
