@@ -161,7 +161,9 @@ class LiveSession:
     # -- control --------------------------------------------------------------------------
     def start(self) -> None:
         if self.inputs.link is not None:
-            self.inputs.link.subscribe(self._imu_q.put)
+            # The clip link has no unsubscribe and outlives sessions in `dgs-edge run`: the
+            # callback goes quiet once this session has finished acquiring.
+            self.inputs.link.subscribe(self._on_sample)
         self._emit_state()
         self._det.start()
         self._acq.start()
@@ -179,6 +181,10 @@ class LiveSession:
     @property
     def acquiring(self) -> bool:
         return self.state == "acquiring"
+
+    def _on_sample(self, ts: TimedSample) -> None:
+        if not self._acq_done:
+            self._imu_q.put(ts)
 
     # -- events ---------------------------------------------------------------------------
     def _emit_state(self) -> None:
