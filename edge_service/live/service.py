@@ -226,8 +226,14 @@ class LiveService:
                 log.warning("session %s: result not published: %s", live.id, exc)
         self._emit("session", {"id": live.id, "state": live.state, "error": live.error})
 
+    def _wait_finalised(self, sid: str, timeout_s: float = 120.0) -> None:
+        e = self.get(sid)
+        if e.live is not None and not e.live.finalised.wait(timeout_s):
+            raise Conflict(f"session {sid}: the recording is still being finalised")
+
     def discard(self, sid: str) -> None:
         """Remove a session recorded by mistake (wrong patient or side) before publishing."""
+        self._wait_finalised(sid)
         with self._lock:
             e = self._get(sid)
             if e.state in ("acquiring", "analysing"):
@@ -257,6 +263,7 @@ class LiveService:
 
         if side is not None and side not in ("left", "right"):
             raise InputError(f"side must be 'left' or 'right', got {side!r}")
+        self._wait_finalised(sid)
         with self._lock:
             e = self._get(sid)
             if e.state != "done" and e.state != "failed":
@@ -303,6 +310,7 @@ class LiveService:
     def publish(self, sid: str) -> SessionEntry:
         from edge_service.recording.meta import read_meta, write_json_atomic
 
+        self._wait_finalised(sid)
         with self._lock:
             e = self._get(sid)
             if e.state != "done":

@@ -150,6 +150,7 @@ class LiveSession:
         self.result_ready_t: float | None = None
         self.stopped_t: float | None = None
         self._stop = threading.Event()
+        self.finalised = threading.Event()  # the recording (cine.dcm, session.json) is closed
         self._latest: Frame | None = None
         self._latest_cv = threading.Condition()
         self._acq_done = False
@@ -257,6 +258,7 @@ class LiveSession:
                         self.inputs.close()
                     except Exception:  # the rig's tear-down must not lose the recording
                         log.exception("closing the session inputs failed")
+                self._set_state("analysing")
                 self._wait_clip(last_t)
                 self._drain_imu(writer)
                 self._finish_detection()
@@ -267,19 +269,28 @@ class LiveSession:
                     writer.meta.clip.setdefault("link", self.inputs.link.stats_dict())
                 if c.frames_acquired == 0:
                     raise InputError("the probe delivered no frames")
-            self._set_state("analysing")
-            self._analyse()
-            self.result_ready_t = time.time()
-            self._set_state("done")
+                # The result first, then the cine: closing the writer encodes every frame
+                # into cine.dcm (seconds for a long session), and the result needs none of
+                # it. Until the recording is finalised, discard/relabel wait (`finalised`).
+                self._analyse()
+                self.result_ready_t = time.time()
+                self._set_state("done")
         except Exception as exc:
             self._finish_detection()
-            self.error = str(exc) if isinstance(exc, DgsError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, DgsError):
-                log.exception("session %s failed", self.id)
+            msg = str(exc) if isinstance(exc, DgsError) else f"{type(exc).__name__}: {exc}"
+            if self.state == "done":
+                # The result stands; the journal keeps the frames for `dgs-edge recover`.
+                self.error = f"recording not finalised: {msg}"
+                log.error("session %s: recording not finalised: %s", self.id, msg)
             else:
-                log.warning("session %s failed: %s", self.id, exc)
-            self._set_state("failed")
+                self.error = msg
+                if not isinstance(exc, DgsError):
+                    log.exception("session %s failed", self.id)
+                else:
+                    log.warning("session %s failed: %s", self.id, exc)
+                self._set_state("failed")
         finally:
+            self.finalised.set()
             if self.on_finished is not None:
                 self.on_finished(self)
 

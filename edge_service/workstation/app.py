@@ -245,6 +245,7 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
         if e.live is not None:
             d["live"] = e.live.counters.to_dict()
             d["steps"] = e.live.steps.to_list()
+        d["recording_finalised"] = e.live is None or e.live.finalised.is_set()
         d["result_ready_t"] = e.result_ready_t
         d["stopped_t"] = e.stopped_t
         return d

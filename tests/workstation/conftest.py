@@ -41,6 +41,14 @@ class Workstation:
                 raise AssertionError(f"session {sid} still {d['state']} after {timeout_s} s")
             time.sleep(0.1)
 
+    def wait_for(self, pred: Any, timeout_s: float = 60.0) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not (v := pred()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met in {timeout_s} s")
+            time.sleep(0.05)
+        return v
+
     def wait_frames(self, sid: str, n: int, timeout_s: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -108,7 +108,10 @@ def test_session_lifecycle_and_bad_requests(
         assert dq["frames_recorded"] == len(rows) >= 25
         assert dq["frames_analysed"] + dq["dropped_for_detection"] == dq["frames_recorded"]
         assert dq["n_frames"] == dq["frames_analysed"]
+        # the result comes first; cine.dcm and the final session.json right after
+        w.wait_for(lambda: w.client.get(f"/api/v1/sessions/{sid}").json()["recording_finalised"])
         meta = json.loads((w.root / "recordings" / _dir(w, sid) / "session.json").read_text())
+        assert meta["complete"] is True
         assert meta["extra"]["live"]["frames_recorded"] == len(rows)
         assert meta["extra"]["workstation"]["accession_number"] == ORDER["accession_number"]
         assert meta["patient_id"] == ORDER["patient_id"]

@@ -93,8 +93,10 @@ def _record(driver: Any, side: str, until_flexion: float | None) -> None:
         until(lambda: (_num(driver, "ang-flex") or 0) > until_flexion, 30, "flexion rising")
         assert (_num(driver, "ang-flex") or 0) - start_flex > 10
         until(lambda: driver.execute_script("return window.dgs.trace.length") > 3, 10, "trace")
-        done = driver.find_elements(By.CSS_SELECTOR, "#steps li.done")
-        assert [e.get_attribute("data-step") for e in done][:1] == ["neutral_rest"]
+        done = driver.execute_script(
+            "return [...document.querySelectorAll('#steps li.done')].map(e => e.dataset.step)"
+        )
+        assert done[:1] == ["neutral_rest"]
     driver.find_element(By.ID, "stop").click()
     until(lambda: driver.find_element(By.ID, "state").text == "done", 30, "done")
     until(lambda: driver.find_elements(By.CSS_SELECTOR, "#result .findings li"), 10, "findings")
@@ -114,20 +116,22 @@ def test_record_both_sides_and_see_the_comparison(make_workstation: Any, driver:
     driver.find_element(By.ID, "pid").send_keys("PAT-77")
 
     _record(driver, "left", until_flexion=25.0)
-    findings = driver.find_element(By.CSS_SELECTOR, "#result .findings").text
+    findings = driver.execute_script("return document.querySelector('#result .findings').innerText")
     assert "AP diameter" in findings
     report = driver.find_element(By.ID, "report-link").get_attribute("href")
     assert driver.find_element(By.ID, "pdf-link").get_attribute("href").endswith("report.pdf")
     assert driver.find_elements(By.CSS_SELECTOR, "#comparison .cmp") == []  # one side only
 
     _record(driver, "right", until_flexion=None)
-    cmp = until(lambda: driver.find_elements(By.CSS_SELECTOR,
-                                             '#comparison .cmp[data-mode="contralateral"]'),
-                10, "contralateral comparison")  # fmt: skip
-    text = cmp[0].text
+    # the page re-renders its lists on every event: read them in one script call each
+    text = until(lambda: driver.execute_script(
+        "const e = document.querySelector('#comparison .cmp[data-mode=\"contralateral\"]');"
+        "return e && e.innerText;"), 10, "contralateral comparison")  # fmt: skip
     assert "AP diameter right" in text and "minimal detectable difference" in text
-    rows = driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
-    assert len(rows) == 2 and all(r.get_attribute("data-state") == "done" for r in rows)
+    states = until(lambda: driver.execute_script(
+        "return [...document.querySelectorAll('#sessions tbody tr')].map(r => r.dataset.state)"
+    ), 10, "session rows")  # fmt: skip
+    assert states == ["done", "done"]
     lags = driver.execute_script("return window.dgs.lags")
     assert len(lags) > 10
     driver.get(report)
