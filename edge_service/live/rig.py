@@ -302,6 +302,17 @@ class ConfiguredRig:
         if self.link is not None:
             ok = bool(self.link.connected)
             clip = "connected" if ok else (self._error or "disconnected")
+            try:
+                st = self.link.stats_dict()
+                dec = st.get("decoder") or {}
+                extra = [f"{k} {v}" for k, v in (("reconnects", st.get("disconnects")),
+                         ("reboots", dec.get("reboots")), ("lost", dec.get("lost_frames"))) if v]  # fmt: skip
+                if not (st.get("clock") or {}).get("synced"):
+                    extra.append("clock not synced")
+                if extra:
+                    clip += " (" + ", ".join(extra) + ")"
+            except Exception as exc:  # status is best effort; the page shows the plain state
+                log.debug("clip stats unavailable: %s", exc)
         return {"probe": self.cfg.source.kind, "clip": clip, "clip_ok": ok, "simulated": False}
 
     def close(self) -> None:
