@@ -191,3 +191,31 @@ def test_relabel_and_discard_before_publishing(make_workstation: Any) -> None:
     assert w.client.get(f"/api/v1/sessions/{sid}").status_code == 404
     # moved aside, not deleted
     assert any(p.name.endswith(sid) for p in (w.root / "recordings" / ".discarded").iterdir())
+
+
+def test_broker_away_results_wait_in_the_outbox(
+    make_workstation: Any, mosquitto: Any, tmp_path: Path
+) -> None:
+    from edge_service.mqtt import MqttSettings, Publisher
+
+    pub = Publisher(MqttSettings(url=mosquitto.url, site="s2", device="d2"), tmp_path / "ob.sqlite")
+    pub.start()
+    try:
+        assert pub.wait_connected(10)
+        w = make_workstation(publisher=pub)
+        sid = _start(w, "left")
+        w.wait_frames(sid, 10)
+        mosquitto.stop()  # the broker goes away mid-session
+        w.wait_for(lambda: w.client.get("/healthz").json()["status"] == "degraded", 30)
+        w.client.post(f"/api/v1/sessions/{sid}/stop")
+        assert w.wait_state(sid, ("done", "failed"))["state"] == "done"
+        assert w.client.post(f"/api/v1/sessions/{sid}/publish").status_code == 200
+        h = w.client.get("/healthz").json()
+        assert h["checks"]["broker"]["ok"] is False and h["checks"]["broker"]["outbox_pending"] > 0
+        assert "dgs_outbox_pending 0" not in w.client.get("/metrics").text
+        mosquitto.start()  # back: the outbox drains (every row deleted on PUBACK), nothing lost
+        assert pub.wait_drained(30)
+        w.wait_for(lambda: w.client.get("/healthz").json()["status"] == "ok", 30)
+        assert w.client.get("/healthz").json()["checks"]["broker"]["outbox_pending"] == 0
+    finally:
+        pub.stop()
