@@ -51,8 +51,12 @@ class LiveService:
         detector: Any,
         settings: ServiceSettings,
         publisher: Any = None,
+        worklist: Callable[[], list[Order]] | None = None,
     ) -> None:
         self.rig = rig
+        # The hook for a modality worklist: a callable returning today's open orders.
+        # None = orders are typed in on the page.
+        self.worklist = worklist
         self.detector = detector
         self.s = settings
         self.publisher = publisher

@@ -234,6 +234,13 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
             "hold_results": service.s.hold_results,
         }
 
+    @app.get("/api/v1/worklist", summary="open orders (empty until a worklist is configured)")
+    async def worklist() -> dict[str, Any]:
+        if service.worklist is None:
+            return {"configured": False, "orders": []}
+        orders = await asyncio.to_thread(service.worklist)
+        return {"configured": True, "orders": [o.to_dict() for o in orders]}
+
     # -- sessions ----------------------------------------------------------------------------
     def detail(sid: str) -> dict[str, Any]:
         e = service.get(sid)

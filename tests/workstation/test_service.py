@@ -149,3 +149,15 @@ def test_guided_steps_are_not_done_by_other_motions() -> None:
     for i in range(20):  # 2 s of rest: not yet 3 s
         still.add(i / 10, np.zeros(3))
     assert still.to_list()[0]["done"] is False
+
+
+@pytest.mark.sim
+def test_worklist_hook(make_workstation: Any) -> None:
+    from edge_service.live.service import Order
+
+    w = make_workstation()
+    assert w.client.get("/api/v1/worklist").json() == {"configured": False, "orders": []}
+    w.service.worklist = lambda: [Order("ACC-5", "PAT-5")]
+    got = w.client.get("/api/v1/worklist").json()
+    assert got == {"configured": True,
+                   "orders": [{"accession_number": "ACC-5", "patient_id": "PAT-5"}]}  # fmt: skip

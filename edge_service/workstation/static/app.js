@@ -219,7 +219,7 @@ async function showSession(id) {
     const dq = r.data_quality || {};
     h += `<p>Frames recorded ${dq.frames_recorded ?? dq.n_frames}, analysed ${dq.frames_analysed ?? dq.n_frames}, dropped for detection ${dq.dropped_for_detection ?? 0}, by source ${dq.dropped_by_source ?? 0}, frozen ${dq.frozen_frames ?? 0}.</p>`;
     h += `<p><a id="report-link" href="${d.report_url}" target="_blank">Report (printable)</a> · <a id="pdf-link" href="${d.report_pdf_url}">PDF</a>`;
-    if (!d.published) h += ` · <button id="publish" data-id="${esc(d.id)}">Publish</button> <button id="discard" data-id="${esc(d.id)}">Discard</button> <button id="relabel" data-id="${esc(d.id)}">Switch side</button>`;
+    if (!d.published) h += ` · <button id="publish" data-id="${esc(d.id)}">Publish</button> <button id="discard" data-id="${esc(d.id)}">Discard</button> <button id="relabel" data-id="${esc(d.id)}">Switch side</button> <button id="reorder" data-id="${esc(d.id)}">Use the typed order</button>`;
     else h += " · published";
     h += "</p>";
   }
@@ -232,6 +232,12 @@ async function showSession(id) {
   });
   bind("relabel", async () => {
     await api("PATCH", `/api/v1/sessions/${id}`, { side: d.side === "left" ? "right" : "left" }); showSession(id); refreshList();
+  });
+  bind("reorder", async () => {
+    try {
+      await api("PATCH", `/api/v1/sessions/${id}`, { accession_number: $("acc").value.trim(), patient_id: $("pid").value.trim() });
+      showSession(id); refreshList();
+    } catch (e) { $("msg").textContent = `Cannot relabel: ${e.message}`; }
   });
   let c = "";
   for (const cmp of d.comparisons || []) {
@@ -259,8 +265,26 @@ async function refreshList() {
   }
 }
 
+async function loadWorklist() {
+  // Orders from the worklist when one is configured (else they are typed in).
+  try {
+    const w = await api("GET", "/api/v1/worklist");
+    const dl = $("orders");
+    dl.innerHTML = "";
+    for (const o of w.orders) {
+      const opt = document.createElement("option");
+      opt.value = o.accession_number; opt.label = o.patient_id; dl.appendChild(opt);
+    }
+    $("acc").onchange = () => {
+      const o = w.orders.find((x) => x.accession_number === $("acc").value.trim());
+      if (o) $("pid").value = o.patient_id;
+    };
+  } catch (e) { /* typed in */ }
+}
+
 async function init() {
   connect();
+  loadWorklist();
   await refreshList();
   try {
     const st = await api("GET", "/api/v1/status");
