@@ -134,5 +134,13 @@ def test_record_both_sides_and_see_the_comparison(make_workstation: Any, driver:
     assert states == ["done", "done"]
     lags = driver.execute_script("return window.dgs.lags")
     assert len(lags) > 10
+    # a session started elsewhere (a script, another screen) is followed by the page
+    sid = w.client.post("/api/v1/sessions", json={"side": "left", "protocol": "neutral",
+                        "accession_number": "ACC-78", "patient_id": "PAT-77"}).json()["id"]  # fmt: skip
+    until(lambda: driver.execute_script("return window.dgs.current") == sid, 15, "adopted")
+    until(lambda: driver.find_element(By.ID, "state").text == "acquiring", 10, "acquiring")
+    w.wait_frames(sid, 5)
+    w.client.post(f"/api/v1/sessions/{sid}/stop")
+    until(lambda: driver.find_element(By.ID, "state").text == "done", 30, "done")
     driver.get(report)
     assert "Sciatic nerve" in driver.find_element(By.TAG_NAME, "body").text

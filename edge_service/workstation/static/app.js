@@ -88,6 +88,7 @@ function gauge(id, v, lo, hi) {
 }
 
 function onOverlay(o) {
+  if (o.id !== S.current && $("state").textContent !== "acquiring") adopt(o.id);
   S.overlay = o;
   S.overlays += 1;
   S.lags.push(Date.now() - o.t * 1000);
@@ -171,7 +172,15 @@ function onStatus(h) {
     h.status === "ok" ? "ok" : h.status === "degraded" ? "warn" : "bad");
 }
 
+function adopt(id) {
+  // A session started elsewhere (another screen, a script): this page follows it.
+  S.current = id; S.trace = []; drawTrace();
+  $("state").textContent = "acquiring";
+  $("start").disabled = true; $("stop").disabled = false;
+}
+
 async function onSessionEvent(m) {
+  if (m.state === "acquiring" && m.id !== S.current) adopt(m.id);
   if (m.id === S.current) {
     $("state").textContent = m.state;
     if (m.state !== "acquiring") { $("stop").disabled = true; $("start").disabled = false; }
