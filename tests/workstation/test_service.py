@@ -161,3 +161,21 @@ def test_worklist_hook(make_workstation: Any) -> None:
     got = w.client.get("/api/v1/worklist").json()
     assert got == {"configured": True,
                    "orders": [{"accession_number": "ACC-5", "patient_id": "PAT-5"}]}  # fmt: skip
+
+
+@pytest.mark.sim
+def test_missing_probe_is_said_never_simulated(make_workstation: Any) -> None:
+    """A real `run` rig with an absent camera: the start is refused with what is missing."""
+    from edge_service.config import AppConfig
+    from edge_service.live.rig import ConfiguredRig
+
+    cfg = AppConfig.model_validate(
+        {"session": {"use_clip": False}, "source": {"kind": "uvc", "device": "/dev/video97"}}
+    )
+    w = make_workstation(rig=ConfiguredRig(cfg))
+    h = w.client.get("/healthz").json()
+    assert h["checks"]["simulated"] is False and h["checks"]["probe"]["state"] == "uvc"
+    r = w.client.post("/api/v1/sessions", json={"side": "left", "protocol": "fair",
+                                                "accession_number": "A", "patient_id": "P"})  # fmt: skip
+    assert r.status_code == 503 and "/dev/video97" in r.json()["detail"]
+    assert w.client.get("/api/v1/sessions").json()["sessions"] == []
