@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import (
@@ -158,9 +159,20 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
         token = auth[7:] if auth.lower().startswith("bearer ") else query.get("token")
         return bool(token) and verify_token(token, settings.token_hash)
 
+    def same_origin(headers: Any) -> bool:
+        """A browser's request from another site (CSRF, or a cross-site WebSocket) carries
+        that site's Origin; scripts and the page itself pass. Needed on loopback too,
+        where there is no token: any page open in the kiosk browser could post otherwise."""
+        origin = headers.get("origin")
+        if not origin or origin == "null":
+            return origin is None
+        return urlsplit(origin).netloc == headers.get("host")
+
     @app.middleware("http")
     async def _auth(request: Request, call_next: Any) -> Response:
         path = request.url.path
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request.headers):
+            return JSONResponse({"detail": "cross-site request refused"}, 403)
         if path in OPEN_PATHS or authorised(request.headers, request.cookies, {}):
             resp: Response = await call_next(request)
             return resp
@@ -327,7 +339,7 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
     async def live(ws: WebSocket) -> None:
         """Text messages: JSON events {"type": "overlay"|"state"|"session"|"status", ...};
         binary messages: the live image (uint32 frame index, float64 time, then JPEG)."""
-        if not authorised(ws.headers, ws.cookies, ws.query_params):
+        if not same_origin(ws.headers) or not authorised(ws.headers, ws.cookies, ws.query_params):
             await ws.close(code=4401)
             return
         await ws.accept()

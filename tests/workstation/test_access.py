@@ -94,3 +94,24 @@ def test_committed_openapi_matches_the_app() -> None:
     )
     for p in ("/healthz", "/metrics", "/api/v1/sessions", "/api/v1/sessions/{sid}/stop"):
         assert p in committed["paths"]
+
+
+@pytest.mark.sim
+def test_cross_site_requests_are_refused(make_workstation: Any) -> None:
+    w = make_workstation()
+    body = {"side": "left", "protocol": "exam", "accession_number": "A", "patient_id": "P"}
+    evil = {"Origin": "http://evil.example"}
+    r = w.client.post("/api/v1/sessions", json=body, headers=evil)
+    assert r.status_code == 403
+    assert w.client.get("/api/v1/sessions").json()["sessions"] == []
+    url = w.url.replace("http", "ws") + "/api/v1/live"
+    with (
+        pytest.raises((InvalidStatus, WebSocketException)),
+        connect(url, origin=evil["Origin"]) as s,
+    ):  # type: ignore[arg-type]
+        s.recv(timeout=5)
+    same = {"Origin": w.url}
+    with connect(url, origin=w.url) as s:  # type: ignore[arg-type]
+        assert '"type": "status"' in str(s.recv(timeout=10))
+    r = w.client.post("/api/v1/sessions/nope/stop", headers=same)
+    assert r.status_code == 404  # same origin passes through to the route
