@@ -306,6 +306,12 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
         await asyncio.to_thread(service.discard, sid)
         return Response(status_code=204)
 
+    @app.get("/api/v1/sessions/{sid}/trace", summary="live gliding trace so far [[IR deg, mm]]")
+    async def trace(sid: str) -> dict[str, Any]:
+        e = service.get(sid)
+        pts = e.live.trace() if e.live is not None else []
+        return {"points": [[round(a, 2), round(b, 3)] for a, b in pts]}
+
     @app.get("/api/v1/sessions/{sid}/comparisons", summary="contralateral and follow-up")
     async def comparisons(sid: str) -> dict[str, Any]:
         return {"comparisons": await asyncio.to_thread(service.comparisons, sid)}

@@ -162,6 +162,8 @@ def test_live_stream_survives_a_browser_that_goes_away(make_workstation: Any) ->
     assert o["id"] == sid and o["nerve"]["found"] and len(o["nerve"]["contour"]) >= 3
     assert o["nerve"]["ap_mm"] > 0 and o["w"] > 0 and [s["step"] for s in o["steps"]] == [
         "neutral_rest", "fair", "piriformis"]  # fmt: skip
+    pts = w.client.get(f"/api/v1/sessions/{sid}/trace").json()["points"]
+    assert pts and all(len(p) == 2 for p in pts)  # a page opened now redraws the trace
     # the viewer disconnected: the session goes on recording
     n0 = w.client.get(f"/api/v1/sessions/{sid}").json()["live"]["frames_recorded"]
     d = w.wait_frames(sid, n0 + 5)

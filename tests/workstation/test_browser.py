@@ -118,9 +118,14 @@ def test_record_both_sides_and_see_the_comparison(make_workstation: Any, driver:
     _record(driver, "left", until_flexion=25.0)
     findings = driver.execute_script("return document.querySelector('#result .findings').innerText")
     assert "AP diameter" in findings
-    report = driver.find_element(By.ID, "report-link").get_attribute("href")
-    assert driver.find_element(By.ID, "pdf-link").get_attribute("href").endswith("report.pdf")
-    assert driver.find_elements(By.CSS_SELECTOR, "#comparison .cmp") == []  # one side only
+    # #result is re-rendered on each session event: read it in one script call
+    report, pdf, n_cmp = driver.execute_script(
+        "return [document.getElementById('report-link').href,"
+        " document.getElementById('pdf-link').href,"
+        " document.querySelectorAll('#comparison .cmp').length]"
+    )
+    assert pdf.endswith("report.pdf")
+    assert n_cmp == 0  # one side only
 
     _record(driver, "right", until_flexion=None)
     # the page re-renders its lists on every event: read them in one script call each

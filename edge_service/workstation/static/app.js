@@ -173,8 +173,12 @@ function onStatus(h) {
 }
 
 function adopt(id) {
-  // A session started elsewhere (another screen, a script): this page follows it.
+  // A session started elsewhere (another screen, a script), or a page opened mid-session:
+  // follow it, with the gliding trace it has so far.
   S.current = id; S.trace = []; drawTrace();
+  api("GET", `/api/v1/sessions/${id}/trace`).then((t) => {
+    if (S.current === id) { S.trace = t.points.concat(S.trace); drawTrace(); }
+  }).catch(() => {});
   $("state").textContent = "acquiring";
   $("start").disabled = true; $("stop").disabled = false;
 }
@@ -298,10 +302,7 @@ async function init() {
   try {
     const st = await api("GET", "/api/v1/status");
     onStatus(st);
-    if (st.active) {
-      S.current = st.active.id; $("state").textContent = "acquiring";
-      $("start").disabled = true; $("stop").disabled = false;
-    }
+    if (st.active) adopt(st.active.id);
   } catch (e) { /* shown by the status pills once the stream is up */ }
   setInterval(refreshList, 5000);
 }
