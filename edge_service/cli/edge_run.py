@@ -71,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     # The checks --validate-config makes, so a bad file or directory is one line, not a
     # traceback halfway through a session (the model is checked by loading it below).
     require_preflight(cfg, check_model=False)
+    if cfg.workstation.enabled:
+        # Sessions are started and stopped from the workstation page / HTTP API.
+        from edge_service.workstation.cli import serve_run
+
+        return serve_run(cfg)
     from edge_service.acquisition.factory import open_source
     from edge_service.clip.link import ClipLink
     from edge_service.clip.timeline import AngleTimeline
