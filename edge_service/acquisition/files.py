@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_service.acquisition.colour import to_uint8
+from edge_service.acquisition.colour import chroma_fraction, to_uint8
 from edge_service.acquisition.frame import Frame, Roi
 from edge_service.acquisition.source import FrameSource, SourceInfo, check_spacing
 from edge_service.errors import InputError
@@ -97,9 +97,12 @@ class VideoFileSource(FrameSource):
                 # Some containers report no timestamps: fall back to the nominal rate.
                 rel = pos_ms / 1000.0 if pos_ms > 0 or i == 0 else (i / fps if fps else 0.0)
                 gray = apply_crop(to_gray(img), self._crop, self._path)
-                yield Frame(
-                    gray, self._t0 + rel, i, self._info.spacing_mm, None, {"source": "video"}
-                )
+                meta: dict[str, object] = {"source": "video"}
+                if img.ndim == 3 and img.dtype == np.uint8:
+                    c = self._crop
+                    box = None if c is None else (c.x0, c.y0, c.x1, c.y1)
+                    meta["chroma_fraction"] = chroma_fraction(img, box)  # for the view gate
+                yield Frame(gray, self._t0 + rel, i, self._info.spacing_mm, None, meta)
                 i += 1
         finally:
             cap.release()
