@@ -160,9 +160,11 @@ def cheap_reason(
     h, w = pixels_roi.shape
     if h < c.min_size_px or w < c.min_size_px:
         return "too_small"
-    if float(pixels_roi.std()) < c.blank_std:
+    # Every other pixel: the statistics are the same and it halves the cost per frame.
+    sub = pixels_roi[::2, ::2]
+    if float(sub.std()) < c.blank_std:
         return "blank"
-    deep = pixels_roi[h // 3 :]
+    deep = sub[sub.shape[0] // 3 :]
     if float((deep > c.contact_echo_level).mean()) < c.contact_min_fraction:
         return "no_contact"
     if chroma_fraction is not None and chroma_fraction > c.colour_max_fraction:

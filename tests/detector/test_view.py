@@ -78,7 +78,7 @@ def test_synthetic_non_views_are_refused(det: Detector, category: str, reason: s
 
 def test_colour_doppler_refused_by_its_chroma(det: Detector) -> None:
     f = colour_doppler(phantom_frame(32_100), np.random.default_rng(0))
-    assert f.meta["chroma_fraction"] > 0.01
+    assert f.meta["chroma_fraction"] > 0.002  # view_colour_fraction
     det.reset()
     _gate_refused(det.detect(f), "colour")
     # The same gray pixels without the chroma report are not refused for colour.
