@@ -24,7 +24,7 @@ from edge_service.detector.view import (
     calibration_path,
     file_sha256,
 )
-from edge_service.errors import DgsError, ModelError
+from edge_service.errors import DgsError, InputError, ModelError
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +157,18 @@ def test_real_files_of_other_anatomy_give_no_nerve(det: Detector, path: str) -> 
     calcification (with or without a pixel spacing)."""
     det.reset()
     n = 0
+    refused = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with open_path(path) as src:
-            for frame in src.frames():
-                d = det.detect(frame, require_spacing=False)
-                assert not d.nerve.found, (frame.index, d.view_score)
-                assert not d.calcification.present, (frame.index, d.view_score)
-                n += 1
-    assert n >= 1
+            try:
+                for frame in src.frames():
+                    d = det.detect(frame, require_spacing=False)
+                    assert not d.nerve.found, (frame.index, d.view_score)
+                    assert not d.calcification.present, (frame.index, d.view_score)
+                    n += 1
+            except InputError as exc:
+                # A few test files have headers but pixel data no decoder reads (deliberately
+                # broken ones among them): refused with one clear error, nothing reported.
+                refused = str(exc)
+    assert n >= 1 or (refused is not None and "cannot decode" in refused)
