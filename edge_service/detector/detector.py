@@ -304,7 +304,7 @@ class Detector:
 
 
 def _drop_mm(nerve: NerveResult, calc: CalcificationResult) -> None:
-    """Null every value that needs a pixel spacing (the ratios stay: they are unitless)."""
+    """Null every value that needs a pixel spacing (confidence and pixel centres stay)."""
     nerve.ap_mm = nerve.width_mm = nerve.csa_mm2 = None
     nerve.fascicular_index = None  # smoothed at 0.6 mm: needs the scale
     nerve.echogenicity = None  # ring 2-6 mm outside the nerve: needs the scale
