@@ -144,10 +144,19 @@ class ImageFolderSource(FrameSource):
 
     @staticmethod
     def _load(p: Path, crop: Roi | None) -> np.ndarray:
+        return ImageFolderSource._load_chroma(p, crop)[0]
+
+    @staticmethod
+    def _load_chroma(p: Path, crop: Roi | None) -> tuple[np.ndarray, float | None]:
+        """(gray frame, chroma fraction for the view gate; None for gray files)."""
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if img is None:
             raise InputError(f"{p}: not a readable image")
-        return apply_crop(to_gray(img), crop, str(p))
+        chroma = None
+        if img.ndim == 3 and img.dtype == np.uint8:
+            box = None if crop is None else (crop.x0, crop.y0, crop.x1, crop.y1)
+            chroma = chroma_fraction(img, box)
+        return apply_crop(to_gray(img), crop, str(p)), chroma
 
     @property
     def info(self) -> SourceInfo:
@@ -156,12 +165,13 @@ class ImageFolderSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         shape = (self._info.height, self._info.width)
         for i, p in enumerate(self._files):
-            gray = self._load(p, self._crop)
+            gray, chroma = self._load_chroma(p, self._crop)
             if gray.shape != shape:
                 raise InputError(
                     f"{p}: size {gray.shape[::-1]} differs from the first image {shape[::-1]}"
                 )
             t = self._t0 + (i / self._fps if self._fps else float(i))
-            yield Frame(
-                gray, t, i, self._info.spacing_mm, None, {"source": "folder", "file": p.name}
-            )
+            meta: dict[str, object] = {"source": "folder", "file": p.name}
+            if chroma is not None:
+                meta["chroma_fraction"] = chroma  # for the view gate
+            yield Frame(gray, t, i, self._info.spacing_mm, None, meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -14,7 +15,7 @@ import numpy as np
 from edge_service.acquisition.frame import Frame
 from edge_service.detector import measure
 from edge_service.detector.model import OnnxSegmenter, shipped_model, softmax
-from edge_service.detector.preprocess import input_scale, prepare_input
+from edge_service.detector.preprocess import content_roi, input_scale, prepare_input
 from edge_service.detector.settings import DetectorSettings
 from edge_service.detector.view import (
     ViewCalibration,
@@ -209,6 +210,11 @@ class Detector:
                 f"frame {frame.index} has no pixel spacing: refusing to measure in mm "
                 "(calibrate the source or use a DICOM with a Sequence of Ultrasound Regions)"
             )
+        if frame.roi is None:
+            # No B-mode region from the source: use the bounding box of the image content.
+            roi = content_roi(frame.pixels)
+            if roi is not None:
+                frame = dataclasses.replace(frame, roi=roi)
         vr, prob = self.view(frame)
         if not vr.ok:
             latency = (time.perf_counter() - t_start) * 1000.0

@@ -132,3 +132,22 @@ def test_unknown_file_is_one_line(
     cap = capsys.readouterr()
     assert cap.out == ""
     assert len(cap.err.strip().splitlines()) == 1
+
+
+def test_colour_doppler_screenshot_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RGB capture with a colour flow blob inside the image: the folder source reports
+    the chroma, the gate refuses the frame for `colour`; the gray twin is accepted."""
+    f = phantom_frame(33_010)
+    bgr = cv2.cvtColor(f.pixels, cv2.COLOR_GRAY2BGR)
+    cv2.imwrite(str(tmp_path / "a_gray.png"), bgr)  # 3 channels, but no chroma
+    r = f.region
+    cx, cy = (r.x0 + r.x1) // 2, (r.y0 + r.y1) // 2
+    cv2.ellipse(bgr, (cx, cy), (40, 15), 0, 0, 360, (30, 30, 220), -1)  # red flow, BGR
+    cv2.imwrite(str(tmp_path / "b_doppler.png"), bgr)
+    assert main(["detect", str(tmp_path), "--json"]) == 0
+    gray, doppler = _lines(capsys)
+    assert gray["view_ok"] and gray["view_reason"] is None
+    assert not doppler["view_ok"] and doppler["view_reason"] == "colour"
+    assert not doppler["nerve"]["found"] and not doppler["calcification"]["present"]

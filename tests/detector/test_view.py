@@ -172,3 +172,18 @@ def test_real_files_of_other_anatomy_give_no_nerve(det: Detector, path: str) -> 
                 # broken ones among them): refused with one clear error, nothing reported.
                 refused = str(exc)
     assert n >= 1 or (refused is not None and "cannot decode" in refused)
+
+
+def test_frame_without_roi_uses_its_content_box(det: Detector) -> None:
+    """A shallow image (ROI 337 of 480 rows) captured without its B-mode region: the
+    detector crops to the content box, so the gate and the measurements see what the model
+    was trained on (full-frame input looked foreign: view_score ~1e-4)."""
+    f = phantom_frame(33_010)
+    assert f.roi is not None and f.roi.height < 0.75 * f.pixels.shape[0]
+    det.reset()
+    with_roi = det.detect(f)
+    det.reset()
+    bare = det.detect(dataclasses.replace(f, roi=None))
+    assert with_roi.view_ok and bare.view_ok
+    assert bare.nerve.found and with_roi.nerve.ap_mm is not None and bare.nerve.ap_mm is not None
+    assert abs(bare.nerve.ap_mm - with_roi.nerve.ap_mm) < 0.5
