@@ -54,6 +54,8 @@ def test_precision_picks_the_int8_model() -> None:
 def test_model_path_is_loaded(tmp_path: Path) -> None:
     mine = tmp_path / "mine.onnx"
     shutil.copy(shipped_model("int8"), mine)
+    # A model travels with its view-gate calibration (models/calibrate_view): <stem>.view.json.
+    shutil.copy(shipped_model("int8").with_suffix(".view.json"), tmp_path / "mine.view.json")
     assert load_detector(_cfg("detector", model_path=str(mine))).seg.path == mine
 
 

@@ -16,6 +16,20 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
 
 
+def chroma_fraction(rgb: np.ndarray, box: tuple[int, int, int, int] | None = None) -> float:
+    """Fraction of pixels (inside box = (x0, y0, x1, y1)) whose channels differ by more than
+    30 grey levels: colour/power Doppler, colour maps. B-mode, even through lossy YBR/JPEG
+    chroma subsampling, stays well below that spread. Channel order does not matter."""
+    if box is not None:
+        x0, y0, x1, y1 = box
+        rgb = rgb[y0:y1, x0:x1]
+    if rgb.size == 0 or rgb.ndim != 3 or rgb.shape[-1] < 3:
+        return 0.0
+    c = rgb[..., :3].astype(np.int16)
+    spread = c.max(axis=-1) - c.min(axis=-1)
+    return float((spread > 30).mean())
+
+
 def to_uint8(
     arr: np.ndarray, bits_stored: int | None = None, *, consume: bool = False
 ) -> np.ndarray:

@@ -22,7 +22,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from edge_service.acquisition.colour import frame_to_gray
+from edge_service.acquisition.colour import chroma_fraction, frame_to_gray
 from edge_service.acquisition.dicomguard import (
     DEFAULT_BUDGET,
     DicomBudget,
@@ -457,10 +457,16 @@ class DicomSource(FrameSource):
         for i, arr in enumerate(self._decoded()):
             if i >= len(self._times):
                 break
+            fmeta = dict(meta)
+            if arr.ndim == 3 and arr.shape[-1] >= 3 and arr.dtype == np.uint8:
+                # Colour inside the B-mode region (Doppler) is lost in gray: the view gate needs it.
+                roi = self._info.roi
+                box = None if roi is None else (roi.x0, roi.y0, roi.x1, roi.y1)
+                fmeta["chroma_fraction"] = chroma_fraction(arr, box)
             # The decoded frame is ours alone: convert it in place (memory bound, dicomguard).
             gray = frame_to_gray(arr, photometric, bits, consume=True)
             del arr
             count += 1
-            yield Frame(gray, self._times[i], i, self._info.spacing_mm, self._info.roi, dict(meta))
+            yield Frame(gray, self._times[i], i, self._info.spacing_mm, self._info.roi, fmeta)
         if count < len(self._times):
             raise InputError(f"{self._path}: only {count} of {len(self._times)} frames decodable")

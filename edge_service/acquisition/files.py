@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_service.acquisition.colour import to_uint8
+from edge_service.acquisition.colour import chroma_fraction, to_uint8
 from edge_service.acquisition.frame import Frame, Roi
 from edge_service.acquisition.source import FrameSource, SourceInfo, check_spacing
 from edge_service.errors import InputError
@@ -97,9 +97,12 @@ class VideoFileSource(FrameSource):
                 # Some containers report no timestamps: fall back to the nominal rate.
                 rel = pos_ms / 1000.0 if pos_ms > 0 or i == 0 else (i / fps if fps else 0.0)
                 gray = apply_crop(to_gray(img), self._crop, self._path)
-                yield Frame(
-                    gray, self._t0 + rel, i, self._info.spacing_mm, None, {"source": "video"}
-                )
+                meta: dict[str, object] = {"source": "video"}
+                if img.ndim == 3 and img.dtype == np.uint8:
+                    c = self._crop
+                    box = None if c is None else (c.x0, c.y0, c.x1, c.y1)
+                    meta["chroma_fraction"] = chroma_fraction(img, box)  # for the view gate
+                yield Frame(gray, self._t0 + rel, i, self._info.spacing_mm, None, meta)
                 i += 1
         finally:
             cap.release()
@@ -141,10 +144,19 @@ class ImageFolderSource(FrameSource):
 
     @staticmethod
     def _load(p: Path, crop: Roi | None) -> np.ndarray:
+        return ImageFolderSource._load_chroma(p, crop)[0]
+
+    @staticmethod
+    def _load_chroma(p: Path, crop: Roi | None) -> tuple[np.ndarray, float | None]:
+        """(gray frame, chroma fraction for the view gate; None for gray files)."""
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         if img is None:
             raise InputError(f"{p}: not a readable image")
-        return apply_crop(to_gray(img), crop, str(p))
+        chroma = None
+        if img.ndim == 3 and img.dtype == np.uint8:
+            box = None if crop is None else (crop.x0, crop.y0, crop.x1, crop.y1)
+            chroma = chroma_fraction(img, box)
+        return apply_crop(to_gray(img), crop, str(p)), chroma
 
     @property
     def info(self) -> SourceInfo:
@@ -153,12 +165,13 @@ class ImageFolderSource(FrameSource):
     def frames(self) -> Iterator[Frame]:
         shape = (self._info.height, self._info.width)
         for i, p in enumerate(self._files):
-            gray = self._load(p, self._crop)
+            gray, chroma = self._load_chroma(p, self._crop)
             if gray.shape != shape:
                 raise InputError(
                     f"{p}: size {gray.shape[::-1]} differs from the first image {shape[::-1]}"
                 )
             t = self._t0 + (i / self._fps if self._fps else float(i))
-            yield Frame(
-                gray, t, i, self._info.spacing_mm, None, {"source": "folder", "file": p.name}
-            )
+            meta: dict[str, object] = {"source": "folder", "file": p.name}
+            if chroma is not None:
+                meta["chroma_fraction"] = chroma  # for the view gate
+            yield Frame(gray, t, i, self._info.spacing_mm, None, meta)

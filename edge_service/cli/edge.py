@@ -14,6 +14,7 @@ COMMANDS = [
     "edge_service.cli.edge_analyze",
     "edge_service.cli.edge_compare",
     "edge_service.cli.edge_inspect",
+    "edge_service.cli.edge_detect",
     "edge_service.cli.edge_subscribe",
     "edge_service.workstation.cli",
 ]

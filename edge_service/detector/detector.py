@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -14,9 +15,17 @@ import numpy as np
 from edge_service.acquisition.frame import Frame
 from edge_service.detector import measure
 from edge_service.detector.model import OnnxSegmenter, shipped_model, softmax
-from edge_service.detector.preprocess import input_scale, prepare_input
+from edge_service.detector.preprocess import content_roi, input_scale, prepare_input
 from edge_service.detector.settings import DetectorSettings
-from edge_service.errors import InputError
+from edge_service.detector.view import (
+    ViewCalibration,
+    ViewChecks,
+    ViewGate,
+    ViewResult,
+    calibration_path,
+    file_sha256,
+)
+from edge_service.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +95,31 @@ class CalcificationResult:
 
 @dataclass
 class Detection:
+    """One frame's detections. When view_ok is False the frame is not a view the model was
+    made for (view_reason says why) and nerve/calcification carry no finding and no number.
+    measure_reason: why the measurements in mm are None although something was found
+    ("no_spacing": the source has no pixel calibration), else None."""
+
     index: int
     t: float
     nerve: NerveResult
     calcification: CalcificationResult
     latency_ms: float
     model: str
+    view_ok: bool = True
+    view_score: float | None = None
+    view_reason: str | None = None
+    measure_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no masks)."""
         return {
             "index": self.index,
             "t": self.t,
+            "view_ok": self.view_ok,
+            "view_score": _r(self.view_score, 6),
+            "view_reason": self.view_reason,
+            "measure_reason": self.measure_reason,
             "nerve": self.nerve.to_dict(),
             "calcification": self.calcification.to_dict(),
             "latency_ms": round(self.latency_ms, 3),
@@ -111,6 +133,30 @@ class Detector:
     def __init__(self, segmenter: OnnxSegmenter, settings: DetectorSettings) -> None:
         self.seg = segmenter
         self.settings = settings
+        self.gate: ViewGate | None = None
+        if settings.view_gate:
+            self.gate = self._load_gate(segmenter, settings)
+
+    @staticmethod
+    def _load_gate(seg: OnnxSegmenter, s: DetectorSettings) -> ViewGate:
+        fix = "run `python -m models.calibrate_view` for this model, or set view_gate: false"
+        if not seg.has_features:
+            raise ModelError(f"{seg.path}: no 'features' output for the view gate ({fix})")
+        cal = ViewCalibration.load(calibration_path(seg.path))
+        if cal.model_sha256 != file_sha256(seg.path):
+            raise ModelError(
+                f"{calibration_path(seg.path)} was calibrated for another model file ({fix})"
+            )
+        if cal.n_features != seg.n_features:
+            raise ModelError(f"{calibration_path(seg.path)}: feature count mismatch ({fix})")
+        checks = ViewChecks(
+            min_size_px=s.view_min_size_px,
+            blank_std=s.view_blank_std,
+            contact_echo_level=s.view_contact_echo,
+            contact_min_fraction=s.view_contact_fraction,
+            colour_max_fraction=s.view_colour_fraction,
+        )
+        return ViewGate(cal, checks, s.view_min_score)
 
     @classmethod
     def load(
@@ -135,18 +181,66 @@ class Detector:
         x = prepare_input(frame.pixels, frame.region, self.seg.in_h, self.seg.in_w)
         return softmax(self.seg.run(x)[0])
 
-    def detect(self, frame: Frame) -> Detection:
-        """Segment and measure one frame. Refuses frames without pixel spacing."""
+    def reset(self) -> None:
+        """Forget the previous frame (call between sources: the frozen check compares
+        consecutive frames of one source)."""
+        if self.gate is not None:
+            self.gate.reset()
+
+    def view(self, frame: Frame) -> tuple[ViewResult, np.ndarray]:
+        """The view gate's verdict and the class probabilities (one model run)."""
+        reason = self.gate.pre_check(frame) if self.gate is not None else None
+        x = prepare_input(frame.pixels, frame.region, self.seg.in_h, self.seg.in_w)
+        logits, feats = self.seg.run_all(x)
+        prob = softmax(logits[0])
+        if self.gate is None:
+            return ViewResult(reason is None, 1.0 if reason is None else 0.0, reason), prob
+        return self.gate.judge(frame, feats, reason), prob
+
+    def detect(self, frame: Frame, *, require_spacing: bool = True) -> Detection:
+        """Gate, segment and measure one frame.
+
+        Frames without pixel spacing are refused (InputError) unless require_spacing is
+        False: then structures are still found but every mm measurement is None and
+        measure_reason is "no_spacing" (never a guessed scale). Frames that fail the view
+        gate get found/present False and no measurement."""
         t_start = time.perf_counter()
-        if frame.spacing_mm is None:
+        if frame.spacing_mm is None and require_spacing:
             raise InputError(
                 f"frame {frame.index} has no pixel spacing: refusing to measure in mm "
                 "(calibrate the source or use a DICOM with a Sequence of Ultrasound Regions)"
             )
-        dx, dy = (float(v) for v in frame.spacing_mm)
+        if frame.roi is None:
+            # No B-mode region from the source: use the bounding box of the image content.
+            roi = content_roi(frame.pixels)
+            if roi is not None:
+                frame = dataclasses.replace(frame, roi=roi)
+        vr, prob = self.view(frame)
+        if not vr.ok:
+            latency = (time.perf_counter() - t_start) * 1000.0
+            return Detection(
+                frame.index,
+                frame.t,
+                NerveResult(),
+                CalcificationResult(),
+                latency,
+                self.seg.model_name,
+                view_ok=False,
+                view_score=vr.score,
+                view_reason=vr.reason,
+            )
+        det = self._segment(frame, prob)
+        det.view_score = vr.score
+        det.latency_ms = (time.perf_counter() - t_start) * 1000.0
+        return det
+
+    def _segment(self, frame: Frame, prob: np.ndarray) -> Detection:
+        no_mm = frame.spacing_mm is None
+        # Without a calibration the pixel grid is used only to find and outline structures;
+        # every mm value is dropped below and the size filters are not applied.
+        dx, dy = (1.0, 1.0) if frame.spacing_mm is None else (float(v) for v in frame.spacing_mm)
         s = self.settings
         roi = frame.region
-        prob = self.probabilities(frame)
         labels = prob.argmax(axis=0)
         scale = input_scale(roi.height, roi.width, self.seg.in_h, self.seg.in_w)
         shape = frame.pixels.shape
@@ -157,7 +251,7 @@ class Detector:
         comp = measure.largest_component(labels == 1, prob[1])
         if comp is not None:
             n_ref = measure.refine(prob[1], comp, roi, scale, s.nerve_threshold)
-        if n_ref is not None and n_ref.mask.sum() * px_area >= s.nerve_min_area_mm2:
+        if n_ref is not None and (no_mm or n_ref.mask.sum() * px_area >= s.nerve_min_area_mm2):
             major, minor, ang, cy, cx = measure.ellipse_fit(n_ref.mask, dx, dy)
             cy, cx = cy + n_ref.y0, cx + n_ref.x0
             h, w = n_ref.mask.shape
@@ -188,7 +282,9 @@ class Detector:
         c_ref = None
         if ccomp is not None:
             c_ref = measure.refine(prob[2], ccomp, roi, scale, s.calcification_threshold)
-        if c_ref is not None and c_ref.mask.sum() * px_area >= s.calcification_min_area_mm2:
+        if c_ref is not None and (
+            no_mm or c_ref.mask.sum() * px_area >= s.calcification_min_area_mm2
+        ):
             major, minor, _, cy, cx = measure.ellipse_fit(c_ref.mask, dx, dy)
             full = c_ref.full(shape)
             ratio = measure.shadow_ratio(frame.pixels, full, dy)
@@ -205,5 +301,21 @@ class Detector:
                 center_px=(cx + c_ref.x0, cy + c_ref.y0),
                 mask=full,
             )
-        latency = (time.perf_counter() - t_start) * 1000.0
-        return Detection(frame.index, frame.t, nerve, calc, latency, self.seg.model_name)
+        det = Detection(frame.index, frame.t, nerve, calc, 0.0, self.seg.model_name)
+        if no_mm:
+            _drop_mm(nerve, calc)
+            if nerve.found or calc.present:
+                det.measure_reason = "no_spacing"
+        return det
+
+
+def _drop_mm(nerve: NerveResult, calc: CalcificationResult) -> None:
+    """Null every value that needs a pixel spacing (confidence and pixel centres stay)."""
+    nerve.ap_mm = nerve.width_mm = nerve.csa_mm2 = None
+    nerve.fascicular_index = None  # smoothed at 0.6 mm: needs the scale
+    nerve.echogenicity = None  # ring 2-6 mm outside the nerve: needs the scale
+    nerve.flattening = None  # anisotropic pixels would distort it
+    nerve.angle_deg = None
+    calc.long_axis_mm = calc.thickness_mm = calc.nerve_distance_mm = None
+    calc.shadow = None
+    calc.shadow_ratio = None  # 1-10 mm bands: needs the scale

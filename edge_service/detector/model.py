@@ -1,7 +1,9 @@
 """Loading and validating the segmentation model (the I/O contract in models/MODEL_CARD.md).
 
 Any ONNX file with one float input (1, 1, H, W) and one output (1, C>=3, H, W) whose
-channels 1 and 2 are nerve and calcification logits can replace the shipped model.
+channels 1 and 2 are nerve and calcification logits can replace the shipped model. A second
+output named `features` (1, F) (pooled encoder features, added by models/view_features.py)
+feeds the view / out-of-distribution gate.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILES = {"fp32": "dgs_seg.onnx", "int8": "dgs_seg.int8.onnx"}
 REQUIRED_CLASSES = ("background", "nerve", "calcification")
+FEATURE_OUTPUT = "features"
 
 
 def models_dir() -> Path:
@@ -56,10 +59,14 @@ class OnnxSegmenter:
             raise ModelError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
+        out_names = [o.name for o in outputs]
+        extra = out_names[1:]
+        if len(inputs) != 1 or not outputs or extra not in ([], [FEATURE_OUTPUT]):
             raise ModelError(
-                f"{self.path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+                f"{self.path}: expected 1 input and 1 output (plus an optional "
+                f"{FEATURE_OUTPUT!r}), got {len(inputs)} inputs and outputs {out_names}"
             )
+        self.has_features = extra == [FEATURE_OUTPUT]
         ishape = inputs[0].shape
         if inputs[0].type != "tensor(float)" or len(ishape) != 4 or ishape[1] != 1:
             raise ModelError(
@@ -82,21 +89,29 @@ class OnnxSegmenter:
                 )
         # Warm-up: allocates buffers and proves the output shape before the first real frame.
         try:
-            out = self.run(np.zeros((1, 1, self.in_h, self.in_w), np.float32))
+            out, feats = self.run_all(np.zeros((1, 1, self.in_h, self.in_w), np.float32))
         except Exception as exc:
             raise ModelError(f"{self.path}: model failed on a test input ({exc})") from exc
         if out.ndim != 4 or out.shape[1] < 3 or out.shape[2:] != (self.in_h, self.in_w):
             raise ModelError(
                 f"{self.path}: output must be (1, C>=3, {self.in_h}, {self.in_w}), got {out.shape}"
             )
+        self.n_features = 0 if feats is None else int(feats.shape[-1])
         self.model_name = str(meta.get("dgs.model", self.path.stem))
         log.info(
             "model %s loaded: input %dx%d, %d threads", self.path, self.in_h, self.in_w, threads
         )
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: x})[0]
-        return np.asarray(out, dtype=np.float32)
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits (1, C, H, W), features (F,) or None when the model has no such output)."""
+        outs = self.session.run(None, {self.input_name: x})
+        logits = np.asarray(outs[0], dtype=np.float32)
+        if len(outs) < 2:
+            return logits, None
+        return logits, np.asarray(outs[1], dtype=np.float64).reshape(-1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -59,6 +59,24 @@ def resize_area(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return resize_bilinear(box_down(img, ky, kx), out_h, out_w)
 
 
+def content_roi(pixels: np.ndarray, level: int = 8, min_fraction: float = 0.01) -> Roi | None:
+    """Bounding box of the image content (rows/columns with more than min_fraction of their
+    pixels above `level`) for frames whose source gives no B-mode region (video, image
+    files, DICOM without ultrasound regions). The model was trained on the ROI of the
+    fan, so a capture with wide black margins would be scaled differently and look foreign.
+    None when there is no content or it already fills the frame."""
+    on = pixels > level
+    rows = np.nonzero(on.mean(axis=1) > min_fraction)[0]
+    cols = np.nonzero(on.mean(axis=0) > min_fraction)[0]
+    if rows.size < 2 or cols.size < 2:
+        return None
+    roi = Roi(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    h, w = pixels.shape
+    if roi.width == w and roi.height == h:
+        return None
+    return roi
+
+
 def crop_roi(pixels: np.ndarray, roi: Roi | None) -> np.ndarray:
     if roi is None:
         return pixels

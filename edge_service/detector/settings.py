@@ -18,6 +18,16 @@ class DetectorSettings(BaseModel):
     calcification_min_area_mm2: smaller calcification candidates are ignored.
     shadow_ratio: a calcification casts a shadow when the echo below it is below this
         fraction of the echo above it.
+    view_gate: run the view / out-of-distribution gate (docs/model.md "View gate"); off only
+        for models without a `features` output and its calibration (then every frame is
+        taken as a valid view: use for development only).
+    view_min_score: frames whose view_score is below this get no measurements (None = the
+        calibrated alpha stored in <model>.view.json).
+    view_min_size_px / view_blank_std / view_contact_echo / view_contact_fraction /
+        view_colour_fraction: the explicit checks (ROI smaller than this; ROI grey-level
+        standard deviation below this; fewer than view_contact_fraction of the deep two
+        thirds above grey level view_contact_echo; more than view_colour_fraction of the ROI
+        with chroma).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -30,3 +40,10 @@ class DetectorSettings(BaseModel):
     nerve_min_area_mm2: float = Field(default=8.0, ge=0.0)
     calcification_min_area_mm2: float = Field(default=2.0, ge=0.0)
     shadow_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+    view_gate: bool = True
+    view_min_score: float | None = Field(default=None, gt=0.0, lt=1.0)
+    view_min_size_px: int = Field(default=32, ge=1)
+    view_blank_std: float = Field(default=3.0, ge=0.0)
+    view_contact_echo: int = Field(default=25, ge=0, le=254)
+    view_contact_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    view_colour_fraction: float = Field(default=0.002, ge=0.0, le=1.0)

@@ -108,7 +108,16 @@ def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, P
     info = ckpt.with_name("train_info.json")
     if info.exists():
         shutil.copy(info, models_dir / f"{MODEL_NAME}.train.json")
+    # The view gate reads pooled encoder features from a second output; its calibration is
+    # tied to the file's hash, so a new export needs `python -m models.calibrate_view`.
+    from models.view_features import add_feature_output
+
+    for p in (fp32, int8):
+        add_feature_output(p)
     log.info("exported %s (%d B), %s (%d B)", fp32, fp32.stat().st_size, int8, int8.stat().st_size)
+    log.warning(
+        "now run `python -m models.calibrate_view`: the view gate refuses a stale calibration"
+    )
     return {"fp32": fp32, "int8": int8}
 
 

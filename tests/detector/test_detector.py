@@ -49,7 +49,7 @@ def test_shipped_model_follows_the_contract(det: Detector) -> None:
     assert det.input_hw == (128, 192)
     s = det.seg.session
     assert [i.name for i in s.get_inputs()] == ["image"]
-    assert [o.name for o in s.get_outputs()] == ["logits"]
+    assert [o.name for o in s.get_outputs()] == ["logits", "features"]  # features: view gate
     assert det.seg.classes == ("background", "nerve", "calcification")
     assert "not clinically validated" in s.get_modelmeta().custom_metadata_map["dgs.training"]
     for prec in ("fp32", "int8"):
