@@ -97,6 +97,23 @@ class SimSource:
             k = self.loop_from + (k - self.loop_from) % (n - self.loop_from)
         return k
 
+    def index_at(self, t_us: float) -> int:
+        k = int(t_us * self.rate / 1e6)
+        n = len(self.s.t_s)
+        if k >= n:
+            k = self.loop_from + (k - self.loop_from) % (n - self.loop_from)
+        return k
+
+    def thigh_at(self, t_us: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The sample the IMU's FIFO takes at device time t_us (fake_i2c `source_at`)."""
+        k = self.index_at(t_us)
+        return tuple(self.s.gyro_dps[k]), tuple(self.s.accel_g[k])
+
+    def pelvis_at(self, t_us: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        k = self.index_at(t_us)
+        assert self.s.pelvis_gyro_dps is not None and self.s.pelvis_accel_g is not None
+        return tuple(self.s.pelvis_gyro_dps[k]), tuple(self.s.pelvis_accel_g[k])
+
     def thigh(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         k = self.index()
         return tuple(self.s.gyro_dps[k]), tuple(self.s.accel_g[k])
@@ -105,6 +122,17 @@ class SimSource:
         k = self.index()
         assert self.s.pelvis_gyro_dps is not None and self.s.pelvis_accel_g is not None
         return tuple(self.s.pelvis_gyro_dps[k]), tuple(self.s.pelvis_accel_g[k])
+
+
+class _AtSource:
+    """source() for register reads, at_us(t) for the FIFO's timed samples."""
+
+    def __init__(self, now: Any, at: Any) -> None:
+        self._now = now
+        self.at_us = at
+
+    def __call__(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self._now()  # type: ignore[no-any-return]
 
 
 class ScriptedIO:
@@ -146,6 +174,17 @@ class PtyIO:
         except (BlockingIOError, OSError):
             return None
 
+    def write_nb(self, buf: Any) -> int:
+        """Bytes the pty took now (the app keeps the rest): never waits on the host."""
+        if self.closed:
+            return len(buf)
+        try:
+            return os.write(self.master, bytes(buf))
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return len(buf)  # host gone: the bytes are lost like on an unplugged cable
+
     def write(self, buf: Any) -> None:
         data = bytes(buf)
         while data and not self.closed:
@@ -172,14 +211,22 @@ def _build(
     s = simulate_imu(full, side=side, rate_hz=rate_hz, seed=seed, pelvis=pelvis)
     clock = SimClock()
     src = SimSource(s, rate_hz, clock, loop_from=int(offset * rate_hz), pelvis=pelvis)
+    thigh_src = _AtSource(src.thigh, src.thigh_at)
     thigh_dev = (
-        FakeLSM6DS(0x6A, source=src.thigh)
+        FakeLSM6DS(0x6A, source=thigh_src, clock=clock)
         if imu == "lsm6ds"
-        else FakeMPU6050(0x68, source=src.thigh)
+        else FakeMPU6050(0x68, source=thigh_src, clock=clock)
     )
     devices: list[Any] = [thigh_dev]
     if pelvis:
-        devices.append(FakeMPU6050(0x69, who_am_i=0x70, source=src.pelvis_sample))
+        devices.append(
+            FakeMPU6050(
+                0x69,
+                who_am_i=0x70,
+                source=_AtSource(src.pelvis_sample, src.pelvis_at),
+                clock=clock,
+            )
+        )
     bus = FakeI2C(devices)
     cfg = validate({"side": side, "rate_hz": rate_hz})
     drv = detect(bus, only=imu, odr_hz=rate_hz)

@@ -1,4 +1,4 @@
-# dgs-clip serial protocol v1.0, framing layer (spec: docs/protocol.md): CRC-16/CCITT-FALSE,
+# dgs-clip serial protocol v1.1, framing layer (spec: docs/protocol.md): CRC-16/CCITT-FALSE,
 # COBS, the 11-byte header and the frame checks. Shared by the clip (MicroPython) and CPython;
 # message payloads and commands are in protocol.py, which re-exports everything here.
 import struct
@@ -17,8 +17,8 @@ except ImportError:
     _crc_hqx = None
 
 PROTO_MAJOR = const(1)
-PROTO_MINOR = const(0)
-VERSION_BYTE = const(0x10)  # (PROTO_MAJOR << 4) | PROTO_MINOR
+PROTO_MINOR = const(1)
+VERSION_BYTE = const(0x11)  # (PROTO_MAJOR << 4) | PROTO_MINOR
 
 HEADER_SIZE = const(11)
 CRC_SIZE = const(2)

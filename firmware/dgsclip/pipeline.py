@@ -102,6 +102,10 @@ class Pipeline:
             if self._left <= 0:
                 self._finish_calibration()
         quat.mul_into(self.q_thigh_seg, th.q, cal.mount)
+        if cal.restore_pending and not flags & FLAG_INITIALISING and pel is None:
+            # First settled sample after a reboot with a stored calibration (thigh mode).
+            cal.restore_heading(self.q_thigh_seg)
+            self.calibrator.restored(cal.up)
         if pel is not None and cal.calibrated and self.calibrator.has_pelvis:
             quat.mul_into(self.q_pelvis_seg, pel.q, cal.pelvis_mount)
             self.hip.compute(self.q_pelvis_seg, self.q_thigh_seg)

@@ -9,6 +9,13 @@ import struct
 from dgsclip.compat import const
 from dgsclip.drivers.base import ImuBase, ImuError
 
+_FIFO_CTRL3 = const(0x09)  # BDR_GY[7:4] | BDR_XL[3:0], same codes as the ODR
+_FIFO_CTRL4 = const(0x0A)  # FIFO_MODE[2:0]: 0 bypass (clears), 6 continuous
+_FIFO_STATUS1 = const(0x3A)  # DIFF_FIFO[7:0], then STATUS2: DIFF_FIFO[9:8], FIFO_OVR_IA 0x40
+_FIFO_DATA_OUT_TAG = const(0x78)  # tag byte (sensor in bits 7:3) + 6 data bytes
+_TAG_GYRO = const(0x01)
+_TAG_ACCEL = const(0x02)
+_FIFO_OVR = const(0x40)
 _WHO_AM_I = const(0x0F)
 _CTRL1_XL = const(0x10)
 _CTRL2_G = const(0x11)
@@ -39,24 +46,73 @@ class LSM6DS(ImuBase):
             raise ImuError("LSM6DS: accel_range_g must be one of %s" % (sorted(_ACCEL_FS),))
         self.gyro_range_dps = gyro_range_dps
         self.accel_range_g = accel_range_g
+        self._set_odr(odr_hz)
+        self._buf = bytearray(12)
+        self._word = bytearray(7)
+        self._b2 = bytearray(2)
+        self._g_scale = gyro_range_dps / 32768.0
+        self._a_scale = accel_range_g / 32768.0
+        super().__init__(i2c, address, reinit)
+        # The tagged FIFO (0x78..) is the LSM6DSO/DSOX layout; the DS3/DS3TR-C/DSL FIFO has
+        # another register map, so those parts are sampled by register polling.
+        self.has_fifo = self.name == "lsm6dsox"
+        self.configure()
+
+    def _set_odr(self, hz):
         # Smallest ODR at or above the request so the app loop never waits on stale data.
         code = len(_ODR)
         for i in range(len(_ODR)):
-            if _ODR[i] >= odr_hz:
+            if _ODR[i] >= hz:
                 code = i + 1
                 break
         self._odr_code = code
         self.odr_hz = _ODR[code - 1]
-        self._buf = bytearray(12)
-        self._g_scale = gyro_range_dps / 32768.0
-        self._a_scale = accel_range_g / 32768.0
-        super().__init__(i2c, address, reinit)
-        self.configure()
 
     def configure(self):
         self._write_reg(_CTRL3_C, 0x44)  # BDU + register auto-increment
         self._write_reg(_CTRL1_XL, (self._odr_code << 4) | (_ACCEL_FS[self.accel_range_g] << 2))
         self._write_reg(_CTRL2_G, (self._odr_code << 4) | (_GYRO_FS[self.gyro_range_dps] << 2))
+        if self.fifo_on:
+            self._fifo_setup()
+
+    def _fifo_setup(self):
+        self._write_reg(_FIFO_CTRL4, 0)  # bypass: empties the FIFO
+        self._write_reg(_FIFO_CTRL3, (self._odr_code << 4) | self._odr_code)
+        self._write_reg(_FIFO_CTRL4, 6)  # continuous
+
+    def _fifo_level(self):
+        b2 = self._b2
+        self.i2c.readfrom_mem_into(self.address, _FIFO_STATUS1, b2)
+        if b2[1] & _FIFO_OVR:
+            return self._fifo_overflowed()
+        return (b2[0] | ((b2[1] & 3) << 8)) >> 1  # one gyro + one accel word per sample
+
+    def fifo_read(self, gyro, accel):
+        """Pop words until one gyro and one accel word were read (a sample); False on a bus
+        error or when the pair is broken (then the FIFO is reset and counted)."""
+        w = self._word
+        have = 0
+        for _ in range(4):
+            if not self._read_block(_FIFO_DATA_OUT_TAG, w):
+                return False
+            tag = w[0] >> 3
+            if tag == _TAG_GYRO:
+                dst = gyro
+                s = self._g_scale
+                have |= 1
+            elif tag == _TAG_ACCEL:
+                dst = accel
+                s = self._a_scale
+                have |= 2
+            else:
+                continue  # other sensors / timestamp words: not ours
+            dst[0] = struct.unpack_from("<h", w, 1)[0] * s
+            dst[1] = struct.unpack_from("<h", w, 3)[0] * s
+            dst[2] = struct.unpack_from("<h", w, 5)[0] * s
+            if have == 3:
+                return True
+        self._fifo_overflowed()
+        return False
 
     def read_into(self, gyro, accel):
         buf = self._buf
