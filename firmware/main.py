@@ -24,7 +24,6 @@ from dgsclip.drivers import ImuError, detect
 from dgsclip.storage import DirFS
 from dgsclip.usbio import usb_stdio
 
-
 # machine.reset_cause() constants -> protocol RESET_* codes (names differ per port).
 _CAUSES = (
     ("PWRON_RESET", P.RESET_POWER_ON),

@@ -15,6 +15,7 @@ import logging
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,63 @@ from edge_service.clip.settings import ClipLinkSettings
 from edge_service.clip.timeline import AngleTimeline, ImuJsonlWriter, TimedSample
 from edge_service.errors import DeviceError
 
-__all__ = ["ClipLink", "CommandFailed", "CommandTimeout", "detect_port", "probe", "usb_candidates"]
+__all__ = [
+    "ALARMS",
+    "Alarm",
+    "ClipLink",
+    "CommandFailed",
+    "CommandTimeout",
+    "detect_port",
+    "implausible",
+    "probe",
+    "usb_candidates",
+]
+
+# Alarm codes (docs/link.md). "event" alarms happen once; "condition" alarms stay active
+# until cleared (cleared=True is raised when they end).
+ALARMS: dict[str, str] = {
+    "clip_rebooted": "event: the clip rebooted (reset cause and boot id in details)",
+    "stream_restart_failed": "condition: after a clip reboot, re-sending start failed",
+    "clip_uncalibrated": "condition: the clip came back without its calibration",
+    "incompatible_protocol": "condition: frames of another protocol major arrive",
+    "clip_samples_dropped": "event: the clip's ring overflowed (host stalled too long)",
+    "implausible_samples": "event: valid-CRC samples with impossible values were dropped",
+}
+
+_MAX_ANGLE_CDEG = 18000  # ISB hip angles lie in [-180, 180] deg
+_Q14_NORM_TOL = 0.05  # |q| of a unit quaternion in Q14, allowing rounding
+
+
+def implausible(m: Sample) -> str | None:
+    """Why a checked SAMPLE cannot be a real measurement, or None."""
+    if max(abs(m.flex_cdeg), abs(m.add_cdeg), abs(m.rot_cdeg)) > _MAX_ANGLE_CDEG:
+        return "angle beyond +-180 deg"
+    for q in (m.quat, m.pelvis_quat):
+        if q is None:
+            continue
+        n = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]) ** 0.5 / P.Q14
+        if abs(n - 1.0) > _Q14_NORM_TOL:
+            return f"quaternion norm {n:.3f}"
+    return None
+
+
+@dataclass(frozen=True)
+class Alarm:
+    code: str  # a key of ALARMS
+    message: str
+    at: float  # time.time()
+    details: dict[str, Any] = field(default_factory=dict)
+    cleared: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "at": round(self.at, 3),
+            "details": dict(self.details),
+            "cleared": self.cleared,
+        }
+
 
 log = logging.getLogger(__name__)
 clip_log = logging.getLogger("dgsclip.device")  # the clip's own LOG frames
@@ -74,6 +131,11 @@ class LinkStats:
     timeouts: int = 0
     naks: int = 0
     writer_errors: int = 0
+    clip_reboots: int = 0  # reboots detected (sequence restart or a new boot id)
+    stream_restarts: int = 0  # `start` re-sent after a reboot, acknowledged
+    implausible_samples: int = 0  # valid-CRC samples dropped as impossible
+    incompatible_frames: int = 0  # frames of another protocol major (dropped)
+    clip_ring_dropped: int = 0  # samples the clip fused but could not send (its STATUS)
     last_sample_at: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -112,6 +174,47 @@ class ClipLink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
+        self._alarm_subs: list[Callable[[Alarm], None]] = []
+        self.active_alarms: dict[str, Alarm] = {}
+        self.alarm_log: deque[Alarm] = deque(maxlen=20)
+        self._streaming_wanted = False  # the host asked for `start` and not `stop` since
+        self._rate_set: int | None = None
+        self._boot_id: int | None = None
+        self._restart_lock = threading.Lock()
+        self._restart_pending = False
+        self._frames_at_incompatible = 0
+
+    # -- alarms ----------------------------------------------------------------------------
+
+    def on_alarm(self, fn: Callable[[Alarm], None]) -> None:
+        """fn(Alarm) on every alarm raised or cleared (any thread: keep it short)."""
+        self._alarm_subs.append(fn)
+
+    def _alarm(self, code: str, message: str, **details: Any) -> None:
+        a = Alarm(code, message, time.time(), details)
+        if ALARMS[code].startswith("condition"):
+            if code in self.active_alarms:
+                return
+            self.active_alarms[code] = a
+        self.alarm_log.append(a)
+        log.warning("clip alarm %s: %s", code, message)
+        self._emit(a)
+
+    def _clear(self, code: str) -> None:
+        a = self.active_alarms.pop(code, None)
+        if a is None:
+            return
+        c = Alarm(code, a.message, time.time(), a.details, cleared=True)
+        self.alarm_log.append(c)
+        log.info("clip alarm %s cleared", code)
+        self._emit(c)
+
+    def _emit(self, a: Alarm) -> None:
+        for fn in self._alarm_subs:
+            try:
+                fn(a)
+            except Exception:  # a broken alarm consumer must not kill the link
+                log.exception("alarm subscriber failed")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -165,6 +268,7 @@ class ClipLink:
             raise DeviceError(f"cannot open {self.port}: {exc.strerror}") from None
         self._ser = ser
         self.decoder.reset()
+        self._compatible_again()  # a replugged clip may have been reflashed
         self.clock.reset("connected")
         self.stats.connects += 1
         self.stats.port = self.port
@@ -235,13 +339,32 @@ class ClipLink:
                 if self.incompatible is None:
                     log.error("%s", exc)
                 self.incompatible = exc
+                self._frames_at_incompatible = self.decoder.stats.frames
+                self.stats.incompatible_frames += 1
                 self.stats.state = "incompatible"
+                self._alarm("incompatible_protocol", str(exc), major=exc.major, minor=exc.minor)
                 with self._cond:
                     self._cond.notify_all()
                 data = b""
+        if (
+            self.incompatible is not None
+            and self.decoder.stats.frames > self._frames_at_incompatible
+        ):
+            self._compatible_again()  # a frame of our major decoded after the refused one
         for m in msgs:
             self._dispatch(m, arrival)
         self._log_stray_text()
+
+    def _compatible_again(self) -> None:
+        """A frame of our major decoded after refused ones: the clip speaks our protocol
+        again (reflashed, or the refused frame was a one-off); commands work again."""
+        if self.incompatible is None:
+            return
+        log.info("clip link: compatible frames again; accepting commands")
+        self.incompatible = None
+        if self.stats.state == "incompatible":
+            self.stats.state = "open" if self._ser is not None else "reconnecting"
+        self._clear("incompatible_protocol")
 
     def _log_stray_text(self) -> None:
         for text in self.decoder.take_stray_text():
@@ -249,6 +372,17 @@ class ClipLink:
 
     def _dispatch(self, m: Message, arrival: float) -> None:
         if isinstance(m, Sample):
+            why = implausible(m)
+            if why is not None:
+                self.stats.implausible_samples += 1
+                n = self.stats.implausible_samples
+                if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: loud but bounded
+                    self._alarm(
+                        "implausible_samples",
+                        f"dropped {n} implausible sample(s); last: {why}",
+                        count=n,
+                    )
+                return
             t_dev, t = self.clock.observe(m.t_us, arrival)
             ts = TimedSample(t, t_dev, m, self.clock.generation)
             self.stats.samples += 1
@@ -274,14 +408,93 @@ class ClipLink:
         elif isinstance(m, Hello):
             # Not fed to the clock: only samples share one send path (read -> fuse -> write),
             # so only they belong to the same latency envelope.
+            prev = self._boot_id
             self.info = m.info
+            if m.info.boot_id is not None:
+                self._boot_id = m.info.boot_id
+            if self._reboot_info_pending:  # the HELLO of a restart the sequence showed
+                self._reboot_info_pending = False
+                self._after_reboot_hello(m.info)
+            elif prev is not None and m.info.boot_id is not None and prev != m.info.boot_id:
+                # A new boot id without a visible sequence restart (e.g. a reboot while
+                # unplugged: the decoder's sequence state was reset on reconnect).
+                self._rebooted(f"boot id {prev} -> {m.info.boot_id}", m.info)
         elif isinstance(m, Status):
+            prev_drop = self.status.ring_dropped if self.status is not None else None
             self.status = m.status
+            d = m.status.ring_dropped
+            if d is not None:
+                self.stats.clip_ring_dropped = d
+                if prev_drop is not None and d > prev_drop:
+                    self._alarm(
+                        "clip_samples_dropped",
+                        f"the clip dropped {d - prev_drop} sample(s): the host did not read "
+                        f"for longer than its ring holds ({m.status.ring_capacity} samples)",
+                        dropped=d - prev_drop,
+                    )
         elif isinstance(m, Log):
             clip_log.log(m.level if m.level in (10, 20, 30, 40, 50) else 20, "%s", m.text)
         elif isinstance(m, DeviceReset):
-            log.warning("clip rebooted (seq %d -> %d)", m.previous_seq, m.seq)
-            self.clock.reset("clip rebooted")
+            self._rebooted(f"sequence {m.previous_seq} -> {m.seq}", None)
+
+    # -- reboot recovery -------------------------------------------------------------------
+
+    _reboot_info_pending = False
+
+    def _rebooted(self, how: str, info: ClipInfo | None) -> None:
+        """The clip restarted: new clock fit, alarm, and (if the host was streaming) start
+        re-sent and the rate restored, on a worker thread (commands wait for the reader)."""
+        self.stats.clip_reboots += 1
+        self.clock.reset("clip rebooted")
+        if info is None:
+            # The HELLO that follows the restart carries the reset cause: alarm then.
+            self._reboot_info_pending = True
+            self._reboot_how = how
+        else:
+            self._after_reboot_hello(info, how)
+        if self._streaming_wanted:
+            self._schedule_restart()
+
+    def _after_reboot_hello(self, info: ClipInfo, how: str | None = None) -> None:
+        how = how or getattr(self, "_reboot_how", "")
+        cause = info.reset_cause_name or "unknown"
+        self._alarm(
+            "clip_rebooted",
+            f"clip rebooted ({how}; reset cause {cause})",
+            reset_cause=cause,
+            boot_id=info.boot_id,
+            cal_state=info.cal_state,
+        )
+        if info.cal_state != P.CAL_FULL:
+            self._alarm(
+                "clip_uncalibrated",
+                "the clip came back without its full calibration: recalibrate "
+                "(dgs-clip calibrate) before trusting the angles",
+                cal_state=info.cal_state,
+            )
+        else:
+            self._clear("clip_uncalibrated")
+
+    def _schedule_restart(self) -> None:
+        with self._restart_lock:
+            if self._restart_pending:
+                return
+            self._restart_pending = True
+        threading.Thread(target=self._restart_stream, name="clip-restart", daemon=True).start()
+
+    def _restart_stream(self) -> None:
+        try:
+            if self._rate_set is not None:
+                self.command(P.CMD_SET_RATE, struct.pack("<H", self._rate_set))
+            self.command(P.CMD_START)
+            self.stats.stream_restarts += 1
+            self._clear("stream_restart_failed")
+            log.info("clip stream restarted after reboot")
+        except DeviceError as exc:
+            self._alarm("stream_restart_failed", f"re-sending start after a reboot failed: {exc}")
+        finally:
+            with self._restart_lock:
+                self._restart_pending = False
 
     # -- commands --------------------------------------------------------------------------
 
@@ -351,15 +564,18 @@ class ClipLink:
         return info
 
     def start(self) -> None:
+        self._streaming_wanted = True  # before the command: a reboot meanwhile restarts it
         self.command(P.CMD_START)
 
     def stop(self) -> None:
+        self._streaming_wanted = False
         self.command(P.CMD_STOP)
 
     def set_rate(self, rate_hz: int) -> None:
         if not 1 <= rate_hz <= 0xFFFF:
             raise DeviceError(f"rate {rate_hz} Hz is out of range")
         self.command(P.CMD_SET_RATE, struct.pack("<H", rate_hz))
+        self._rate_set = rate_hz
 
     def calibrate_neutral(self, duration_s: float = 3.0) -> str:
         return self._calibrate(P.CMD_CALIBRATE_NEUTRAL, duration_s)
@@ -415,12 +631,38 @@ class ClipLink:
     def exit_repl(self) -> None:
         self.command(P.CMD_EXIT_REPL, retries=0)
 
+    def _clip_dict(self) -> dict[str, Any]:
+        """The clip's own view (last HELLO / STATUS), for status publishing."""
+        out: dict[str, Any] = {}
+        if self.info is not None:
+            out.update(
+                fw_version=self.info.fw_version,
+                proto=f"{self.info.proto_major}.{self.info.proto_minor}",
+                boot_id=self.info.boot_id,
+                reset_cause=self.info.reset_cause_name,
+                cal_state=self.info.cal_state,
+            )
+        st = self.status
+        if st is not None:
+            out.update({k: getattr(st, k) for k in st.__dataclass_fields__})
+        return out
+
     def stats_dict(self) -> dict[str, Any]:
         """Everything the service and MQTT status want to publish about the link."""
         c = self.clock.state()
         return {
             **{k: v for k, v in self.stats.__dict__.items() if k != "errors"},
             "last_errors": list(self.stats.errors),
+            "alarms": sorted(self.active_alarms),
+            "alarm_log": [a.as_dict() for a in self.alarm_log],
+            "clip": self._clip_dict(),
+            "data_quality": {
+                "clip_reboots": self.stats.clip_reboots,
+                "samples_lost_in_transit": self.decoder.stats.lost_frames,
+                "samples_dropped_on_clip": self.stats.clip_ring_dropped,
+                "implausible_samples": self.stats.implausible_samples,
+                "incompatible_frames": self.stats.incompatible_frames,
+            },
             "decoder": self.decoder.stats.as_dict(),
             "clock": {
                 "synced": c.synced,

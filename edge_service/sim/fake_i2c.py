@@ -56,6 +56,9 @@ class FakeDevice:
     def fifo_enabled(self):
         return False
 
+    def push_packet(self, sample):
+        raise NotImplementedError
+
     def odr_hz(self):
         return 100.0
 
@@ -219,7 +222,9 @@ class FakeLSM6DS(FakeDevice):
         gs = 32768.0 / gfs
         as_ = 32768.0 / afs
         self.fifo.extend(
-            struct.pack("<Bhhh", 0x01 << 3, _clip16(g[0] * gs), _clip16(g[1] * gs), _clip16(g[2] * gs))
+            struct.pack(
+                "<Bhhh", 0x01 << 3, _clip16(g[0] * gs), _clip16(g[1] * gs), _clip16(g[2] * gs)
+            )
         )
         self.fifo.extend(
             struct.pack(

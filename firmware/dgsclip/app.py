@@ -130,8 +130,11 @@ class App:
         if cal_problem:
             self.log(cal_problem, 30)
         if self.ring.capacity < cfg["ring_samples"]:
-            self.log("ring_samples %d does not fit in RAM; using %d"
-                     % (cfg["ring_samples"], self.ring.capacity), 30)
+            self.log(
+                "ring_samples %d does not fit in RAM; using %d"
+                % (cfg["ring_samples"], self.ring.capacity),
+                30,
+            )
         self.timer = timer
         if timer is not None:
             ms = TIMER_PERIOD_MS if self.fifo else max(1, self.period_us // 1000)
@@ -358,8 +361,16 @@ class App:
                 enc.seq = (enc.seq + skipped) & 0xFFFFFFFF  # host counts them as lost
             self._send(
                 enc.sample(
-                    None, ring.t[i], v[b], v[b + 1], v[b + 2], q14, u[i * 3], u[i * 3 + 1],
-                    u[i * 3 + 2], pq,
+                    None,
+                    ring.t[i],
+                    v[b],
+                    v[b + 1],
+                    v[b + 2],
+                    q14,
+                    u[i * 3],
+                    u[i * 3 + 1],
+                    u[i * 3 + 2],
+                    pq,
                 )
             )
             ring.pop()

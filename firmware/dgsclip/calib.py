@@ -107,7 +107,9 @@ class Calibration:
         up = d.get("up")
         if rt is not None or up is not None:
             if not isinstance(rt, list) or len(rt) != 4 or not isinstance(up, list) or len(up) != 3:
-                raise CalibrationError("calibration file field 'ref_tilt' is malformed; recalibrate")
+                raise CalibrationError(
+                    "calibration file field 'ref_tilt' is malformed; recalibrate"
+                )
             for i in range(4):
                 self.ref_tilt[i] = float(rt[i])
             for i in range(3):

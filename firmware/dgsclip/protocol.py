@@ -172,7 +172,7 @@ STATUS_FIELDS = (
 )
 # 1.1: appended to STATUS (and the ACK of get_status): ring and output counters, reboots.
 STATUS_EXT_FMT = "<IHHHHHHBH"
-STATUS_EXT_SIZE = const(21)
+STATUS_EXT_SIZE = const(19)
 STATUS_EXT_FIELDS = (
     "ring_dropped",  # samples fused but never sent: the ring was full (host stalled)
     "ring_peak",  # most samples ever waiting in the ring

@@ -47,7 +47,7 @@ def make_stream(
             i & 0xFFFF,
             (2 * i) & 0xFFFF,
             pq,
-            0,
+            P.PROTO_MINOR,
         )
     return b"".join(frames), sent, frames
 
