@@ -59,6 +59,10 @@ class SimClock:
         self._start = start_us
         self.ticks_diff = ticks_diff
         self.ticks_add = ticks_add
+        self._timers: list[SimTimer] = []
+
+    def add_timer(self, t: SimTimer) -> None:
+        self._timers.append(t)
 
     def elapsed_us(self) -> int:
         if self._anchor is None:
@@ -70,12 +74,42 @@ class SimClock:
 
     def sleep_us(self, n: int) -> None:
         if self._anchor is None:
-            self._virtual_us += max(int(n), 1)
+            target = self._virtual_us + max(int(n), 1)
+            # Periodic timers fire at their due times inside the sleep, like machine.Timer
+            # callbacks scheduled while the clip waits (also inside a waiting USB write).
+            while self._timers:
+                t = min(self._timers, key=lambda x: x.next_us)
+                if t.next_us > target:
+                    break
+                self._virtual_us = max(self._virtual_us, t.next_us)
+                t.next_us += t.period_us
+                t.callback(t)
+            self._virtual_us = target
         else:
             time.sleep(max(n, 0) / 1e6)
 
     def go_realtime(self) -> None:
         self._anchor = time.monotonic()
+
+
+class SimTimer:
+    """machine.Timer in virtual time: init(period=ms, callback=fn) on a SimClock."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.period_us = 0
+        self.next_us = 0
+        self.callback: Any = None
+
+    def init(self, period: int, callback: Any, mode: int = 1) -> None:
+        self.period_us = period * 1000
+        self.next_us = self.clock.elapsed_us() + self.period_us
+        self.callback = callback
+        self.clock.add_timer(self)
+
+    def deinit(self) -> None:
+        if self in self.clock._timers:
+            self.clock._timers.remove(self)
 
 
 class SimSource:

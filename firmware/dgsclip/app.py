@@ -310,9 +310,8 @@ class App:
         if self.wdt is not None and clock.ticks_diff(now, self.t_sample) < self._feed_window():
             self.wdt.feed()  # only while samples flow: a dead bus ends in a watchdog reset
         self._check_dead(now)
-        sent = self._output(now)
-        if not sent and self.ring.count == 0:
-            clock.sleep_us(1000)
+        if not self._output(now):
+            clock.sleep_us(1000)  # nothing went out (idle, or the host is not reading)
 
     def _feed_window(self):
         return self.cfg["wdt_timeout_ms"] * 500  # half the timeout, in µs

@@ -10,8 +10,9 @@ stdout for POLLOUT only says that at least one byte is free, so:
   free byte never waits. When a whole frame went through this way the host drains again
   and normal mode resumes.
 write_nb() returns how many bytes were taken; the caller keeps the rest and offers it again
-later, so a frame is never cut (the host sees it whole once it reads again). At most one
-wait (<= 500 ms, the first write after the host stalls) happens per stall; the timer-driven
+later, so a frame is never cut (the host sees it whole once it reads again). Only the first
+write after the host stalls waits: up to 2 x 500 ms (TinyUSB waits once for the part that
+still fits and once more for the rest) per stall; the timer-driven
 sampler keeps running during it because MicroPython runs scheduled callbacks while the CDC
 write waits, and the IMU FIFO holds the samples meanwhile.
 
