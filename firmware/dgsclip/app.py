@@ -212,7 +212,8 @@ class App:
 
     def _cal_state(self):
         c = self.pipe.cal
-        if c.calibrated:
+        if c.calibrated or (c.restore_pending and c.has_mount):
+            # restored from flash; the heading anchors on the first settled sample
             return P.CAL_FULL
         return P.CAL_NEUTRAL if c.has_neutral else P.CAL_NONE
 

@@ -209,7 +209,7 @@ class Calibrator:
             raise CalibrationError(
                 "neutral: the thigh is %d deg from upright (the clip's y axis must point up "
                 "along the femur, within %d deg); stand upright with the leg straight and retry"
-                % (int(tilt), int(NEUTRAL_MAX_TILT_DEG))
+                % (int(tilt + 0.5), int(NEUTRAL_MAX_TILT_DEG))
             )
         self.has_up = True
         cal.has_neutral = True
