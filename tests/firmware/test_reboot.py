@@ -50,7 +50,7 @@ def test_brownout_mid_session_resumes_calibrated_with_reset_cause(tmp_path: Path
     got = np.array([[m.flexion_deg, m.adduction_deg, m.rotation_deg] for m in cal])
     rmse = np.sqrt(((got - truth) ** 2).mean(0))
     assert rmse.max() < 2.0, rmse
-    ack = [m for m in msgs if isinstance(m, Ack) and m.cmd_id == 2][0]
+    ack = next(m for m in msgs if isinstance(m, Ack) and m.cmd_id == 2)
     st = ack.clip_status()
     assert st.boot_id == boot1 + 1 and st.reset_cause == P.RESET_HARD
 
