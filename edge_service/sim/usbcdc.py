@@ -44,6 +44,7 @@ class CdcModel:
         self.fifo = bytearray()
         self.received = bytearray()
         self.host_reading = True
+        self.stall_windows = []  # [(from_us, to_us)] of elapsed time the host does not read
         self.waited_us = 0  # total time writes spent waiting for space
         self._rx = []  # [(elapsed_us, bytes)] sorted
         self._rx_off = 0
@@ -54,8 +55,15 @@ class CdcModel:
         self._rx.append((int(t_s * 1000000), bytes(data)))
         self._rx.sort(key=lambda x: x[0])
 
+    def reading(self):
+        t = self.clock.elapsed_us()
+        for a, b in self.stall_windows:
+            if a <= t < b:
+                return False
+        return self.host_reading
+
     def drain(self):
-        if self.host_reading and self.fifo:
+        if self.fifo and self.reading():
             self.received.extend(self.fifo)
             self.fifo = bytearray()
 

@@ -212,14 +212,20 @@ class Encoder:
         self._out = bytearray(MAX_ENCODED)
         self._mv = memoryview(self._out)
         self.seq = 0
+        self._views = {}
         self.minor = minor
         self._ver = (PROTO_MAJOR << 4) | minor
 
     def _next_seq(self, seq):
+        # No `& 0xFFFFFFFF` on the hot path: that constant is a big int on MicroPython and
+        # the AND would allocate one per frame. seq stays a small int below 2**30.
         if seq is None:
             seq = self.seq
-        self.seq = (seq + 1) & 0xFFFFFFFF
-        return seq & 0xFFFFFFFF
+        elif seq > 0xFFFFFFFF or seq < 0:
+            seq &= 0xFFFFFFFF
+        n = seq + 1
+        self.seq = 0 if n > 0xFFFFFFFF else n
+        return seq
 
     def _finish(self, typ, seq, t_us, plen):
         raw = self._raw
@@ -230,7 +236,12 @@ class Encoder:
         raw[m + 1] = c >> 8
         k = cobs_encode_into(raw, m + 2, self._out)
         self._out[k] = 0
-        return self._mv[: k + 1]
+        # One memoryview per frame length, made once: slicing would allocate per frame.
+        v = self._views.get(k + 1)
+        if v is None:
+            v = self._mv[: k + 1]
+            self._views[k + 1] = v
+        return v
 
     def sample(
         self,

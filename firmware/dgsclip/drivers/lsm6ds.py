@@ -106,9 +106,9 @@ class LSM6DS(ImuBase):
                 have |= 2
             else:
                 continue  # other sensors / timestamp words: not ours
-            dst[0] = struct.unpack_from("<h", w, 1)[0] * s
-            dst[1] = struct.unpack_from("<h", w, 3)[0] * s
-            dst[2] = struct.unpack_from("<h", w, 5)[0] * s
+            dst[0] = _le16(w, 1) * s
+            dst[1] = _le16(w, 3) * s
+            dst[2] = _le16(w, 5) * s
             if have == 3:
                 return True
         self._fifo_overflowed()
@@ -127,3 +127,9 @@ class LSM6DS(ImuBase):
         accel[1] = struct.unpack_from("<h", buf, 8)[0] * a
         accel[2] = struct.unpack_from("<h", buf, 10)[0] * a
         return True
+
+
+def _le16(b, i):
+    # int16 little-endian without struct.unpack_from's result tuple (no heap allocation)
+    v = b[i] | (b[i + 1] << 8)
+    return v - 65536 if v & 0x8000 else v

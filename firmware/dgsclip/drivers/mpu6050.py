@@ -83,12 +83,12 @@ class MPU6050(ImuBase):
             return False
         a = self._a_scale
         g = self._g_scale
-        accel[0] = struct.unpack_from(">h", buf, 0)[0] * a
-        accel[1] = struct.unpack_from(">h", buf, 2)[0] * a
-        accel[2] = struct.unpack_from(">h", buf, 4)[0] * a
-        gyro[0] = struct.unpack_from(">h", buf, 6)[0] * g
-        gyro[1] = struct.unpack_from(">h", buf, 8)[0] * g
-        gyro[2] = struct.unpack_from(">h", buf, 10)[0] * g
+        accel[0] = _be16(buf, 0) * a
+        accel[1] = _be16(buf, 2) * a
+        accel[2] = _be16(buf, 4) * a
+        gyro[0] = _be16(buf, 6) * g
+        gyro[1] = _be16(buf, 8) * g
+        gyro[2] = _be16(buf, 10) * g
         return True
 
     def read_into(self, gyro, accel):
@@ -104,3 +104,9 @@ class MPU6050(ImuBase):
         gyro[1] = struct.unpack_from(">h", buf, 10)[0] * g
         gyro[2] = struct.unpack_from(">h", buf, 12)[0] * g
         return True
+
+
+def _be16(b, i):
+    # int16 big-endian without struct.unpack_from's result tuple (no heap allocation)
+    v = (b[i] << 8) | b[i + 1]
+    return v - 65536 if v & 0x8000 else v
