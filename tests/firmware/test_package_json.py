@@ -39,9 +39,20 @@ def test_mpremote_mip_installs_the_checkout_on_a_board(mpwasm: object) -> None:
     from edge_service.sim.replboard import ReplBoard
 
     with ReplBoard() as board:
+        pkg = str(FIRMWARE / "package.json")
         res = subprocess.run(
-            [sys.executable, "-m", "mpremote", "connect", board.port, "mip", "install"]
-            + ["--target", "/", str(FIRMWARE / "package.json")],
+            [
+                sys.executable,
+                "-m",
+                "mpremote",
+                "connect",
+                board.port,
+                "mip",
+                "install",
+                "--target",
+                "/",
+                pkg,
+            ],
             capture_output=True,
             text=True,
             timeout=120,
