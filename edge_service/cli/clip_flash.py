@@ -81,6 +81,11 @@ def mpy_version_of(mpy_field: int) -> str:
     return f"{mpy_field & 0xFF}.{(mpy_field >> 8) & 3}"
 
 
+# Viper code: the board's own compiler emits it for its architecture at import (mpy-cross
+# would need -march per board, and a wrong one would not load).
+SOURCE_ONLY = {"fastpath.py"}
+
+
 def build(out_dir: Path, compiler: str) -> dict[str, Path]:
     """Compile the firmware into out_dir; returns {device path: local file}."""
     files: dict[str, Path] = {}
@@ -88,6 +93,9 @@ def build(out_dir: Path, compiler: str) -> dict[str, Path]:
         files[name] = FIRMWARE / name
     pkg = FIRMWARE / "dgsclip"
     for src in sorted(pkg.rglob("*.py")):
+        if src.name in SOURCE_ONLY:
+            files["lib/" + src.relative_to(FIRMWARE).as_posix()] = src
+            continue
         rel = src.relative_to(FIRMWARE).with_suffix(".mpy").as_posix()
         dst = out_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
