@@ -51,7 +51,10 @@ class SchedTimer:
     USB CDC write waits (MICROPY_EVENT_POLL_HOOK), so sampling continues through it."""
 
     def __init__(self, mach=machine, mp=micropython):
-        self._t = mach.Timer(-1)
+        try:
+            self._t = mach.Timer(-1)  # rp2 and most ports: a virtual (soft) timer
+        except ValueError:
+            self._t = mach.Timer(0)  # esp32: hardware timers only
         self._mp = mp
         self._cb = None
         self._ref = self._run  # bound once: no allocation per tick

@@ -32,6 +32,7 @@ from array import array
 from dgsclip import VERSION, config, persist
 from dgsclip import protocol as P
 from dgsclip.compat import json
+from dgsclip.drivers.base import ImuError
 from dgsclip.pipeline import (
     FLAG_I2C_ERROR,
     FLAG_OVERRUN,
@@ -301,12 +302,22 @@ class App:
         clock = self.clock
         data = self.io.read()
         if data:
-            for cmd in self.reader.feed(data):
-                self._command(cmd)
-                if not self.running:
-                    return
+            # The sampler (a scheduled timer callback) may run between any two bytecodes of
+            # the main loop: hold it while a command touches the pipeline, IMU or config.
+            self._hold = True
+            try:
+                for cmd in self.reader.feed(data):
+                    self._command(cmd)
+                    if not self.running:
+                        return
+            finally:
+                self._hold = False
         if self.timer is None:
             self.service()
+        if self.pipe.cal_done is not None:
+            # Here, not in the sampler: replies and the flash write belong to the main loop
+            # (a frame written from the timer could land inside one the loop is writing).
+            self._calibration_finished()
         now = clock.ticks_us()
         if self.wdt is not None and clock.ticks_diff(now, self.t_sample) < self._feed_window():
             self.wdt.feed()  # only while samples flow: a dead bus ends in a watchdog reset
@@ -501,8 +512,6 @@ class App:
         flags = pipe.update(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
         self._flags_extra = 0
         self.fused += 1
-        if pipe.cal_done is not None:
-            self._calibration_finished()
         if not self.streaming:
             return
         q = pipe.q_thigh_seg
@@ -630,11 +639,7 @@ class App:
             self._apply(new)
             self._reply(cmd_id, cmd, P.ERR_OK)
         elif cmd == P.CMD_SELF_TEST:
-            self._hold = True
-            try:
-                report = self.self_test()
-            finally:
-                self._hold = False
+            report = self.self_test()  # the sampler is held while commands run (step)
             self._t_fifo = None
             code = P.ERR_OK if report["ok"] else P.ERR_FAILED
             self._reply(cmd_id, cmd, code, json.dumps(report).encode())
@@ -654,17 +659,14 @@ class App:
     def _set_rate(self, rate_hz):
         """New sampling rate: the IMU's output data rate too, and the FIFO restarted."""
         self._set_period(rate_hz)
-        self._hold = True
         try:
             for imu in (self.imu, self.pelvis_imu):
                 if imu is not None:
                     imu.set_odr(rate_hz)
             if self.fifo:
                 self._start_fifo()
-        except OSError as exc:
+        except (OSError, ImuError) as exc:
             self.log("set_rate: IMU reconfiguration failed: %s" % exc, 40)
-        finally:
-            self._hold = False
 
     def _apply(self, cfg):
         rate_changed = cfg["rate_hz"] != self.rate_hz
