@@ -182,6 +182,7 @@ class ClipLink:
         self._boot_id: int | None = None
         self._restart_lock = threading.Lock()
         self._restart_pending = False
+        self._restart_again = False
         self._frames_at_incompatible = 0
 
     # -- alarms ----------------------------------------------------------------------------
@@ -477,24 +478,30 @@ class ClipLink:
 
     def _schedule_restart(self) -> None:
         with self._restart_lock:
+            self._restart_again = True  # a reboot during a restart gets its own restart
             if self._restart_pending:
                 return
             self._restart_pending = True
         threading.Thread(target=self._restart_stream, name="clip-restart", daemon=True).start()
 
     def _restart_stream(self) -> None:
-        try:
-            if self._rate_set is not None:
-                self.command(P.CMD_SET_RATE, struct.pack("<H", self._rate_set))
-            self.command(P.CMD_START)
-            self.stats.stream_restarts += 1
-            self._clear("stream_restart_failed")
-            log.info("clip stream restarted after reboot")
-        except DeviceError as exc:
-            self._alarm("stream_restart_failed", f"re-sending start after a reboot failed: {exc}")
-        finally:
+        while True:
             with self._restart_lock:
-                self._restart_pending = False
+                if not self._restart_again or self._stop.is_set():
+                    self._restart_pending = False
+                    return
+                self._restart_again = False
+            try:
+                if self._rate_set is not None:
+                    self.command(P.CMD_SET_RATE, struct.pack("<H", self._rate_set))
+                self.command(P.CMD_START)
+                self.stats.stream_restarts += 1
+                self._clear("stream_restart_failed")
+                log.info("clip stream restarted after reboot")
+            except DeviceError as exc:
+                self._alarm(
+                    "stream_restart_failed", f"re-sending start after a reboot failed: {exc}"
+                )
 
     # -- commands --------------------------------------------------------------------------
 
