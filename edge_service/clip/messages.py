@@ -246,7 +246,6 @@ class DecoderStats:
     duplicates: int = 0
     reboots: int = 0
     stray_text: int = 0  # dropped chunks that were readable text (tracebacks, prints)
-    implausible: int = 0  # valid-CRC samples with impossible values, dropped
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
