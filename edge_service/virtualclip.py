@@ -342,6 +342,19 @@ class VirtualClip:
     _stop: threading.Event = field(default_factory=threading.Event)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     error: BaseException | None = None
+    _reboot: threading.Event = field(default_factory=threading.Event)
+    _reboot_cause: int = P.RESET_UNKNOWN
+
+    def reboot(self, reset_cause: int = P.RESET_HARD) -> None:
+        """Brown-out: the firmware restarts from scratch (RAM lost) on the same flash, IMU,
+        clock and port; like a real clip it comes back idle and announces itself."""
+        self._reboot_cause = reset_cause
+        self._reboot.set()
+        deadline = time.monotonic() + 5.0
+        while self._reboot.is_set():
+            if time.monotonic() > deadline:
+                raise DeviceError("virtual clip did not reboot within 5 s")
+            time.sleep(0.01)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
@@ -390,8 +403,22 @@ def start_virtual_clip(
     clip: VirtualClip
 
     def loop() -> None:
+        app = clip.app
         try:
             while not stop.is_set():
+                if clip._reboot.is_set():
+                    app = App(
+                        app.imu,
+                        pio,
+                        clock,
+                        app.fs,
+                        pelvis_imu=app.pelvis_imu,
+                        cfg=app.cfg,
+                        device_id=app.device_id,
+                        reset_cause=clip._reboot_cause,
+                    )
+                    clip.app = app
+                    clip._reboot.clear()
                 app.step()
                 if not app.running:
                     # exit_repl / reboot: a real clip would sit in the REPL or restart;

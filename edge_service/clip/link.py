@@ -652,6 +652,8 @@ class ClipLink:
         st = self.status
         if st is not None:
             out.update({k: getattr(st, k) for k in st.__dataclass_fields__})
+            if st.reset_cause is not None:  # a name, as from HELLO, not the wire code
+                out["reset_cause"] = P.RESET_NAMES.get(st.reset_cause, str(st.reset_cause))
         return out
 
     def stats_dict(self) -> dict[str, Any]:
