@@ -199,8 +199,14 @@ class FakeLSM6DS(FakeDevice):
 
     def __init__(self, address=0x6A, who_am_i=0x6C, source=None, clock=None):
         super().__init__(address, who_am_i, source, clock)
+        self._popped = 0  # words read or overwritten since the FIFO started (pattern)
+
+    def tagged(self):
+        return self.regs[self.WHO_AM_I_REG] == 0x6C  # DSO/DSOX; DS3/DS3TR-C/DSL: pattern
 
     def fifo_enabled(self):
+        if not self.tagged():
+            return (self.regs[0x0A] & 7) == 6 and self.regs[0x08] == 0x09
         return (self.regs[0x0A] & 7) == 6 and self.regs[0x09] != 0
 
     def odr_hz(self):
@@ -211,9 +217,11 @@ class FakeLSM6DS(FakeDevice):
             if (self.regs[0x0A] & 7) == 0:
                 self.fifo = bytearray()
                 self._fifo_t0 = None
+                self._popped = 0
                 self.regs[0x3B] &= ~0x40 & 0xFF
             elif self._fifo_t0 is None:
                 self._fifo_reset()
+                self._popped = 0
 
     def push_packet(self, sample):
         g, a = sample
@@ -221,6 +229,27 @@ class FakeLSM6DS(FakeDevice):
         afs = {0: 2, 1: 16, 2: 4, 3: 8}[(self.regs[0x10] >> 2) & 3]
         gs = 32768.0 / gfs
         as_ = 32768.0 / afs
+        if not self.tagged():
+            # Pattern FIFO: 16-bit words gx gy gz ax ay az; 4096 words, oldest overwritten
+            # (then reading resumes mid-pattern: FIFO_PATTERN says where).
+            self.fifo.extend(
+                struct.pack(
+                    "<hhhhhh",
+                    _clip16(g[0] * gs),
+                    _clip16(g[1] * gs),
+                    _clip16(g[2] * gs),
+                    _clip16(a[0] * as_),
+                    _clip16(a[1] * as_),
+                    _clip16(a[2] * as_),
+                )
+            )
+            extra = len(self.fifo) // 2 - 4096
+            if extra > 0:
+                self.fifo = self.fifo[2 * extra :]
+                self._popped += extra
+                self.fifo_lost += 1
+                self.regs[0x3B] |= 0x40
+            return
         self.fifo.extend(
             struct.pack(
                 "<Bhhh", 0x01 << 3, _clip16(g[0] * gs), _clip16(g[1] * gs), _clip16(g[2] * gs)
@@ -241,6 +270,20 @@ class FakeLSM6DS(FakeDevice):
     def read(self, reg, n):
         self.catch_up()
         self.reads += 1
+        if not self.tagged():
+            if reg == 0x3E:  # FIFO_DATA_OUT_L/H: one 16-bit word
+                out = bytearray(n)
+                k = min(n, 2, len(self.fifo))
+                out[:k] = self.fifo[:k]
+                self.fifo = self.fifo[k:]
+                self._popped += k // 2
+                return out
+            if reg == 0x3A:  # FIFO_STATUS1..4
+                w = len(self.fifo) // 2
+                st2 = (self.regs[0x3B] & 0x40) | ((w >> 8) & 0x0F)
+                self.regs[0x3B] &= ~0x40 & 0xFF
+                pat = self._popped % 6
+                return bytearray((w & 0xFF, st2, pat & 0xFF, (pat >> 8) & 3))[:n]
         if reg == 0x78:
             out = bytearray(n)
             k = min(n, 7, len(self.fifo))

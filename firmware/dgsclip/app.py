@@ -164,7 +164,13 @@ class App:
                 pel.fifo_on = False
         self.fifo = bool(ok)
         if self.fifo:
-            self.fifo_period_us = 1000000 // int(self.imu.odr_hz)
+            # Sample period 1e6/ODR µs as whole µs plus a Bresenham remainder (104 Hz:
+            # 9615 µs + 40/104), so stamps follow the IMU's clock without drifting.
+            odr = int(self.imu.odr_hz)
+            self._fodr = odr
+            self.fifo_period_us = 1000000 // odr
+            self._frem = 1000000 % odr
+            self._facc = 0
             self._t_fifo = None  # timestamp of the last sample taken from the FIFO
 
     # -- output ----------------------------------------------------------------------
@@ -439,12 +445,15 @@ class App:
         clock = self.clock
         period = self.fifo_period_us
         # Timestamps from the IMU's sample clock: each sample one ODR period after the
-        # previous; re-anchored to the read time when that drifts out of [0, 2 periods).
+        # previous. The newest sample was taken within the last period, so (re-)anchoring
+        # puts it one period before now: never ahead of the truth, at most a period behind,
+        # and later reads keep it in [0, 2 periods) unless the clocks drift apart.
         t = self._t_fifo
         last = None if t is None else clock.ticks_add(t, n * period)
         if last is None or not 0 <= clock.ticks_diff(now, last) < 2 * period:
-            t = clock.ticks_add(now, -n * period)
-        dt = period * 1e-6
+            t = clock.ticks_add(now, -(n + 1) * period)
+            self._facc = 0
+        dt = 1.0 / self._fodr
         for _ in range(n):
             if not imu.fifo_read(self.gyro, self.accel):
                 self._bus_failed(now)
@@ -457,6 +466,10 @@ class App:
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
             t = clock.ticks_add(t, period)
+            self._facc += self._frem
+            if self._facc >= self._fodr:
+                self._facc -= self._fodr
+                t = clock.ticks_add(t, 1)
             if self.i2c_errors() != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
                 errs = self.i2c_errors()
