@@ -122,6 +122,9 @@ class App:
         self._have_last = False
         self._idle = True
         self.fifo = False
+        self.fifo_rearms = 0  # FIFO found silent and re-armed
+        self._rearms = 0
+        self._fifo_note = None  # said by the main loop (the sampler never writes)
         if cfg["fifo"]:
             self._start_fifo()
         io.write(b"\x00")  # delimiter: whatever was printed before cannot merge with a frame
@@ -320,6 +323,9 @@ class App:
                 self._hold = False
         if self.timer is None:
             self.service()
+        if self._fifo_note is not None:
+            self.log(self._fifo_note, 30)
+            self._fifo_note = None
         if self.pipe.cal_done is not None:
             # Here, not in the sampler: replies and the flash write belong to the main loop
             # (a frame written from the timer could land inside one the loop is writing).
@@ -441,7 +447,9 @@ class App:
             self._bus_failed(now)
             return
         if n == 0:
+            self._fifo_silent(now)
             return
+        self._rearms = 0
         clock = self.clock
         period = self.fifo_period_us
         # Timestamps from the IMU's sample clock: each sample one ODR period after the
@@ -477,6 +485,31 @@ class App:
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now
+
+    def _fifo_silent(self, now):
+        """The FIFO answers but stays empty for 5 periods: a chip reset to its power-on
+        defaults (brown-out of the IMU alone) or a FIFO that never fills. Re-apply the
+        configuration (it re-arms the FIFO) up to 3 times, then sample by polling."""
+        if self.clock.ticks_diff(now, self.t_sample) < 5 * self.fifo_period_us:
+            return
+        self.t_sample = now  # one attempt per silent window
+        if self._rearms < 3:
+            self._rearms += 1
+            self.fifo_rearms += 1
+            try:
+                self.imu.configure()
+                if self.pelvis_imu is not None:
+                    self.pelvis_imu.configure()
+            except (OSError, ImuError):
+                self._bus_failed(now)
+            self._t_fifo = None
+            return
+        self.fifo = False
+        self.imu.fifo_on = False
+        if self.pelvis_imu is not None:
+            self.pelvis_imu.fifo_on = False
+        self._idle = True
+        self._fifo_note = "IMU FIFO stays empty after 3 re-arms; sampling by polling"
 
     def _service_poll(self, now):
         clock = self.clock

@@ -109,3 +109,25 @@ def test_app_on_an_lsm6ds3_stamps_samples_at_the_imu_rate(tmp_path: Any) -> None
     assert dts == {9615, 9616} and all(x.overruns == 0 for x in s)
     t = [x.t_us for x in s]
     assert (t[104] - t[0]) % P.TICKS_PERIOD == 1_000_000
+
+
+def test_a_fifo_that_stays_empty_is_rearmed_then_polled(tmp_path: Any) -> None:
+    """A fake without a clock has a FIFO that never fills (like a chip whose FIFO is dead):
+    the app re-arms it 3 times, then samples by polling and says so once."""
+    from dgsclip.app import App
+    from dgsclip.config import validate
+
+    from edge_service.clip.messages import Log
+
+    r = Rig(tmp_path)
+    r.dev = FakeMPU6050(0x68, source=lambda: ((0.0, 0.0, 0.0), (0.0, 1.0, 0.0)))  # no clock
+    r.bus = FakeI2C([r.dev])
+    r.app = App(detect(r.bus), r.io, r.clock, r.fs, cfg=validate({}))
+    assert r.app.fifo
+    r.send(1, P.CMD_START)
+    msgs = r.run_for(1.0)
+    assert not r.app.fifo and r.app.fifo_rearms == 3
+    logs = [m for m in msgs if isinstance(m, Log)]
+    assert len(logs) == 1 and "polling" in logs[0].text
+    s = [m for m in msgs if isinstance(m, Sample)]
+    assert len(s) > 70  # ~80 of 100: the first 200 ms went to the re-arm attempts
