@@ -23,6 +23,7 @@ from typing import Any
 import serial
 from dgsclip import protocol as P
 
+from edge_service.clip.alarms import ALARMS, Alarm, AlarmBoard, implausible
 from edge_service.clip.clocksync import ClockSync
 from edge_service.clip.decoder import FrameDecoder, IncompatibleVersion
 from edge_service.clip.discovery import detect_port, probe, usb_candidates
@@ -52,51 +53,6 @@ __all__ = [
     "probe",
     "usb_candidates",
 ]
-
-# Alarm codes (docs/link.md). "event" alarms happen once; "condition" alarms stay active
-# until cleared (cleared=True is raised when they end).
-ALARMS: dict[str, str] = {
-    "clip_rebooted": "event: the clip rebooted (reset cause and boot id in details)",
-    "stream_restart_failed": "condition: after a clip reboot, re-sending start failed",
-    "clip_uncalibrated": "condition: the clip came back without its calibration",
-    "incompatible_protocol": "condition: frames of another protocol major arrive",
-    "clip_samples_dropped": "event: the clip's ring overflowed (host stalled too long)",
-    "implausible_samples": "event: valid-CRC samples with impossible values were dropped",
-}
-
-_MAX_ANGLE_CDEG = 18000  # ISB hip angles lie in [-180, 180] deg
-_Q14_NORM_TOL = 0.05  # |q| of a unit quaternion in Q14, allowing rounding
-
-
-def implausible(m: Sample) -> str | None:
-    """Why a checked SAMPLE cannot be a real measurement, or None."""
-    if max(abs(m.flex_cdeg), abs(m.add_cdeg), abs(m.rot_cdeg)) > _MAX_ANGLE_CDEG:
-        return "angle beyond +-180 deg"
-    for q in (m.quat, m.pelvis_quat):
-        if q is None:
-            continue
-        n = (q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]) ** 0.5 / P.Q14
-        if abs(n - 1.0) > _Q14_NORM_TOL:
-            return f"quaternion norm {n:.3f}"
-    return None
-
-
-@dataclass(frozen=True)
-class Alarm:
-    code: str  # a key of ALARMS
-    message: str
-    at: float  # time.time()
-    details: dict[str, Any] = field(default_factory=dict)
-    cleared: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "at": round(self.at, 3),
-            "details": dict(self.details),
-            "cleared": self.cleared,
-        }
 
 
 log = logging.getLogger(__name__)
@@ -174,9 +130,7 @@ class ClipLink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
-        self._alarm_subs: list[Callable[[Alarm], None]] = []
-        self.active_alarms: dict[str, Alarm] = {}
-        self.alarm_log: deque[Alarm] = deque(maxlen=20)
+        self.alarms = AlarmBoard()
         self._streaming_wanted = False  # the host asked for `start` and not `stop` since
         self._rate_set: int | None = None
         self._boot_id: int | None = None
@@ -185,37 +139,23 @@ class ClipLink:
         self._restart_again = False
         self._frames_at_incompatible = 0
 
-    # -- alarms ----------------------------------------------------------------------------
-
     def on_alarm(self, fn: Callable[[Alarm], None]) -> None:
         """fn(Alarm) on every alarm raised or cleared (any thread: keep it short)."""
-        self._alarm_subs.append(fn)
+        self.alarms.subscribe(fn)
+
+    @property
+    def active_alarms(self) -> dict[str, Alarm]:
+        return self.alarms.active
+
+    @property
+    def alarm_log(self) -> deque[Alarm]:
+        return self.alarms.log
 
     def _alarm(self, code: str, message: str, **details: Any) -> None:
-        a = Alarm(code, message, time.time(), details)
-        if ALARMS[code].startswith("condition"):
-            if code in self.active_alarms:
-                return
-            self.active_alarms[code] = a
-        self.alarm_log.append(a)
-        log.warning("clip alarm %s: %s", code, message)
-        self._emit(a)
+        self.alarms.raise_(code, message, **details)
 
     def _clear(self, code: str) -> None:
-        a = self.active_alarms.pop(code, None)
-        if a is None:
-            return
-        c = Alarm(code, a.message, time.time(), a.details, cleared=True)
-        self.alarm_log.append(c)
-        log.info("clip alarm %s cleared", code)
-        self._emit(c)
-
-    def _emit(self, a: Alarm) -> None:
-        for fn in self._alarm_subs:
-            try:
-                fn(a)
-            except Exception:  # a broken alarm consumer must not kill the link
-                log.exception("alarm subscriber failed")
+        self.alarms.clear(code)
 
     # -- lifecycle -------------------------------------------------------------------------
 
