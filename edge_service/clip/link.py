@@ -38,6 +38,7 @@ from edge_service.clip.messages import (
     Sample,
     Status,
 )
+from edge_service.clip.recovery import RebootRecovery
 from edge_service.clip.settings import ClipLinkSettings
 from edge_service.clip.timeline import AngleTimeline, ImuJsonlWriter, TimedSample
 from edge_service.errors import DeviceError
@@ -131,12 +132,7 @@ class ClipLink:
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self.alarms = AlarmBoard()
-        self._streaming_wanted = False  # the host asked for `start` and not `stop` since
-        self._rate_set: int | None = None
-        self._boot_id: int | None = None
-        self._restart_lock = threading.Lock()
-        self._restart_pending = False
-        self._restart_again = False
+        self.recovery = RebootRecovery(self)
         self._frames_at_incompatible = 0
 
     def on_alarm(self, fn: Callable[[Alarm], None]) -> None:
@@ -188,6 +184,10 @@ class ClipLink:
 
     def subscribe(self, fn: Callable[[TimedSample], None]) -> None:
         self._subs.append(fn)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def connected(self) -> bool:
@@ -349,17 +349,8 @@ class ClipLink:
         elif isinstance(m, Hello):
             # Not fed to the clock: only samples share one send path (read -> fuse -> write),
             # so only they belong to the same latency envelope.
-            prev = self._boot_id
             self.info = m.info
-            if m.info.boot_id is not None:
-                self._boot_id = m.info.boot_id
-            if self._reboot_info_pending:  # the HELLO of a restart the sequence showed
-                self._reboot_info_pending = False
-                self._after_reboot_hello(m.info)
-            elif prev is not None and m.info.boot_id is not None and prev != m.info.boot_id:
-                # A new boot id without a visible sequence restart (e.g. a reboot while
-                # unplugged: the decoder's sequence state was reset on reconnect).
-                self._rebooted(f"boot id {prev} -> {m.info.boot_id}", m.info)
+            self.recovery.hello(m.info)
         elif isinstance(m, Status):
             prev_drop = self.status.ring_dropped if self.status is not None else None
             self.status = m.status
@@ -376,72 +367,7 @@ class ClipLink:
         elif isinstance(m, Log):
             clip_log.log(m.level if m.level in (10, 20, 30, 40, 50) else 20, "%s", m.text)
         elif isinstance(m, DeviceReset):
-            self._rebooted(f"sequence {m.previous_seq} -> {m.seq}", None)
-
-    # -- reboot recovery -------------------------------------------------------------------
-
-    _reboot_info_pending = False
-
-    def _rebooted(self, how: str, info: ClipInfo | None) -> None:
-        """The clip restarted: new clock fit, alarm, and (if the host was streaming) start
-        re-sent and the rate restored, on a worker thread (commands wait for the reader)."""
-        self.stats.clip_reboots += 1
-        self.clock.reset("clip rebooted")
-        if info is None:
-            # The HELLO that follows the restart carries the reset cause: alarm then.
-            self._reboot_info_pending = True
-            self._reboot_how = how
-        else:
-            self._after_reboot_hello(info, how)
-        if self._streaming_wanted:
-            self._schedule_restart()
-
-    def _after_reboot_hello(self, info: ClipInfo, how: str | None = None) -> None:
-        how = how or getattr(self, "_reboot_how", "")
-        cause = info.reset_cause_name or "unknown"
-        self._alarm(
-            "clip_rebooted",
-            f"clip rebooted ({how}; reset cause {cause})",
-            reset_cause=cause,
-            boot_id=info.boot_id,
-            cal_state=info.cal_state,
-        )
-        if info.cal_state != P.CAL_FULL:
-            self._alarm(
-                "clip_uncalibrated",
-                "the clip came back without its full calibration: recalibrate "
-                "(dgs-clip calibrate) before trusting the angles",
-                cal_state=info.cal_state,
-            )
-        else:
-            self._clear("clip_uncalibrated")
-
-    def _schedule_restart(self) -> None:
-        with self._restart_lock:
-            self._restart_again = True  # a reboot during a restart gets its own restart
-            if self._restart_pending:
-                return
-            self._restart_pending = True
-        threading.Thread(target=self._restart_stream, name="clip-restart", daemon=True).start()
-
-    def _restart_stream(self) -> None:
-        while True:
-            with self._restart_lock:
-                if not self._restart_again or self._stop.is_set():
-                    self._restart_pending = False
-                    return
-                self._restart_again = False
-            try:
-                if self._rate_set is not None:
-                    self.command(P.CMD_SET_RATE, struct.pack("<H", self._rate_set))
-                self.command(P.CMD_START)
-                self.stats.stream_restarts += 1
-                self._clear("stream_restart_failed")
-                log.info("clip stream restarted after reboot")
-            except DeviceError as exc:
-                self._alarm(
-                    "stream_restart_failed", f"re-sending start after a reboot failed: {exc}"
-                )
+            self.recovery.rebooted(f"sequence {m.previous_seq} -> {m.seq}", None)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -511,18 +437,18 @@ class ClipLink:
         return info
 
     def start(self) -> None:
-        self._streaming_wanted = True  # before the command: a reboot meanwhile restarts it
+        self.recovery.streaming_wanted = True  # first: a reboot meanwhile restarts it
         self.command(P.CMD_START)
 
     def stop(self) -> None:
-        self._streaming_wanted = False
+        self.recovery.streaming_wanted = False
         self.command(P.CMD_STOP)
 
     def set_rate(self, rate_hz: int) -> None:
         if not 1 <= rate_hz <= 0xFFFF:
             raise DeviceError(f"rate {rate_hz} Hz is out of range")
         self.command(P.CMD_SET_RATE, struct.pack("<H", rate_hz))
-        self._rate_set = rate_hz
+        self.recovery.rate_set = rate_hz
 
     def calibrate_neutral(self, duration_s: float = 3.0) -> str:
         return self._calibrate(P.CMD_CALIBRATE_NEUTRAL, duration_s)
