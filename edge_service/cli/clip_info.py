@@ -6,8 +6,15 @@ import argparse
 import json
 from dataclasses import asdict
 
-from edge_service.clip.cli_support import CAL_NAMES, STATE_NAMES, add_port_args, open_link
-from edge_service.clip.link import CommandFailed
+from edge_service.clip.cli_support import (
+    CAL_NAMES,
+    STATE_NAMES,
+    add_port_args,
+    no_answer_hint,
+    open_link,
+)
+from edge_service.clip.link import CommandFailed, CommandTimeout
+from edge_service.errors import DeviceError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     with open_link(args) as link:
-        info = link.get_info()
+        try:
+            info = link.get_info()
+        except CommandTimeout:
+            raise DeviceError(no_answer_hint(link)) from None
         try:
             status = asdict(link.get_status())
         except CommandFailed:  # older firmware without get_status
@@ -48,4 +58,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"bad commands    {status['cmd_errors']}")
         print(f"free memory     {status['free_mem']} bytes")
         print(f"uptime          {status['uptime_s']} s")
+        if status.get("boot_id") is not None:
+            print(f"boot id         {status['boot_id']} (reset cause {info.reset_cause_name})")
+            print(f"resets counted  {status['resets']}")
+            print(
+                f"host stalls     {status['tx_stalls']} (samples dropped on the clip "
+                f"{status['ring_dropped']}, ring peak {status['ring_peak']}/"
+                f"{status['ring_capacity']})"
+            )
     return 0

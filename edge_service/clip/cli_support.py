@@ -33,6 +33,25 @@ def add_port_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def no_answer_hint(link: ClipLink) -> str:
+    """Why `info` got no reply, and what to do, from what the port did say."""
+    port = link.port
+    text = " ".join(link.decoder.stray_text)
+    if link.decoder.stats.frames:
+        return f"the clip on {port} streams but does not answer commands: reset it and retry"
+    if ">>>" in text or "MicroPython" in text or link.stats.bytes_in:
+        return (
+            f"{port} answers, but not with dgs-clip frames: MicroPython is there without the "
+            f"clip firmware running. Install it with `dgs-clip flash --port {port}` (if it is "
+            "installed, a `norun` file or an error in main.py keeps it at the REPL)"
+        )
+    return (
+        f"nothing answered on {port}: is it the clip's port (omit --port to auto-detect, or "
+        f"check the cable)? A board without the firmware stays silent too: "
+        f"`dgs-clip flash --port {port}` installs it"
+    )
+
+
 def open_link(args: argparse.Namespace, **kw: object) -> ClipLink:
     """An unopened link for `with open_link(args) as link:`."""
     settings = ClipLinkSettings()

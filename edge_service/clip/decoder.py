@@ -186,6 +186,7 @@ class FrameDecoder:
         self._buf = bytearray()
         self._skipping = False  # inside an oversize chunk: drop bytes until the next 0x00
         self._last_seq: int | None = None
+        self._boot_id: int | None = None  # of the last HELLO (protocol 1.1)
         self._recent: dict[int, int] = {}  # seq -> t_us of the last _DUP_WINDOW frames
         self._order: deque[int] = deque()
         self._pending: list[Message] = []
@@ -286,7 +287,12 @@ class FrameDecoder:
             self._error("length")
             return
         self.stats.frames += 1
-        if self._track and typ != P.MSG_COMMAND and not self._sequence(typ, seq, t_us, out):
+        boot_id = msg.info.boot_id if isinstance(msg, Hello) else None
+        if (
+            self._track
+            and typ != P.MSG_COMMAND
+            and not self._sequence(typ, seq, t_us, out, boot_id)
+        ):
             return
         if msg is None:
             self.stats.unknown_types += 1
@@ -295,17 +301,29 @@ class FrameDecoder:
             self.stats.samples += 1
         out.append(msg)
 
-    def _sequence(self, typ: int, seq: int, t_us: int, out: list[Message]) -> bool:
+    def _sequence(
+        self, typ: int, seq: int, t_us: int, out: list[Message], boot_id: int | None = None
+    ) -> bool:
         """Update sequence statistics; False when the frame is a duplicate to drop.
 
         A duplicate is an exact repeat of a recent (seq, t_us) pair, e.g. a chunk delivered
-        twice; a seq that goes backwards with a different timestamp is a reboot."""
+        twice; a seq that goes backwards with a different timestamp is a reboot. A boot HELLO
+        (seq 0) with a new boot id (1.1) is a reboot even if its timestamp repeats the last
+        boot's (boot takes the same time every time)."""
         last = self._last_seq
         st = self.stats
+        new_boot = boot_id is not None and self._boot_id is not None and boot_id != self._boot_id
+        if boot_id is not None:
+            self._boot_id = boot_id
         if last is not None:
             ahead = (seq - last) % _SEQ_MOD
-            if ahead == 1:
+            if ahead == 1 and not new_boot:
                 pass
+            elif new_boot and seq == 0:
+                st.reboots += 1
+                self._recent.clear()
+                self._order.clear()
+                out.append(DeviceReset(seq, t_us, last))
             elif self._recent.get(seq) == t_us:
                 st.duplicates += 1
                 return False

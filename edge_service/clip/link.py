@@ -15,6 +15,7 @@ import logging
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import serial
 from dgsclip import protocol as P
 
+from edge_service.clip.alarms import ALARMS, Alarm, AlarmBoard, implausible
 from edge_service.clip.clocksync import ClockSync
 from edge_service.clip.decoder import FrameDecoder, IncompatibleVersion
 from edge_service.clip.discovery import detect_port, probe, usb_candidates
@@ -36,11 +38,23 @@ from edge_service.clip.messages import (
     Sample,
     Status,
 )
+from edge_service.clip.recovery import RebootRecovery
 from edge_service.clip.settings import ClipLinkSettings
 from edge_service.clip.timeline import AngleTimeline, ImuJsonlWriter, TimedSample
 from edge_service.errors import DeviceError
 
-__all__ = ["ClipLink", "CommandFailed", "CommandTimeout", "detect_port", "probe", "usb_candidates"]
+__all__ = [
+    "ALARMS",
+    "Alarm",
+    "ClipLink",
+    "CommandFailed",
+    "CommandTimeout",
+    "detect_port",
+    "implausible",
+    "probe",
+    "usb_candidates",
+]
+
 
 log = logging.getLogger(__name__)
 clip_log = logging.getLogger("dgsclip.device")  # the clip's own LOG frames
@@ -74,6 +88,11 @@ class LinkStats:
     timeouts: int = 0
     naks: int = 0
     writer_errors: int = 0
+    clip_reboots: int = 0  # reboots detected (sequence restart or a new boot id)
+    stream_restarts: int = 0  # `start` re-sent after a reboot, acknowledged
+    implausible_samples: int = 0  # valid-CRC samples dropped as impossible
+    incompatible_frames: int = 0  # frames of another protocol major (dropped)
+    clip_ring_dropped: int = 0  # samples the clip fused but could not send (its STATUS)
     last_sample_at: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -112,6 +131,27 @@ class ClipLink:
         self._stop = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
+        self.alarms = AlarmBoard()
+        self.recovery = RebootRecovery(self)
+        self._frames_at_incompatible = 0
+
+    def on_alarm(self, fn: Callable[[Alarm], None]) -> None:
+        """fn(Alarm) on every alarm raised or cleared (any thread: keep it short)."""
+        self.alarms.subscribe(fn)
+
+    @property
+    def active_alarms(self) -> dict[str, Alarm]:
+        return self.alarms.active
+
+    @property
+    def alarm_log(self) -> deque[Alarm]:
+        return self.alarms.log
+
+    def _alarm(self, code: str, message: str, **details: Any) -> None:
+        self.alarms.raise_(code, message, **details)
+
+    def _clear(self, code: str) -> None:
+        self.alarms.clear(code)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -146,6 +186,10 @@ class ClipLink:
         self._subs.append(fn)
 
     @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -165,6 +209,7 @@ class ClipLink:
             raise DeviceError(f"cannot open {self.port}: {exc.strerror}") from None
         self._ser = ser
         self.decoder.reset()
+        self._compatible_again()  # a replugged clip may have been reflashed
         self.clock.reset("connected")
         self.stats.connects += 1
         self.stats.port = self.port
@@ -235,13 +280,32 @@ class ClipLink:
                 if self.incompatible is None:
                     log.error("%s", exc)
                 self.incompatible = exc
+                self._frames_at_incompatible = self.decoder.stats.frames
+                self.stats.incompatible_frames += 1
                 self.stats.state = "incompatible"
+                self._alarm("incompatible_protocol", str(exc), major=exc.major, minor=exc.minor)
                 with self._cond:
                     self._cond.notify_all()
                 data = b""
+        if (
+            self.incompatible is not None
+            and self.decoder.stats.frames > self._frames_at_incompatible
+        ):
+            self._compatible_again()  # a frame of our major decoded after the refused one
         for m in msgs:
             self._dispatch(m, arrival)
         self._log_stray_text()
+
+    def _compatible_again(self) -> None:
+        """A frame of our major decoded after refused ones: the clip speaks our protocol
+        again (reflashed, or the refused frame was a one-off); commands work again."""
+        if self.incompatible is None:
+            return
+        log.info("clip link: compatible frames again; accepting commands")
+        self.incompatible = None
+        if self.stats.state == "incompatible":
+            self.stats.state = "open" if self._ser is not None else "reconnecting"
+        self._clear("incompatible_protocol")
 
     def _log_stray_text(self) -> None:
         for text in self.decoder.take_stray_text():
@@ -249,6 +313,17 @@ class ClipLink:
 
     def _dispatch(self, m: Message, arrival: float) -> None:
         if isinstance(m, Sample):
+            why = implausible(m)
+            if why is not None:
+                self.stats.implausible_samples += 1
+                n = self.stats.implausible_samples
+                if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: loud but bounded
+                    self._alarm(
+                        "implausible_samples",
+                        f"dropped {n} implausible sample(s); last: {why}",
+                        count=n,
+                    )
+                return
             t_dev, t = self.clock.observe(m.t_us, arrival)
             ts = TimedSample(t, t_dev, m, self.clock.generation)
             self.stats.samples += 1
@@ -275,13 +350,24 @@ class ClipLink:
             # Not fed to the clock: only samples share one send path (read -> fuse -> write),
             # so only they belong to the same latency envelope.
             self.info = m.info
+            self.recovery.hello(m.info)
         elif isinstance(m, Status):
+            prev_drop = self.status.ring_dropped if self.status is not None else None
             self.status = m.status
+            d = m.status.ring_dropped
+            if d is not None:
+                self.stats.clip_ring_dropped = d
+                if prev_drop is not None and d > prev_drop:
+                    self._alarm(
+                        "clip_samples_dropped",
+                        f"the clip dropped {d - prev_drop} sample(s): the host did not read "
+                        f"for longer than its ring holds ({m.status.ring_capacity} samples)",
+                        dropped=d - prev_drop,
+                    )
         elif isinstance(m, Log):
             clip_log.log(m.level if m.level in (10, 20, 30, 40, 50) else 20, "%s", m.text)
         elif isinstance(m, DeviceReset):
-            log.warning("clip rebooted (seq %d -> %d)", m.previous_seq, m.seq)
-            self.clock.reset("clip rebooted")
+            self.recovery.rebooted(f"sequence {m.previous_seq} -> {m.seq}", None)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -351,15 +437,18 @@ class ClipLink:
         return info
 
     def start(self) -> None:
+        self.recovery.streaming_wanted = True  # first: a reboot meanwhile restarts it
         self.command(P.CMD_START)
 
     def stop(self) -> None:
+        self.recovery.streaming_wanted = False
         self.command(P.CMD_STOP)
 
     def set_rate(self, rate_hz: int) -> None:
         if not 1 <= rate_hz <= 0xFFFF:
             raise DeviceError(f"rate {rate_hz} Hz is out of range")
         self.command(P.CMD_SET_RATE, struct.pack("<H", rate_hz))
+        self.recovery.rate_set = rate_hz
 
     def calibrate_neutral(self, duration_s: float = 3.0) -> str:
         return self._calibrate(P.CMD_CALIBRATE_NEUTRAL, duration_s)
@@ -415,12 +504,40 @@ class ClipLink:
     def exit_repl(self) -> None:
         self.command(P.CMD_EXIT_REPL, retries=0)
 
+    def _clip_dict(self) -> dict[str, Any]:
+        """The clip's own view (last HELLO / STATUS), for status publishing."""
+        out: dict[str, Any] = {}
+        if self.info is not None:
+            out.update(
+                fw_version=self.info.fw_version,
+                proto=f"{self.info.proto_major}.{self.info.proto_minor}",
+                boot_id=self.info.boot_id,
+                reset_cause=self.info.reset_cause_name,
+                cal_state=self.info.cal_state,
+            )
+        st = self.status
+        if st is not None:
+            out.update({k: getattr(st, k) for k in st.__dataclass_fields__})
+            if st.reset_cause is not None:  # a name, as from HELLO, not the wire code
+                out["reset_cause"] = P.RESET_NAMES.get(st.reset_cause, str(st.reset_cause))
+        return out
+
     def stats_dict(self) -> dict[str, Any]:
         """Everything the service and MQTT status want to publish about the link."""
         c = self.clock.state()
         return {
             **{k: v for k, v in self.stats.__dict__.items() if k != "errors"},
             "last_errors": list(self.stats.errors),
+            "alarms": sorted(self.active_alarms),
+            "alarm_log": [a.as_dict() for a in self.alarm_log],
+            "clip": self._clip_dict(),
+            "data_quality": {
+                "clip_reboots": self.stats.clip_reboots,
+                "samples_lost_in_transit": self.decoder.stats.lost_frames,
+                "samples_dropped_on_clip": self.stats.clip_ring_dropped,
+                "implausible_samples": self.stats.implausible_samples,
+                "incompatible_frames": self.stats.incompatible_frames,
+            },
             "decoder": self.decoder.stats.as_dict(),
             "clock": {
                 "synced": c.synced,

@@ -14,6 +14,8 @@ from dgsclip import protocol as P
 _FLAG_NAMES: tuple[tuple[int, str], ...] = tuple(P.FLAG_NAMES)
 _STATUS = struct.Struct(P.STATUS_FMT)
 _HELLO_FIXED = struct.Struct(P.HELLO_FIXED_FMT)
+_HELLO_EXT = struct.Struct(P.HELLO_EXT_FMT)
+_STATUS_EXT = struct.Struct(P.STATUS_EXT_FMT)
 
 
 def flag_names(flags: int) -> list[str]:
@@ -77,10 +79,18 @@ class ClipInfo:
     fw_version: str
     device_id: str
     imu_models: str
+    boot_id: int | None = None  # 1.1+: low 16 bits of the clip's boot counter
+    reset_cause: int | None = None  # 1.1+: P.RESET_*
 
     @property
     def imus(self) -> list[str]:
         return [m for m in self.imu_models.split(",") if m]
+
+    @property
+    def reset_cause_name(self) -> str | None:
+        if self.reset_cause is None:
+            return None
+        return P.RESET_NAMES.get(self.reset_cause, f"cause_{self.reset_cause}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +119,16 @@ class ClipStatus:
     cmd_errors: int
     free_mem: int
     uptime_s: int
+    # 1.1+ (None from a 1.0 clip)
+    ring_dropped: int | None = None
+    ring_peak: int | None = None
+    ring_capacity: int | None = None
+    fifo_overflows: int | None = None
+    tx_stalls: int | None = None
+    tx_dropped: int | None = None
+    boot_id: int | None = None
+    reset_cause: int | None = None
+    resets: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +211,21 @@ def parse_info(b: bytes) -> ClipInfo:
             raise PayloadError("hello string truncated")
         strings.append(b[p + 1 : p + 1 + n].decode("utf-8", errors="replace"))
         p += 1 + n
-    return ClipInfo(major, minor, rate, cal, count, state, strings[0], strings[1], strings[2])
+    boot_id = cause = None
+    if len(b) >= p + P.HELLO_EXT_SIZE:  # 1.1 fields; a 1.0 clip ends after the strings
+        boot_id, cause = _HELLO_EXT.unpack_from(b, p)
+    return ClipInfo(
+        major, minor, rate, cal, count, state, strings[0], strings[1], strings[2], boot_id, cause
+    )
 
 
 def parse_status(b: bytes) -> ClipStatus:
     if len(b) < P.STATUS_SIZE:
         raise PayloadError("status payload too short")
-    return ClipStatus(*_STATUS.unpack_from(b, 0))
+    base = _STATUS.unpack_from(b, 0)
+    if len(b) >= P.STATUS_SIZE + P.STATUS_EXT_SIZE:
+        return ClipStatus(*base, *_STATUS_EXT.unpack_from(b, P.STATUS_SIZE))
+    return ClipStatus(*base)
 
 
 @dataclass

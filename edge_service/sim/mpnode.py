@@ -67,7 +67,7 @@ class Pin:
         return self._v
 class I2C:
     # Nothing wired: every transfer fails like a bus with no device answering.
-    def __init__(self, id=0, scl=None, sda=None, freq=400000):
+    def __init__(self, id=0, scl=None, sda=None, freq=400000, timeout=None):
         self.id = id
     def scan(self):
         return []

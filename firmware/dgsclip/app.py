@@ -1,37 +1,52 @@
-"""The clip's main loop: fixed-rate sampling, fusion, hip angles, protocol I/O, commands.
+"""The clip's main loop: IMU sampling decoupled from output, fusion, protocol I/O, commands.
 
-Everything is injected (boot.py builds the real ones, the virtual clip and the tests build
+Everything is injected (main.py builds the real ones, the virtual clip and the tests build
 simulated ones):
-  imu, pelvis_imu   drivers with read_into(gyro, accel) -> bool (dgsclip.drivers)
-  io                read() -> bytes or None (non-blocking), write(buf)
+  imu, pelvis_imu   drivers (dgsclip.drivers): read_into(gyro, accel) -> bool, and where
+                    the chip has one the FIFO (fifo_start/fifo_level/fifo_read)
+  io                read() -> bytes or None (non-blocking), write(buf); optional
+                    write_nb(buf) -> bytes taken, never waiting on the host (dgsclip.usbio)
   clock             ticks_us(), ticks_diff(a, b), ticks_add(a, d), sleep_us(n): `time` on
                     the clip; periods always via ticks_diff (30-bit wrap)
-  fs                read(name) -> str or None, write(name, text) (dgsclip.storage.DirFS)
-  wdt               feed() (machine.WDT) or None
+  fs                dgsclip.storage.DirFS (atomic writes, recovering reads)
+  wdt               feed() (machine.WDT) or None: fed only while samples flow
   reset             callable that reboots the board (machine.reset) or None
-The loop never raises on I2C errors: they are counted, flagged and the driver recovers.
+  reset_cause       protocol RESET_* code of this boot (main.py maps machine.reset_cause())
+  timer             object with init(period_ms, callback) (machine.Timer + schedule) or
+                    None: then step() runs the sampler itself (polling)
+
+Data path: the sampler (`service`, on the timer or from step) drains the IMU FIFO, fuses
+every sample at its own timestamp and dt (the IMU's output data rate), and pushes the
+result into a preallocated ring (dgsclip.ring). The output side frames the oldest entry
+whenever the port takes it without waiting. A host that stops reading therefore costs no
+fusion updates; the ring holds `ring_samples` (30 s at 100 Hz by default), beyond that
+samples are dropped whole and counted (STATUS ring_dropped; the sequence numbers skip, so
+the host counts them as lost frames).
+The loop never raises on I2C errors: they are counted, flagged, the driver recovers (bus
+clear + re-init), reads back off while the bus is down, and when no sample arrived for
+half the watchdog period the firmware resets the board itself (counted, with the reason).
 """
 
 from array import array
 
-from dgsclip import VERSION, config
+from dgsclip import VERSION, config, persist
 from dgsclip import protocol as P
-from dgsclip.calib import CalibrationError
 from dgsclip.compat import json
+from dgsclip.drivers.base import ImuError
 from dgsclip.pipeline import (
-    FLAG_I2C_ERROR,
-    FLAG_OVERRUN,
-    FLAG_PELVIS_ERROR,
     MODE_FUNCTIONAL,
     MODE_NEUTRAL,
     MODE_RUN,
     Pipeline,
 )
+from dgsclip.ring import SampleRing
+from dgsclip.sampler import Sampler
 
 SELF_TEST_SAMPLES = 20
+TIMER_PERIOD_MS = 20  # FIFO drain period (the MPU FIFO holds 850 ms at 100 Hz)
 
 
-class App:
+class App(Sampler):
     def __init__(
         self,
         imu,
@@ -44,6 +59,8 @@ class App:
         device_id="virtual",
         reset=None,
         mem_free=None,
+        reset_cause=P.RESET_UNKNOWN,
+        timer=None,
     ):
         self.imu = imu
         self.pelvis_imu = pelvis_imu
@@ -54,14 +71,18 @@ class App:
         self.reset = reset
         self.mem_free = mem_free
         self.device_id = device_id
+        self.reset_cause = reset_cause
         problem = None
         if cfg is None:
             cfg, problem = config.load(fs)
         self.cfg = cfg
+        self.boot = persist.boot_record(fs, reset_cause)
+        self.boot_id = self.boot["boots"] & 0xFFFF
         self.enc = P.Encoder()
         self.reader = P.CommandReader()
         self.pipe = Pipeline(cfg["side"], pelvis_imu is not None, config.fusion_settings(cfg))
-        self._load_calibration()
+        cal_problem = persist.load_calibration(fs, self.pipe.cal, config.CALIBRATION_FILE)
+        self.ring = self._make_ring(cfg["ring_samples"], pelvis_imu is not None)
         self.gyro = array("f", (0.0, 0.0, 0.0))
         self.accel = array("f", (0.0, 1.0, 0.0))
         self.pgyro = array("f", (0.0, 0.0, 0.0))
@@ -70,35 +91,71 @@ class App:
         self.pq14 = array("h", (16384, 0, 0, 0))
         self.streaming = bool(cfg["autostart"])
         self.running = True
-        self.samples = 0
+        self.samples = 0  # samples sent
+        self.fused = 0  # samples fused (sent or not)
         self.overruns = 0
+        self.tx_dropped = 0
         self.pending = None  # (cmd_id, cmd) of a calibration waiting for its samples
         self._last_reply = None  # bytes of the previous reply, re-sent on a host retry
         self._last_id = -1
         self._flags_extra = 0
+        self._hold = False  # a command is using the IMU: the sampler skips
+        self._write_nb = getattr(io, "write_nb", None)
+        self._txbuf = bytearray(P.MAX_ENCODED)
+        self._tx = None  # the rest of a frame the port took only partly, and progress
+        self._tx_off = 0
+        self._tx_n = 0
+        self._skipped = 0  # samples dropped by the ring since the last one sent
         self._set_period(cfg["rate_hz"])
         t = clock.ticks_us()
         self.t_boot = t
         self.next_due = t
         self.t_last = t
         self.t_status = t
+        self.t_sample = t  # last time a sample arrived (watchdog, dead-bus reset)
+        self._retry_at = t
+        self._backoff = 0
         self._have_last = False
         self._idle = True
+        self.fifo = False
+        self.fifo_rearms = 0  # FIFO found silent and re-armed
+        self._rearms = 0
+        self._fifo_note = None  # said by the main loop (the sampler never writes)
+        if cfg["fifo"]:
+            self._start_fifo()
         io.write(b"\x00")  # delimiter: whatever was printed before cannot merge with a frame
         self.hello()
         if problem:
             self.log(problem, 30)
+        if cal_problem:
+            self.log(cal_problem, 30)
+        if self.ring.capacity < cfg["ring_samples"]:
+            self.log(
+                "ring_samples %d does not fit in RAM; using %d"
+                % (cfg["ring_samples"], self.ring.capacity),
+                30,
+            )
+        self.timer = timer
+        if timer is not None:
+            ms = TIMER_PERIOD_MS if self.fifo else max(1, self.period_us // 1000)
+            timer.init(period=ms, callback=self._on_timer)
 
-    # -- output ----------------------------------------------------------------------
-    def _send(self, frame):
-        self.io.write(frame)
+    def _make_ring(self, n, pelvis):
+        while True:
+            try:
+                return SampleRing(n, pelvis)
+            except MemoryError:
+                if n <= 64:
+                    raise
+                n //= 2
 
     def log(self, text, level=20):
-        self._send(self.enc.log(None, self.clock.ticks_us(), text, level))
+        self._send_ctl(self.enc.log, None, self.clock.ticks_us(), text, level)
 
     def _cal_state(self):
         c = self.pipe.cal
-        if c.calibrated:
+        if c.calibrated or (c.restore_pending and c.has_mount):
+            # restored from flash; the heading anchors on the first settled sample
             return P.CAL_FULL
         return P.CAL_NEUTRAL if c.has_neutral else P.CAL_NONE
 
@@ -123,10 +180,12 @@ class App:
             self._cal_state(),
             2 if self.pelvis_imu is not None else 1,
             self._state(),
+            self.boot_id,
+            self.reset_cause,
         )
 
     def hello(self):
-        self._send(self.enc.hello(None, self.clock.ticks_us(), *self._hello_args()))
+        self._send_ctl(self.enc.hello, None, self.clock.ticks_us(), *self._hello_args())
 
     def i2c_errors(self):
         n = self.imu.i2c_errors
@@ -134,7 +193,14 @@ class App:
             n += self.pelvis_imu.i2c_errors
         return n
 
+    def fifo_overflows(self):
+        n = self.imu.fifo_overflows
+        if self.pelvis_imu is not None:
+            n += self.pelvis_imu.fifo_overflows
+        return n
+
     def _status_args(self, now):
+        r = self.ring
         return (
             self._state(),
             self._cal_state(),
@@ -145,21 +211,21 @@ class App:
             self.reader.errors,
             self.mem_free() if self.mem_free else 0,
             self.clock.ticks_diff(now, self.t_boot) // 1000000,
+            r.dropped,
+            r.peak,
+            r.capacity,
+            self.fifo_overflows(),
+            getattr(self.io, "stalls", 0),
+            self.tx_dropped,
+            self.boot_id,
+            self.reset_cause,
+            self.boot["wdt_resets"] + self.boot["app_resets"],
         )
 
     # -- set-up ----------------------------------------------------------------------
     def _set_period(self, rate_hz):
         self.rate_hz = rate_hz
         self.period_us = 1000000 // rate_hz
-
-    def _load_calibration(self):
-        text = self.fs.read(config.CALIBRATION_FILE)
-        if text is None:
-            return
-        try:
-            self.pipe.cal.load_dict(json.loads(text))
-        except (ValueError, CalibrationError):
-            self.pipe.cal.has_mount = False  # unusable file: run uncalibrated, say so in status
 
     def _save_calibration(self):
         self.fs.write(config.CALIBRATION_FILE, json.dumps(self.pipe.cal.to_dict()))
@@ -170,96 +236,55 @@ class App:
         while self.running:
             self.step()
 
+    def _on_timer(self, _t=None):
+        self.service()
+
     def step(self):
         clock = self.clock
         data = self.io.read()
         if data:
-            for cmd in self.reader.feed(data):
-                self._command(cmd)
-                if not self.running:
-                    return
-        if self.wdt is not None:
-            self.wdt.feed()
-        now = clock.ticks_us()
-        # The fusion runs from boot whether or not frames are streamed: orientation (and
-        # its gyro-only heading) and the bias estimate must be current when `start` comes.
-        if self._idle:
-            self._idle = False
-            self.next_due = now
-        wait = clock.ticks_diff(self.next_due, now)
-        if wait > 0:
-            clock.sleep_us(wait if wait < 1000 else 1000)
-            return
-        late = -wait
-        if late >= self.period_us:
-            # Missed at least one period: count it and re-phase instead of bursting.
-            self.overruns += late // self.period_us
-            self._flags_extra |= FLAG_OVERRUN
-            self.next_due = clock.ticks_add(now, self.period_us)
-        else:
-            self.next_due = clock.ticks_add(self.next_due, self.period_us)
-        self._sample(now)
-        if (
-            self.streaming
-            and clock.ticks_diff(now, self.t_status) >= self.cfg["status_period_ms"] * 1000
-        ):
-            self.t_status = now
-            self._send(self.enc.status(None, now, *self._status_args(now)))
-
-    def _sample(self, now):
-        errs = self.i2c_errors()
-        ok = self.imu.read_into(self.gyro, self.accel)
-        pg = pa = None
-        extra = self._flags_extra
-        if self.pelvis_imu is not None:
-            if self.pelvis_imu.read_into(self.pgyro, self.paccel):
-                pg, pa = self.pgyro, self.paccel
-            else:
-                extra |= FLAG_PELVIS_ERROR
-        if self.i2c_errors() != errs:
-            extra |= FLAG_I2C_ERROR
-        if not ok:
-            # No fresh data: keep the flags for the next sample; dt then spans the gap.
-            self._flags_extra = extra
-            return
-        dt = 0.0
-        if self._have_last:
-            dt = self.clock.ticks_diff(now, self.t_last) * 1e-6
-        self.t_last = now
-        self._have_last = True
-        pipe = self.pipe
-        flags = pipe.update(self.gyro, self.accel, dt, pg, pa) | extra
-        self._flags_extra = 0
-        if pipe.cal_done is not None:
+            # The sampler (a scheduled timer callback) may run between any two bytecodes of
+            # the main loop: hold it while a command touches the pipeline, IMU or config.
+            self._hold = True
+            try:
+                for cmd in self.reader.feed(data):
+                    self._command(cmd)
+                    if not self.running:
+                        return
+            finally:
+                self._hold = False
+        if self.timer is None:
+            self.service()
+        if self._fifo_note is not None:
+            self.log(self._fifo_note, 30)
+            self._fifo_note = None
+        if self.pipe.cal_done is not None:
+            # Here, not in the sampler: replies and the flash write belong to the main loop
+            # (a frame written from the timer could land inside one the loop is writing).
             self._calibration_finished()
-        if not self.streaming:
+        now = clock.ticks_us()
+        if self.wdt is not None and clock.ticks_diff(now, self.t_sample) < self._feed_window():
+            self.wdt.feed()  # only while samples flow: a dead bus ends in a watchdog reset
+        self._check_dead(now)
+        if not self._output(now):
+            clock.sleep_us(1000)  # nothing went out (idle, or the host is not reading)
+
+    def _feed_window(self):
+        return self.cfg["wdt_timeout_ms"] * 500  # half the timeout, in µs
+
+    def _check_dead(self, now):
+        """No sample for half the watchdog period: reset on purpose (counted, reason kept)
+        rather than wait for the watchdog, so the next boot can say why."""
+        if self.reset is None or self.clock.ticks_diff(now, self.t_sample) < self._feed_window():
             return
-        q = pipe.q_thigh_seg
-        q14 = self.q14
-        for i in range(4):
-            q14[i] = int(q[i] * 16384.0)
-        pq = None
-        if pg is not None:
-            pq = self.pq14
-            qp = pipe.q_pelvis_seg
-            for i in range(4):
-                pq[i] = int(qp[i] * 16384.0)
-        a = pipe.angles
-        self._send(
-            self.enc.sample(
-                None,
-                now,
-                int(a[0] * 100.0),
-                int(a[1] * 100.0),
-                int(a[2] * 100.0),
-                q14,
-                flags & 0xFF,
-                self.i2c_errors(),
-                self.overruns,
-                pq,
-            )
+        why = "no IMU sample for %d ms (I2C errors %d)" % (
+            self.clock.ticks_diff(now, self.t_sample) // 1000,
+            self.i2c_errors(),
         )
-        self.samples += 1
+        self.log(why, 40)
+        persist.note_app_reset(self.fs, self.boot, why)
+        self.running = False
+        self.reset()
 
     def _calibration_finished(self):
         kind, err = self.pipe.cal_done
@@ -296,12 +321,15 @@ class App:
     def _remember(self, cmd_id, frame):
         self._last_id = cmd_id
         self._last_reply = frame
-        self._send(frame)
+        if self._can_send():
+            self._send(frame)
+        else:
+            self.tx_dropped += 1  # the host's retry of this id gets it again
 
     def _command(self, item):
         cmd_id, cmd, args, repeat = item
         if repeat and cmd_id == self._last_id and self._last_reply is not None:
-            self._send(self._last_reply)  # host retry: same answer, not a second execution
+            self._remember(cmd_id, self._last_reply)  # host retry: same answer, not a rerun
             return
         if repeat and self.pending is not None and self.pending[0] == cmd_id:
             return  # retry of a calibration still running: it answers when done
@@ -333,12 +361,13 @@ class App:
             self.hello()
         elif cmd == P.CMD_STOP:
             self.streaming = False
+            self.ring.clear()
             self._reply(cmd_id, cmd, P.ERR_OK)
         elif cmd == P.CMD_SET_RATE:
             if len(args) < 2:
                 raise ValueError("set_rate needs u16 rate_hz")
             self.cfg = config.validate({"rate_hz": args[0] | (args[1] << 8)}, self.cfg)
-            self._set_period(self.cfg["rate_hz"])
+            self._set_rate(self.cfg["rate_hz"])
             self._reply(cmd_id, cmd, P.ERR_OK)
         elif cmd == P.CMD_CALIBRATE_NEUTRAL or cmd == P.CMD_CALIBRATE_FUNCTIONAL:
             if self.pending is not None:
@@ -369,7 +398,8 @@ class App:
             self._apply(new)
             self._reply(cmd_id, cmd, P.ERR_OK)
         elif cmd == P.CMD_SELF_TEST:
-            report = self.self_test()
+            report = self.self_test()  # the sampler is held while commands run (step)
+            self._t_fifo = None
             code = P.ERR_OK if report["ok"] else P.ERR_FAILED
             self._reply(cmd_id, cmd, code, json.dumps(report).encode())
         elif cmd == P.CMD_REBOOT:
@@ -385,9 +415,23 @@ class App:
         else:
             self._reply(cmd_id, cmd, P.ERR_UNKNOWN_COMMAND)
 
+    def _set_rate(self, rate_hz):
+        """New sampling rate: the IMU's output data rate too, and the FIFO restarted."""
+        self._set_period(rate_hz)
+        try:
+            for imu in (self.imu, self.pelvis_imu):
+                if imu is not None:
+                    imu.set_odr(rate_hz)
+            if self.fifo:
+                self._start_fifo()
+        except (OSError, ImuError) as exc:
+            self.log("set_rate: IMU reconfiguration failed: %s" % exc, 40)
+
     def _apply(self, cfg):
+        rate_changed = cfg["rate_hz"] != self.rate_hz
         self.cfg = cfg
-        self._set_period(cfg["rate_hz"])
+        if rate_changed:
+            self._set_rate(cfg["rate_hz"])
         self.pipe.hip.set_side(cfg["side"])
         for f in (self.pipe.thigh, self.pipe.pelvis):
             if f is not None:

@@ -24,6 +24,10 @@ MIN_FUNCTIONAL_SAMPLES = 50
 SWING_DPS = 15.0  # samples slower than this do not vote for the flexion axis
 MAX_NEUTRAL_ACCEL_SPREAD_G = 0.08
 MIN_AXIS_Z = 0.7  # cos(45 deg): functional axis vs the clip's nominal z axis
+# Standing neutral per the mounting convention (design.md: sensor y up along the femur):
+# gravity must be within this angle of sensor +y. Mounting tilt is <= 15 deg, so 30 deg
+# accepts every good mounting and refuses a held flexion/abduction of more than ~20 deg.
+NEUTRAL_MAX_TILT_DEG = 30.0
 
 
 class CalibrationError(Exception):
@@ -51,6 +55,12 @@ class Calibration:
         self.pelvis_ref = array("f", (0.70710678, 0.70710678, 0.0, 0.0))
         self.has_mount = False
         self.has_neutral = False
+        # Neutral reference with the thigh segment's heading removed (tilt only), and the
+        # sensor "up" at neutral: stored so a reboot resumes calibrated (see restore_heading).
+        self.ref_tilt = array("f", (0.70710678, 0.70710678, 0.0, 0.0))
+        self.up = array("f", (0.0, 1.0, 0.0))
+        self.has_ref = False
+        self.restore_pending = False
         self.axis_angle_deg = 0.0  # angle between functional axis and up (ideal 90)
         self.planarity = 0.0  # share of swing energy about the axis (ideal 1)
 
@@ -64,14 +74,19 @@ class Calibration:
             "mount": [round(v, 6) for v in self.mount],
             "pelvis_mount": [round(v, 6) for v in self.pelvis_mount],
             "has_mount": self.has_mount,
+            "ref_tilt": [round(v, 6) for v in self.ref_tilt] if self.has_ref else None,
+            "up": [round(v, 6) for v in self.up] if self.has_ref else None,
             "axis_angle_deg": round(self.axis_angle_deg, 2),
             "planarity": round(self.planarity, 4),
         }
 
     def load_dict(self, d):
-        """Restore a stored mounting. The neutral reference lives in the fusion's
-        reference frame, whose heading restarts at every boot, so it is not restored:
-        a `calibrate_neutral` (3 s still) is needed after each boot."""
+        """Restore a stored calibration. The neutral reference lives in the fusion's
+        reference frame, whose heading restarts at every boot: it is stored without the
+        thigh's heading (`ref_tilt`) and re-anchored to the thigh's heading of the first
+        fused sample after boot (restore_heading). That assumes the hip rotation at that
+        moment equals the one at calibration (standing, or a clip reboot mid-session with
+        the leg roughly where it was); flexion and adduction do not depend on it."""
         if not isinstance(d, dict) or d.get("version") != CAL_VERSION:
             raise CalibrationError("calibration file has an unknown version; recalibrate")
         for key in ("mount", "pelvis_mount"):
@@ -86,6 +101,50 @@ class Calibration:
         self.axis_angle_deg = float(d.get("axis_angle_deg", 0.0))
         self.planarity = float(d.get("planarity", 0.0))
         self.has_neutral = False
+        self.has_ref = False
+        self.restore_pending = False
+        rt = d.get("ref_tilt")
+        up = d.get("up")
+        if rt is not None or up is not None:
+            if not isinstance(rt, list) or len(rt) != 4 or not isinstance(up, list) or len(up) != 3:
+                raise CalibrationError(
+                    "calibration file field 'ref_tilt' is malformed; recalibrate"
+                )
+            for i in range(4):
+                self.ref_tilt[i] = float(rt[i])
+            for i in range(3):
+                self.up[i] = float(up[i])
+            quat.normalize(self.ref_tilt)
+            self.has_ref = True
+            self.restore_pending = self.has_mount
+
+    def restore_heading(self, q_thigh_seg):
+        """pelvis_ref = yaw(heading of the thigh segment now) * ref_tilt; neutral is back."""
+        c, s_ = _heading_half(q_thigh_seg)
+        quat.mul_into(self.pelvis_ref, _yaw(c, s_), self.ref_tilt)
+        self.has_neutral = True
+        self.restore_pending = False
+
+    def store_reference(self, up):
+        """Keep the tilt-only neutral reference and sensor up (after pelvis_ref was set)."""
+        c, s_ = _heading_half(self.pelvis_ref)
+        quat.mul_into(self.ref_tilt, _yaw(c, -s_), self.pelvis_ref)
+        for i in range(3):
+            self.up[i] = up[i]
+        self.has_ref = True
+
+
+def _heading_half(q):
+    """(cos, sin) of half the heading of q's x axis (anterior) about reference +z."""
+    w, x, y, z = q[0], q[1], q[2], q[3]
+    hx = 1.0 - 2.0 * (y * y + z * z)
+    hy = 2.0 * (x * y + w * z)
+    psi = math.atan2(hy, hx)
+    return math.cos(psi * 0.5), math.sin(psi * 0.5)
+
+
+def _yaw(c, s):
+    return array("f", (c, 0.0, 0.0, s))
 
 
 class Calibrator:
@@ -145,10 +204,23 @@ class Calibrator:
             raise CalibrationError("neutral: the leg moved; stand still in neutral and retry")
         if _norm3(self._up) < 0.5:
             raise CalibrationError("neutral: no gravity seen; is the IMU working?")
+        tilt = math.degrees(math.acos(max(-1.0, min(1.0, self._up[1]))))
+        if tilt > NEUTRAL_MAX_TILT_DEG:
+            raise CalibrationError(
+                "neutral: the thigh is %d deg from upright (the clip's y axis must point up "
+                "along the femur, within %d deg); stand upright with the leg straight and retry"
+                % (int(tilt + 0.5), int(NEUTRAL_MAX_TILT_DEG))
+            )
         self.has_up = True
         cal.has_neutral = True
         if cal.has_mount:
             self._update_reference(cal)
+
+    def restored(self, up):
+        """A stored neutral was restored after boot: functional may run again."""
+        for i in range(3):
+            self._up[i] = up[i]
+        self.has_up = True
 
     # -- functional ----------------------------------------------------------------
     def start_functional(self):
@@ -226,3 +298,4 @@ class Calibrator:
         # Thigh segment at neutral = pelvis segment (hip angles zero at neutral).
         quat.mul_into(cal.pelvis_ref, self._q_thigh, cal.mount)
         # The pelvis sensor's mounting and frame offset: dgsclip.pelvis.PelvisAlign.
+        cal.store_reference(self._up)

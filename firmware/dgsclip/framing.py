@@ -1,4 +1,4 @@
-# dgs-clip serial protocol v1.0, framing layer (spec: docs/protocol.md): CRC-16/CCITT-FALSE,
+# dgs-clip serial protocol v1.1, framing layer (spec: docs/protocol.md): CRC-16/CCITT-FALSE,
 # COBS, the 11-byte header and the frame checks. Shared by the clip (MicroPython) and CPython;
 # message payloads and commands are in protocol.py, which re-exports everything here.
 import struct
@@ -17,8 +17,8 @@ except ImportError:
     _crc_hqx = None
 
 PROTO_MAJOR = const(1)
-PROTO_MINOR = const(0)
-VERSION_BYTE = const(0x10)  # (PROTO_MAJOR << 4) | PROTO_MINOR
+PROTO_MINOR = const(1)
+VERSION_BYTE = const(0x11)  # (PROTO_MAJOR << 4) | PROTO_MINOR
 
 HEADER_SIZE = const(11)
 CRC_SIZE = const(2)
@@ -28,6 +28,8 @@ MAX_ENCODED = const(255)  # COBS adds 1 byte for <= 254 bytes, plus the 0x00 del
 HEADER_FMT = "<BBIIB"
 
 _TABLE = None
+_crc_native = None  # viper versions (dgsclip.fastpath) once they passed the self-check
+_cobs_native = None
 
 
 def _crc_table():
@@ -55,6 +57,8 @@ def crc16(buf, n=-1, crc=0xFFFF):
     if _crc_hqx is not None:
         return _crc_hqx(memoryview(buf)[:n], crc)
     t = _crc_table()
+    if _crc_native is not None:
+        return _crc_native(buf, n, crc, t)
     for i in range(n):
         crc = ((crc << 8) & 0xFFFF) ^ t[((crc >> 8) ^ buf[i]) & 0xFF]
     return crc
@@ -62,6 +66,12 @@ def crc16(buf, n=-1, crc=0xFFFF):
 
 def cobs_encode_into(src, n, dst):
     """COBS-encode src[:n] into dst (no delimiter). Returns the encoded length."""
+    if _cobs_native is not None:
+        return _cobs_native(src, n, dst)
+    return _cobs_encode_py(src, n, dst)
+
+
+def _cobs_encode_py(src, n, dst):
     code_pos = 0
     code = 1
     o = 1
@@ -113,6 +123,36 @@ def cobs_decode_into(src, n, dst):
     return o
 
 
+def _use_native():
+    """Switch to the viper CRC/COBS where the port compiles them and they give exactly the
+    pure-Python answers (check value 0x29B1, a frame with zeros and a 254-byte run)."""
+    global _crc_native, _cobs_native
+    if _crc_hqx is not None:
+        return False  # C already (CPython, ports with binascii.crc_hqx): nothing to gain
+    try:
+        from dgsclip import fastpath
+    except (ImportError, SyntaxError, NotImplementedError, ValueError):
+        return False  # no native emitter (WebAssembly, CPython): pure Python
+    t = _crc_table()
+    probe = bytearray(b"123456789")
+    try:
+        ok = fastpath.crc16(probe, 9, 0xFFFF, t) == 0x29B1
+        src = bytearray(300)
+        for i in range(300):
+            src[i] = (i * 7) & 0xFF if i < 40 or i > 300 - 4 else 1 + (i % 200)
+        a = bytearray(310)
+        b = bytearray(310)
+        na = fastpath.cobs_encode_into(src, 300, a)
+        nb = _cobs_encode_py(src, 300, b)
+        ok = ok and na == nb and a == b
+    except Exception:  # a broken native build must never take the link down
+        ok = False
+    if ok:
+        _crc_native = fastpath.crc16
+        _cobs_native = fastpath.cobs_encode_into
+    return ok
+
+
 class ProtocolError(Exception):
     """A frame that must be dropped. args[0] is one of: cobs, truncated, oversize, crc,
     version, length."""
@@ -141,3 +181,6 @@ def unframe(src, n, dst):
     if HEADER_SIZE + plen + CRC_SIZE != m:
         raise ProtocolError("length")
     return ver >> 4, ver & 0x0F, typ, seq, t_us, HEADER_SIZE, plen
+
+
+NATIVE = _use_native()

@@ -127,6 +127,10 @@ class Pipeline:
             if self._left <= 0:
                 self._finish_calibration()
         quat.mul_into(self.q_thigh_seg, th.q, cal.mount)
+        if cal.restore_pending and not flags & FLAG_INITIALISING and pel is None:
+            # First settled sample after a reboot with a stored calibration (thigh mode).
+            cal.restore_heading(self.q_thigh_seg)
+            self.calibrator.restored(cal.up)
         pa = self.palign
         if pa is not None and cal.calibrated and pa.ready:
             pa.segment_into(self.q_pelvis_seg, pel.q, cal)

@@ -1,4 +1,4 @@
-# dgs-clip serial protocol v1.0 (spec: docs/protocol.md), clip side.
+# dgs-clip serial protocol v1.1 (spec: docs/protocol.md), clip side.
 #
 # Runs unchanged on MicroPython 1.2x and CPython: no typing, no dataclasses, only
 # `struct`, preallocated buffers and integer arithmetic. The host decoder lives in
@@ -127,6 +127,22 @@ STATE_STREAMING = const(1)
 STATE_CALIBRATING = const(2)
 STATE_ERROR = const(3)
 
+# Reset causes (HELLO / STATUS, 1.1): machine.reset_cause() mapped by main.py
+RESET_UNKNOWN = const(0)
+RESET_POWER_ON = const(1)
+RESET_HARD = const(2)  # reset pin / brown-out detector (ports report both as HARD_RESET)
+RESET_WATCHDOG = const(3)
+RESET_SOFT = const(4)  # machine.reset(): the firmware or `reboot` asked for it
+RESET_DEEPSLEEP = const(5)
+RESET_NAMES = {
+    RESET_UNKNOWN: "unknown",
+    RESET_POWER_ON: "power_on",
+    RESET_HARD: "hard_reset",
+    RESET_WATCHDOG: "watchdog",
+    RESET_SOFT: "soft_reset",
+    RESET_DEEPSLEEP: "deepsleep",
+}
+
 # Calibration states (HELLO / STATUS)
 CAL_NONE = const(0)
 CAL_NEUTRAL = const(1)  # static neutral only
@@ -154,6 +170,23 @@ STATUS_FIELDS = (
     "free_mem",
     "uptime_s",
 )
+# 1.1: appended to STATUS (and the ACK of get_status): ring and output counters, reboots.
+STATUS_EXT_FMT = "<IHHHHHHBH"
+STATUS_EXT_SIZE = const(19)
+STATUS_EXT_FIELDS = (
+    "ring_dropped",  # samples fused but never sent: the ring was full (host stalled)
+    "ring_peak",  # most samples ever waiting in the ring
+    "ring_capacity",
+    "fifo_overflows",  # the IMU's own FIFO overflowed (samples lost in the chip)
+    "tx_stalls",  # times the host was found not reading
+    "tx_dropped",  # non-sample frames (status, log, ack) dropped while the host stalled
+    "boot_id",
+    "reset_cause",
+    "resets",  # watchdog + firmware-initiated resets, counted across boots
+)
+# 1.1: appended to HELLO (and the ACK of info), after the three strings.
+HELLO_EXT_FMT = "<HB"  # boot_id, reset_cause
+HELLO_EXT_SIZE = const(3)
 HELLO_FIXED_FMT = "<BBHBBB"  # proto major, minor, rate_hz, cal_state, imu_count, state
 HELLO_FIXED_SIZE = const(7)
 ACK_FIXED_FMT = "<IBB"  # cmd_id, cmd, code
@@ -172,28 +205,43 @@ class Encoder:
     call: write it to the port before encoding the next frame. The sequence number is kept
     here (one counter for all frame types) unless `seq` is passed explicitly."""
 
-    def __init__(self):
+    def __init__(self, minor=PROTO_MINOR):
+        """minor: the protocol minor to speak (0 reproduces the frozen 1.0 vectors: no 1.1
+        fields appended)."""
         self._raw = bytearray(MAX_FRAME)
         self._out = bytearray(MAX_ENCODED)
         self._mv = memoryview(self._out)
         self.seq = 0
+        self._views = {}
+        self.minor = minor
+        self._ver = (PROTO_MAJOR << 4) | minor
 
     def _next_seq(self, seq):
+        # No `& 0xFFFFFFFF` on the hot path: that constant is a big int on MicroPython and
+        # the AND would allocate one per frame. seq stays a small int below 2**30.
         if seq is None:
             seq = self.seq
-        self.seq = (seq + 1) & 0xFFFFFFFF
-        return seq & 0xFFFFFFFF
+        elif seq > 0xFFFFFFFF or seq < 0:
+            seq &= 0xFFFFFFFF
+        n = seq + 1
+        self.seq = 0 if n > 0xFFFFFFFF else n
+        return seq
 
     def _finish(self, typ, seq, t_us, plen):
         raw = self._raw
-        struct.pack_into(HEADER_FMT, raw, 0, VERSION_BYTE, typ, seq, t_us & TICKS_MASK, plen)
+        struct.pack_into(HEADER_FMT, raw, 0, self._ver, typ, seq, t_us & TICKS_MASK, plen)
         m = HEADER_SIZE + plen
         c = crc16(raw, m)
         raw[m] = c & 0xFF
         raw[m + 1] = c >> 8
         k = cobs_encode_into(raw, m + 2, self._out)
         self._out[k] = 0
-        return self._mv[: k + 1]
+        # One memoryview per frame length, made once: slicing would allocate per frame.
+        v = self._views.get(k + 1)
+        if v is None:
+            v = self._mv[: k + 1]
+            self._views[k + 1] = v
+        return v
 
     def sample(
         self,
@@ -255,16 +303,37 @@ class Encoder:
         cal_state,
         imu_count=1,
         state=STATE_IDLE,
+        boot_id=0,
+        reset_cause=RESET_UNKNOWN,
     ):
         """fw_version, device_id: str; imu_models: str like "mpu6050" or "lsm6dsox,mpu6500"."""
         seq = self._next_seq(seq)
         plen = self._hello_payload(
-            HEADER_SIZE, fw_version, device_id, imu_models, rate_hz, cal_state, imu_count, state
+            HEADER_SIZE,
+            fw_version,
+            device_id,
+            imu_models,
+            rate_hz,
+            cal_state,
+            imu_count,
+            state,
+            boot_id,
+            reset_cause,
         )
         return self._finish(MSG_HELLO, seq, t_us, plen)
 
     def _hello_payload(
-        self, off, fw_version, device_id, imu_models, rate_hz, cal_state, imu_count, state
+        self,
+        off,
+        fw_version,
+        device_id,
+        imu_models,
+        rate_hz,
+        cal_state,
+        imu_count,
+        state,
+        boot_id=0,
+        reset_cause=RESET_UNKNOWN,
     ):
         raw = self._raw
         struct.pack_into(
@@ -272,7 +341,7 @@ class Encoder:
             raw,
             off,
             PROTO_MAJOR,
-            PROTO_MINOR,
+            self.minor,
             rate_hz & 0xFFFF,
             cal_state,
             imu_count,
@@ -285,6 +354,9 @@ class Encoder:
             raw[p] = len(b)
             raw[p + 1 : p + 1 + len(b)] = b
             p += 1 + len(b)
+        if self.minor >= 1:
+            struct.pack_into(HELLO_EXT_FMT, raw, p, boot_id & 0xFFFF, reset_cause)
+            p += HELLO_EXT_SIZE
         return p - off
 
     def log(self, seq, t_us, text, level=20):
@@ -301,12 +373,37 @@ class Encoder:
         return self._finish(MSG_LOG, seq, t_us, n + 1)
 
     def status(self, seq, t_us, *fields):
-        """STATUS frame; fields as named in STATUS_FIELDS, in that order."""
+        """STATUS frame; fields as named in STATUS_FIELDS (+ STATUS_EXT_FIELDS), in order."""
         seq = self._next_seq(seq)
-        self._status_payload(HEADER_SIZE, *fields)
-        return self._finish(MSG_STATUS, seq, t_us, STATUS_SIZE)
+        n = self._status_payload(HEADER_SIZE, fields)
+        return self._finish(MSG_STATUS, seq, t_us, n)
 
-    def _status_payload(
+    def _status_payload(self, off, fields):
+        """Pack the 1.0 fields, then (speaking 1.1) the extension, zeros where not given."""
+        self._status_base(off, *fields[:9])
+        if self.minor < 1:
+            return STATUS_SIZE
+        ext = fields[9:]
+        vals = [0] * len(STATUS_EXT_FIELDS)  # get_status only: not in the sample path
+        for i in range(len(ext)):
+            vals[i] = ext[i]
+        struct.pack_into(
+            STATUS_EXT_FMT,
+            self._raw,
+            off + STATUS_SIZE,
+            vals[0] & 0xFFFFFFFF,
+            vals[1] & 0xFFFF,
+            vals[2] & 0xFFFF,
+            vals[3] & 0xFFFF,
+            vals[4] & 0xFFFF,
+            vals[5] & 0xFFFF,
+            vals[6] & 0xFFFF,
+            vals[7] & 0xFF,
+            vals[8] & 0xFFFF,
+        )
+        return STATUS_SIZE + STATUS_EXT_SIZE
+
+    def _status_base(
         self,
         off,
         state,
@@ -362,6 +459,8 @@ class Encoder:
         cal_state,
         imu_count=1,
         state=STATE_IDLE,
+        boot_id=0,
+        reset_cause=RESET_UNKNOWN,
     ):
         """ACK to CMD_INFO carrying the HELLO payload layout (no intermediate bytes object)."""
         seq = self._next_seq(seq)
@@ -377,6 +476,8 @@ class Encoder:
             cal_state,
             imu_count,
             state,
+            boot_id,
+            reset_cause,
         )
         return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + n)
 
@@ -386,8 +487,8 @@ class Encoder:
         struct.pack_into(
             ACK_FIXED_FMT, self._raw, HEADER_SIZE, cmd_id & 0xFFFFFFFF, CMD_GET_STATUS, ERR_OK
         )
-        self._status_payload(HEADER_SIZE + ACK_FIXED_SIZE, *fields)
-        return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + STATUS_SIZE)
+        n = self._status_payload(HEADER_SIZE + ACK_FIXED_SIZE, fields)
+        return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + n)
 
 
 def _i16(v):
@@ -399,13 +500,14 @@ def _i16(v):
     return v
 
 
-def encode_command(cmd_id, cmd, args=b""):
+def encode_command(cmd_id, cmd, args=b"", minor=PROTO_MINOR):
     """Host -> clip COMMAND frame as bytes (t_us is 0: the host has no device clock)."""
     n = len(args)
     if n > MAX_PAYLOAD - 1:
         raise ValueError("command args too long")
     raw = bytearray(HEADER_SIZE + 1 + n + CRC_SIZE)
-    struct.pack_into(HEADER_FMT, raw, 0, VERSION_BYTE, MSG_COMMAND, cmd_id & 0xFFFFFFFF, 0, n + 1)
+    ver = (PROTO_MAJOR << 4) | minor
+    struct.pack_into(HEADER_FMT, raw, 0, ver, MSG_COMMAND, cmd_id & 0xFFFFFFFF, 0, n + 1)
     raw[HEADER_SIZE] = cmd
     raw[HEADER_SIZE + 1 : HEADER_SIZE + 1 + n] = args
     m = HEADER_SIZE + 1 + n

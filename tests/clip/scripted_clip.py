@@ -42,6 +42,8 @@ class ScriptedClip:
         self.cal_state = P.CAL_NONE
         self.sent_samples = 0
         self.in_repl = False
+        self.boot_id = 1
+        self.reset_cause = P.RESET_POWER_ON
         self._last_reply: bytes | None = None
         self._t0 = time.monotonic()
         self._stop = threading.Event()
@@ -60,10 +62,16 @@ class ScriptedClip:
         el = (time.monotonic() - self._t0) * (1.0 + self.drift_ppm * 1e-6)
         return (self.tick_start + int(el * 1e6)) & P.TICKS_MASK
 
-    def reboot(self) -> None:
+    def reboot(self, idle: bool = False, cause: int = P.RESET_HARD) -> None:
+        """Restart: sequence 0, ticks 0, a new boot id; idle=True comes back not streaming
+        (what the firmware does after a brown-out)."""
+        if idle:
+            self.streaming = False
         self.enc.seq = 0
         self._t0 = time.monotonic()
         self.tick_start = 0
+        self.boot_id += 1
+        self.reset_cause = cause
         self.port.write(b"\x00" + bytes(self._hello()))
 
     def _hello(self) -> memoryview:
@@ -75,6 +83,8 @@ class ScriptedClip:
             "mpu6050",
             self.rate_hz,
             self.cal_state,
+            boot_id=self.boot_id,
+            reset_cause=self.reset_cause,
         )
 
     def _run(self) -> None:

@@ -72,7 +72,22 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_mute_clip_times_out_cleanly(pty_port: PtyPort, capsys: pytest.CaptureFixture[str]) -> None:
     with ScriptedClip(pty_port, mute=True):
         assert main(["info", "-p", pty_port.path, "--timeout", "0.1"]) == 2
-    assert "did not answer 'info'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing answered on" in err and "dgs-clip flash" in err
+
+
+@pytest.mark.sim
+def test_info_against_a_board_without_firmware_says_to_flash_it(
+    mpwasm: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_service.sim.replboard import ReplBoard
+
+    with ReplBoard() as board:  # real MicroPython REPL, no dgs-clip firmware on it
+        assert main(["info", "-p", board.port, "--timeout", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "without the clip firmware running" in err
+    assert f"dgs-clip flash --port {board.port}" in err
 
 
 def test_monitor_failure_leaves_no_empty_recording(tmp_path: Path) -> None:

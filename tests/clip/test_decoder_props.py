@@ -47,7 +47,7 @@ def make_stream(
             i & 0xFFFF,
             (2 * i) & 0xFFFF,
             pq,
-            0,
+            P.PROTO_MINOR,
         )
     return b"".join(frames), sent, frames
 
@@ -244,3 +244,21 @@ def test_clip_command_reader_never_crashes_on_noise(noise: bytes) -> None:
     # After a delimiter it parses commands again (noise may have held a REPL escape, fine).
     got = r.feed(b"\x00" + P.encode_command(7, P.CMD_START))
     assert got[-1][:2] == (7, P.CMD_START)
+
+
+def test_boot_hello_with_a_repeated_timestamp_is_a_reboot_only_with_a_new_boot_id() -> None:
+    """Boot takes the same time each time: two boots' HELLOs can carry the same (seq 0, t_us).
+    The 1.1 boot id tells a second boot from the same HELLO delivered twice."""
+    from edge_service.clip.messages import DeviceReset
+
+    def hello(boot: int) -> bytes:
+        return bytes(P.Encoder().hello(0, 1234, "1", "d", "mpu6050", 100, 0, boot_id=boot))
+
+    e = P.Encoder()
+    samples = b"".join(
+        bytes(e.sample(i + 1, 10_000 * (i + 1), 0, 0, 0, (16384, 0, 0, 0), 0)) for i in range(3)
+    )
+    dec = FrameDecoder()
+    msgs = dec.feed(hello(1) + samples + hello(2) + hello(2))
+    assert dec.stats.reboots == 1 and dec.stats.duplicates == 1
+    assert sum(isinstance(m, DeviceReset) for m in msgs) == 1

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 
-VEC = Path(__file__).resolve().parents[1] / "vectors" / "protocol_v1.json"
+VECS = {
+    "1.0": Path(__file__).resolve().parents[1] / "vectors" / "protocol_v1.json",
+    "1.1": Path(__file__).resolve().parents[1] / "vectors" / "protocol_v1_1.json",
+}
 
 SCRIPT = r"""
 import json, binascii
 from dgsclip import protocol as P
 doc = json.load(open("/vectors.json"))
+MINOR = int(doc["version"].split(".")[1])
+EXT = ("boot_id", "reset_cause")
+SX = ("ring_dropped", "ring_peak", "ring_capacity", "fifo_overflows", "tx_stalls",
+      "tx_dropped", "boot_id", "reset_cause", "resets")
 
 def h(b):
     return binascii.hexlify(bytes(b)).decode()
@@ -29,31 +36,34 @@ for f in doc["frames"]:
     n = f["name"]
     if x is None or t == "unknown" or n.startswith("garbage") or n.startswith("empty") or "minor" in n:
         continue
-    e = P.Encoder()
+    e = P.Encoder(MINOR)
+    hx = [x[k] for k in EXT if k in x]
+    sx = [x[k] for k in SX if k in x]
     if t == "sample":
         got = e.sample(x["seq"], x["t_us"], x["flex_cdeg"], x["add_cdeg"], x["rot_cdeg"],
                        x["quat"], x["flags"], x["i2c_errors"], x["overruns"], x["pelvis_quat"])
     elif t == "hello":
         got = e.hello(x["seq"], x["t_us"], x["fw_version"], x["device_id"], x["imu_models"],
-                      x["rate_hz"], x["cal_state"], x["imu_count"], x["state"])
+                      x["rate_hz"], x["cal_state"], x["imu_count"], x["state"], *hx)
     elif t == "log":
         got = e.log(x["seq"], x["t_us"], x["text"], x["level"])
     elif t == "status":
         got = e.status(x["seq"], x["t_us"], x["state"], x["cal_state"], x["rate_hz"],
                        x["samples"], x["i2c_errors"], x["overruns"], x["cmd_errors"],
-                       x["free_mem"], x["uptime_s"])
+                       x["free_mem"], x["uptime_s"], *sx)
     elif t in ("ack", "nak"):
         got = e.ack(x["seq"], x["t_us"], x["cmd_id"], x["cmd"], x["code"],
                     unhex(x["payload"]) or None)
     elif t == "ack_info":
         got = e.ack_info(x["seq"], x["t_us"], x["cmd_id"], x["fw_version"], x["device_id"],
-                         x["imu_models"], x["rate_hz"], x["cal_state"], x["imu_count"], x["state"])
+                         x["imu_models"], x["rate_hz"], x["cal_state"], x["imu_count"], x["state"],
+                         *hx)
     elif t == "ack_status":
         got = e.ack_status(x["seq"], x["t_us"], x["cmd_id"], x["state"], x["cal_state"],
                            x["rate_hz"], x["samples"], x["i2c_errors"], x["overruns"],
-                           x["cmd_errors"], x["free_mem"], x["uptime_s"])
+                           x["cmd_errors"], x["free_mem"], x["uptime_s"], *sx)
     elif t == "command":
-        got = P.encode_command(x["cmd_id"], x["cmd"], unhex(x["args"]))
+        got = P.encode_command(x["cmd_id"], x["cmd"], unhex(x["args"]), MINOR)
     else:
         raise ValueError(t)
     if h(got) != f["hex"]:
@@ -94,7 +104,9 @@ print("RESULT", json.dumps({"enc": enc_ok, "cmd": cmd_ok, "kinds": kinds, "esc":
 
 
 @pytest.mark.sim
-def test_vectors_in_real_micropython(mpwasm) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("version", sorted(VECS))
+def test_vectors_in_real_micropython(mpwasm, version: str) -> None:  # type: ignore[no-untyped-def]
+    VEC = VECS[version]
     res = mpwasm.run(SCRIPT, files={"/vectors.json": VEC.read_bytes()}).check()
     assert "MISMATCH" not in res.stdout and "CMD" not in res.stdout, res.stdout
     assert "READER" not in res.stdout, res.stdout

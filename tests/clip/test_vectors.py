@@ -1,4 +1,5 @@
-"""Golden vectors (tests/vectors/protocol_v1.json) against the clip encoder and host decoder."""
+"""Golden vectors (tests/vectors/protocol_v1.json = 1.0, protocol_v1_1.json = 1.1) against the
+clip encoder (speaking the file's minor) and the host decoder (which reads both)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ from dgsclip import protocol as P
 from edge_service.clip.decoder import FrameDecoder, IncompatibleVersion
 from edge_service.clip.messages import Ack, Command, Hello, Log, Sample, Status
 
-VECTORS = json.loads(
-    (Path(__file__).resolve().parents[1] / "vectors" / "protocol_v1.json").read_text("utf-8")
-)
-FRAMES = VECTORS["frames"]
+_DIR = Path(__file__).resolve().parents[1] / "vectors"
+FILES = {
+    0: json.loads((_DIR / "protocol_v1.json").read_text("utf-8")),
+    1: json.loads((_DIR / "protocol_v1_1.json").read_text("utf-8")),
+}
+VECTORS = FILES[P.PROTO_MINOR]
+FRAMES = [
+    {**f, "_minor": minor, "_id": f"1.{minor}-{f['name']}"}
+    for minor, doc in FILES.items()
+    for f in doc["frames"]
+]
 VALID = [f for f in FRAMES if "fields" in f]
 INVALID = [f for f in FRAMES if "error" in f]
 # Hand-built frames (resync, minor-version) are decoder-only: the encoder never emits them.
@@ -43,12 +51,13 @@ _TYPES = {
 
 
 def _ids(frames: list[dict[str, Any]]) -> list[str]:
-    return [f["name"] for f in frames]
+    return [f["_id"] for f in frames]
 
 
 def test_vector_file_shape() -> None:
     assert VECTORS["version"] == f"{P.PROTO_MAJOR}.{P.PROTO_MINOR}"
-    assert len({f["name"] for f in FRAMES}) == len(FRAMES)
+    assert {m: d["version"] for m, d in FILES.items()} == {0: "1.0", 1: "1.1"}
+    assert len({f["_id"] for f in FRAMES}) == len(FRAMES)
     assert {f["type"] for f in VALID} == _TYPES
     assert {f["error"] for f in INVALID} == {
         "cobs",
@@ -62,9 +71,11 @@ def test_vector_file_shape() -> None:
 
 def _encode(f: dict[str, Any]) -> bytes:
     """Re-encode a vector with the clip encoder."""
-    e = P.Encoder()
+    minor = f["_minor"]
+    e = P.Encoder(minor=minor)
     x = dict(f["fields"])
     t = f["type"]
+    status_fields = P.STATUS_FIELDS + (P.STATUS_EXT_FIELDS if minor >= 1 else ())
     if t == "sample":
         return bytes(e.sample(**x))
     if t == "hello":
@@ -73,24 +84,27 @@ def _encode(f: dict[str, Any]) -> bytes:
     if t == "log":
         return bytes(e.log(**x))
     if t == "status":
-        return bytes(e.status(x["seq"], x["t_us"], *[x[k] for k in P.STATUS_FIELDS]))
+        return bytes(e.status(x["seq"], x["t_us"], *[x[k] for k in status_fields]))
     if t in ("ack", "nak"):
         x["payload"] = bytes.fromhex(x["payload"]) if x["payload"] else None
         return bytes(e.ack(**x))
     if t == "ack_info":
         return bytes(e.ack_info(**x))
     if t == "ack_status":
-        return bytes(
-            e.ack_status(x["seq"], x["t_us"], x["cmd_id"], *[x[k] for k in P.STATUS_FIELDS])
-        )
+        return bytes(e.ack_status(x["seq"], x["t_us"], x["cmd_id"], *[x[k] for k in status_fields]))
     if t == "command":
-        return P.encode_command(x["cmd_id"], x["cmd"], bytes.fromhex(x["args"]))
+        return P.encode_command(x["cmd_id"], x["cmd"], bytes.fromhex(x["args"]), minor=minor)
     raise AssertionError(t)
 
 
 @pytest.mark.parametrize("f", ENCODABLE, ids=_ids(ENCODABLE))
 def test_encoder_reproduces_vector(f: dict[str, Any]) -> None:
     assert _encode(f).hex() == f["hex"]
+
+
+def _status_fields(st: Any) -> dict[str, Any]:
+    """The fields a STATUS carried (the 1.1 ones are None from a 1.0 frame)."""
+    return {k: getattr(st, k) for k in st.__dataclass_fields__ if getattr(st, k) is not None}
 
 
 def _as_fields(m: object) -> dict[str, Any]:
@@ -109,7 +123,9 @@ def _as_fields(m: object) -> dict[str, Any]:
         }
     if isinstance(m, Hello):
         i = m.info
+        ext = {} if i.boot_id is None else {"boot_id": i.boot_id, "reset_cause": i.reset_cause}
         return {
+            **ext,
             "seq": m.seq,
             "t_us": m.t_us,
             "fw_version": i.fw_version,
@@ -128,7 +144,7 @@ def _as_fields(m: object) -> dict[str, Any]:
         return {
             "seq": m.seq,
             "t_us": m.t_us,
-            **{k: getattr(m.status, k) for k in m.status.__dataclass_fields__},
+            **_status_fields(m.status),
         }
     if isinstance(m, Command):
         return {"cmd_id": m.cmd_id, "cmd": m.cmd, "args": m.args.hex()}
@@ -160,6 +176,8 @@ def test_decoder_matches_vector(f: dict[str, Any]) -> None:
                 info.cal_state,
                 info.imu_count,
                 info.state,
+                info.boot_id,
+                info.reset_cause,
             ) == (
                 x["fw_version"],
                 x["device_id"],
@@ -168,10 +186,12 @@ def test_decoder_matches_vector(f: dict[str, Any]) -> None:
                 x["cal_state"],
                 x["imu_count"],
                 x["state"],
+                x.get("boot_id"),
+                x.get("reset_cause"),
             )
         elif f["type"] == "ack_status":
             st = m.clip_status()
-            assert {k: getattr(st, k) for k in st.__dataclass_fields__} == {
+            assert _status_fields(st) == {
                 k: v for k, v in x.items() if k not in ("seq", "t_us", "cmd_id")
             }
         else:
@@ -231,3 +251,6 @@ def test_crc_check_value() -> None:
         framing._crc_hqx = saved
     assert struct.calcsize(P.SAMPLE_FMT) == P.SAMPLE_SIZE
     assert struct.calcsize(P.STATUS_FMT) == P.STATUS_SIZE
+    assert struct.calcsize(P.STATUS_EXT_FMT) == P.STATUS_EXT_SIZE
+    assert struct.calcsize(P.HELLO_EXT_FMT) == P.HELLO_EXT_SIZE
+    assert len(P.STATUS_EXT_FIELDS) == len(P.STATUS_EXT_FMT) - 1

@@ -30,7 +30,7 @@ class StillSource:
 class Rig:
     def __init__(self, tmp_path: Any, source: Any = None, **cfg: Any) -> None:
         self.clock = SimClock()
-        self.dev = FakeMPU6050(0x68, source=source or StillSource())
+        self.dev = FakeMPU6050(0x68, source=source or StillSource(), clock=self.clock)
         self.bus = FakeI2C([self.dev])
         self.io = ScriptedIO(self.clock)
         self.fs = DirFS(str(tmp_path))

@@ -155,13 +155,35 @@ def test_i2c_faults_while_streaming_are_flagged_counted_and_survived(rig):
     assert rig.app.running
 
 
-def test_overrun_is_counted_when_the_loop_stalls(rig):
+def test_a_loop_stall_loses_no_sample_with_the_imu_fifo(rig):
+    rig.send(1, P.CMD_START)
+    before = samples(rig.run_for(0.5))
+    rig.clock._virtual_us += 55_000  # a 55 ms stall (e.g. a flash write)
+    s = before + samples(rig.run_for(0.2))
+    dts = {((b.t_us - a.t_us) % P.TICKS_PERIOD) for a, b in itertools.pairwise(s)}
+    assert dts == {10_000}  # the FIFO kept every sample, each at its own time
+    assert all(x.overruns == 0 and "overrun" not in x.status for x in s)
+
+
+def test_overrun_is_counted_when_the_loop_stalls_without_fifo(tmp_path):
+    rig = Rig(tmp_path, fifo=False)
     rig.send(1, P.CMD_START)
     rig.run_for(0.5)
     rig.clock._virtual_us += 55_000  # a 55 ms stall (e.g. a flash write)
     s = samples(rig.run_for(0.2))
     assert "overrun" in s[0].status and s[0].overruns == 5
     assert "overrun" not in s[-1].status
+
+
+def test_imu_fifo_overflow_is_counted_and_the_stream_resumes_whole(rig):
+    rig.send(1, P.CMD_START)
+    rig.run_for(0.3)
+    rig.clock._virtual_us += 1_500_000  # longer than the MPU's 1024-byte FIFO (850 ms)
+    s = samples(rig.run_for(0.3))
+    assert rig.imu.fifo_overflows == 1 and rig.dev.fifo_lost > 0
+    assert "overrun" in s[0].status and s[0].overruns == 1
+    dts = {((b.t_us - a.t_us) % P.TICKS_PERIOD) for a, b in itertools.pairwise(s[1:])}
+    assert dts == {10_000}
 
 
 def test_watchdog_is_fed_by_the_loop(tmp_path):

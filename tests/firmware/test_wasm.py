@@ -50,15 +50,23 @@ class Clock:
         return time.ticks_add(a, d)
     def sleep_us(self, n):
         self.t += n if n > 0 else 1
+    def elapsed_us(self):
+        return self.t
 
 clock = Clock()
 
-def source():
-    k = clock.t * RATE // 1000000
-    if k >= N:
-        k = N - 1
-    v = struct.unpack_from('<6f', data, 24 * k)
-    return (v[0], v[1], v[2]), (v[3], v[4], v[5])
+class Source:
+    # register reads: the sample now; the FIFO model: the sample at its own tick
+    def at_us(self, t):
+        k = t * RATE // 1000000
+        if k >= N:
+            k = N - 1
+        v = struct.unpack_from('<6f', data, 24 * k)
+        return (v[0], v[1], v[2]), (v[3], v[4], v[5])
+    def __call__(self):
+        return self.at_us(clock.t)
+
+source = Source()
 
 class IO:
     def __init__(self):
@@ -70,7 +78,7 @@ class IO:
     def write(self, b):
         self.out.extend(b)
 
-bus = fake_i2c.FakeI2C([fake_i2c.FakeMPU6050(0x68, source=source)])
+bus = fake_i2c.FakeI2C([fake_i2c.FakeMPU6050(0x68, source=source, clock=clock)])
 machine.set_bus(bus)
 os.mkdir('/flash')
 io = IO()

@@ -66,8 +66,10 @@ _BUS = None
 def set_bus(bus):
     global _BUS
     _BUS = bus
+I2C_KWARGS = []
 class I2C:
-    def __new__(cls, id=0, scl=None, sda=None, freq=400000):
+    def __new__(cls, id=0, scl=None, sda=None, freq=400000, timeout=None):
+        I2C_KWARGS.append({"freq": freq, "timeout": timeout})
         return _BUS
 class Pin:
     def __init__(self, n, *a, **k):

@@ -1,6 +1,9 @@
-"""Generate tests/vectors/protocol_v1.json ONCE from the clip encoder; the file is then frozen.
+"""Generate tests/vectors/protocol_v1.json (1.0) or protocol_v1_1.json (--minor 1) ONCE from
+the clip encoder; the files are then frozen.
 
-Run: .venv/bin/python tests/vectors/make_vectors.py [--force]
+Run: .venv/bin/python tests/vectors/make_vectors.py [--minor 1] [--force]
+(`--minor 0 --force` must reproduce the committed 1.0 file byte for byte: the encoder still
+speaks 1.0 with Encoder(minor=0).)
 Refuses to overwrite the committed file unless --force: the vectors pin wire protocol 1.0, so
 changing them is a protocol change (bump the version, see docs/protocol.md).
 
@@ -24,7 +27,9 @@ sys.path.insert(0, str(HERE.parents[1] / "firmware"))
 
 from dgsclip import protocol as P  # noqa: E402
 
-OUT = HERE / "protocol_v1.json"
+MINOR = int(sys.argv[sys.argv.index("--minor") + 1]) if "--minor" in sys.argv else 0
+OUT = HERE / ("protocol_v1.json" if MINOR == 0 else f"protocol_v1_{MINOR}.json")
+EXT = MINOR >= 1  # 1.1 fields: HELLO boot_id/reset_cause, STATUS ring/output/reboot counters
 
 
 def raw_frame(
@@ -50,7 +55,7 @@ def main() -> int:
     if OUT.exists() and "--force" not in sys.argv:
         print(f"{OUT} exists and is frozen; pass --force to regenerate", file=sys.stderr)
         return 1
-    e = P.Encoder()
+    e = P.Encoder(minor=MINOR)
     frames: list[dict] = []
 
     def add(name: str, data: bytes, typ: str, fields: dict) -> None:
@@ -138,7 +143,9 @@ def main() -> int:
         imu_count=1,
         state=P.STATE_IDLE,
     )
-    add("hello", e.hello(**hello), "hello", {**hello, "proto_major": 1, "proto_minor": 0})
+    if EXT:
+        hello.update(boot_id=7, reset_cause=P.RESET_WATCHDOG)
+    add("hello", e.hello(**hello), "hello", {**hello, "proto_major": 1, "proto_minor": MINOR})
     hello2 = dict(
         seq=9,
         t_us=5_000_000,
@@ -150,8 +157,13 @@ def main() -> int:
         imu_count=2,
         state=P.STATE_STREAMING,
     )
+    if EXT:
+        hello2.update(boot_id=0xFFFF, reset_cause=P.RESET_HARD)
     add(
-        "hello_two_imus", e.hello(**hello2), "hello", {**hello2, "proto_major": 1, "proto_minor": 0}
+        "hello_two_imus",
+        e.hello(**hello2),
+        "hello",
+        {**hello2, "proto_major": 1, "proto_minor": MINOR},
     )
 
     for name, text, level in (
@@ -180,7 +192,21 @@ def main() -> int:
         free_mem=81234,
         uptime_s=3600,
     )
-    add("status", e.status(st["seq"], st["t_us"], *[st[k] for k in P.STATUS_FIELDS]), "status", st)
+    fields = P.STATUS_FIELDS
+    if EXT:
+        st.update(
+            ring_dropped=70000,
+            ring_peak=3000,
+            ring_capacity=3000,
+            fifo_overflows=2,
+            tx_stalls=3,
+            tx_dropped=4,
+            boot_id=7,
+            reset_cause=P.RESET_POWER_ON,
+            resets=1,
+        )
+        fields = P.STATUS_FIELDS + P.STATUS_EXT_FIELDS
+    add("status", e.status(st["seq"], st["t_us"], *[st[k] for k in fields]), "status", st)
 
     ack = dict(seq=6, t_us=124, cmd_id=17, cmd=P.CMD_START, code=P.ERR_OK, payload=None)
     add("ack_start", e.ack(**ack), "ack", {**ack, "payload": ""})
@@ -216,6 +242,8 @@ def main() -> int:
         imu_count=1,
         state=P.STATE_IDLE,
     )
+    if EXT:
+        info.update(boot_id=258, reset_cause=P.RESET_SOFT)
     add(
         "ack_info",
         e.ack_info(seq=10, t_us=200, cmd_id=20, **info),
@@ -224,7 +252,7 @@ def main() -> int:
     )
     add(
         "ack_status",
-        e.ack_status(11, 201, 21, *[st[k] for k in P.STATUS_FIELDS]),
+        e.ack_status(11, 201, 21, *[st[k] for k in fields]),
         "ack_status",
         {**st, "seq": 11, "t_us": 201, "cmd_id": 21},
     )
@@ -245,7 +273,7 @@ def main() -> int:
     ):
         add(
             f"command_{P.COMMAND_NAMES[cmd]}",
-            P.encode_command(cid, cmd, args),
+            P.encode_command(cid, cmd, args, minor=MINOR),
             "command",
             {"cmd_id": cid, "cmd": cmd, "args": args.hex()},
         )
@@ -299,7 +327,7 @@ def main() -> int:
     bad("cobs_bad_code", b"\x05\x10\x02\x00", "cobs")
     bad("short_sample_payload", raw_frame(0x10, P.MSG_SAMPLE, 1, 2, pl[:10]), "length")
 
-    doc = {"version": "1.0", "frames": frames}
+    doc = {"version": f"1.{MINOR}", "frames": frames}
     OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {len(frames)} vectors to {OUT}")
     return 0

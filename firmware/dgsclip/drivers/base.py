@@ -35,6 +35,9 @@ class ImuBase:
         self.recoveries = 0
         self._recovering = False
         self._b1 = bytearray(1)
+        self.has_fifo = False  # set by drivers whose chip has a FIFO this code can read
+        self.fifo_on = False
+        self.fifo_overflows = 0  # times the IMU FIFO overflowed (samples lost in the chip)
         who = self._read_reg(self.WHO_AM_I_REG)
         if who not in self.WHO_AM_I:
             raise ImuError(
@@ -102,3 +105,35 @@ class ImuBase:
 
     def configure(self):
         raise NotImplementedError
+
+    def set_odr(self, hz):
+        """Change the output data rate (and re-apply the configuration)."""
+        self._set_odr(hz)
+        self.configure()
+
+    def _set_odr(self, hz):
+        self.odr_hz = hz
+
+    # -- FIFO (drivers with has_fifo implement _fifo_setup/_fifo_level/fifo_read) --------
+    def fifo_start(self):
+        """Switch to FIFO sampling at the configured ODR; False where not supported."""
+        if not self.has_fifo:
+            return False
+        self.fifo_on = True
+        self._fifo_setup()
+        return True
+
+    def fifo_level(self):
+        """Whole samples waiting in the FIFO; -1 when the bus failed. An overflow resets the
+        FIFO (its content can be misaligned), is counted, and reads as 0."""
+        try:
+            return self._fifo_level()
+        except OSError:
+            self.i2c_errors += 1
+            self._recover(1)
+            return -1
+
+    def _fifo_overflowed(self):
+        self.fifo_overflows += 1
+        self._fifo_setup()
+        return 0

@@ -1,0 +1,103 @@
+"""Output half of the clip's App: frames out of the ring, never waiting on the host.
+
+`App` (dgsclip.app) inherits this. Frames go through `io.write_nb` when the transport has it
+(dgsclip.usbio): the part of a frame the port did not take is kept in `_txbuf` and sent
+first, so a frame is never cut; until then nothing else is encoded (the encoder's buffer
+would be reused). Without `write_nb` (tests, the virtual clip's scripted IO) `io.write` is
+taken to accept everything.
+"""
+
+
+class Output:
+    def _tx_idle(self):
+        """Push the pending frame on; True when the port has nothing of ours pending."""
+        if self._tx is None:
+            return True
+        w = self._write_nb(memoryview(self._tx)[self._tx_off : self._tx_n])
+        self._tx_off += w
+        if self._tx_off < self._tx_n:
+            return False
+        self._tx = None
+        return True
+
+    def _send(self, frame):
+        """Hand one whole frame to the port. Without write_nb the port never blocks (tests,
+        the virtual clip's pty). Returns False when the port still holds a partial frame:
+        the caller must not encode another one (the encoder buffer is in use)."""
+        if self._write_nb is None:
+            self.io.write(frame)
+            return True
+        n = len(frame)
+        w = self._write_nb(frame)
+        if w < n:
+            # Keep the rest in our own buffer (the encoder's is reused by the next frame);
+            # only at the onset of a host stall, so the copy is rare.
+            rest = n - w
+            self._txbuf[:rest] = frame[w:]
+            self._tx = self._txbuf
+            self._tx_off = 0
+            self._tx_n = rest
+        return True
+
+    def _can_send(self):
+        return self._write_nb is None or self._tx_idle()
+
+    def _send_ctl(self, build, *args):
+        """Status/log/hello: built only if the port is free, else dropped and counted."""
+        if not self._can_send():
+            self.tx_dropped += 1
+            return
+        self._send(build(*args))
+
+    def _output(self, now):
+        """Frame and send what the sampler queued, while the port takes it; then STATUS."""
+        ring = self.ring
+        sent = False
+        enc = self.enc
+        while ring.count:
+            if not self._can_send():
+                return sent
+            i = ring.tail
+            b = i * 7
+            v = ring.v
+            u = ring.u
+            q14 = self.q14
+            q14[0] = v[b + 3]
+            q14[1] = v[b + 4]
+            q14[2] = v[b + 5]
+            q14[3] = v[b + 6]
+            pq = None
+            if ring.p is not None and u[i * 3] & 0x20:
+                pq = self.pq14
+                p = ring.p
+                pq[0] = p[i * 4]
+                pq[1] = p[i * 4 + 1]
+                pq[2] = p[i * 4 + 2]
+                pq[3] = p[i * 4 + 3]
+            skipped = ring.s[i]
+            if skipped:
+                enc.seq = (enc.seq + skipped) & 0xFFFFFFFF  # host counts them as lost
+            self._send(
+                enc.sample(
+                    None,
+                    ring.t[i],
+                    v[b],
+                    v[b + 1],
+                    v[b + 2],
+                    q14,
+                    u[i * 3],
+                    u[i * 3 + 1],
+                    u[i * 3 + 2],
+                    pq,
+                )
+            )
+            ring.pop()
+            self.samples += 1
+            sent = True
+        if (
+            self.streaming
+            and self.clock.ticks_diff(now, self.t_status) >= self.cfg["status_period_ms"] * 1000
+        ):
+            self.t_status = now
+            self._send_ctl(self.enc.status, None, now, *self._status_args(now))
+        return sent

@@ -1,0 +1,203 @@
+"""Sampling half of the clip's App: IMU FIFO (or polled registers) -> fusion -> ring.
+
+`App` (dgsclip.app) inherits this. `service()` runs on a machine.Timer callback scheduled
+with micropython.schedule (or from `step()` when no timer is injected); it never writes to
+the port (replies and LOGs belong to the main loop) and is held while commands run.
+"""
+
+from dgsclip.drivers.base import ImuError
+from dgsclip.output import Output
+from dgsclip.pipeline import FLAG_I2C_ERROR, FLAG_OVERRUN, FLAG_PELVIS_ERROR
+
+BACKOFF_MIN_US = 20000  # first pause after the bus failed all retries
+BACKOFF_MAX_US = 500000
+
+
+class Sampler(Output):
+    def _start_fifo(self):
+        pel = self.pelvis_imu
+        # Thigh and pelvis samples are paired one to one: only with equal output data rates
+        # (e.g. an LSM6DSOX at 104 Hz with an MPU at 100 Hz is polled instead).
+        ok = pel is None or pel.odr_hz == self.imu.odr_hz
+        ok = ok and self.imu.fifo_start()
+        if ok and pel is not None:
+            ok = pel.fifo_start()
+        if not ok:
+            self.imu.fifo_on = False
+            if pel is not None:
+                pel.fifo_on = False
+        self.fifo = bool(ok)
+        if self.fifo:
+            # Sample period 1e6/ODR µs as whole µs plus a Bresenham remainder (104 Hz:
+            # 9615 µs + 40/104), so stamps follow the IMU's clock without drifting.
+            odr = int(self.imu.odr_hz)
+            self._fodr = odr
+            self.fifo_period_us = 1000000 // odr
+            self._frem = 1000000 % odr
+            self._facc = 0
+            self._t_fifo = None  # timestamp of the last sample taken from the FIFO
+
+    def service(self):
+        if self._hold or not self.running:
+            return
+        clock = self.clock
+        now = clock.ticks_us()
+        if clock.ticks_diff(now, self._retry_at) < 0:
+            return  # the bus failed every retry: back off instead of stalling the loop
+        if self.fifo:
+            self._service_fifo(now)
+        else:
+            self._service_poll(now)
+
+    def _bus_failed(self, now):
+        b = self._backoff * 2 if self._backoff else BACKOFF_MIN_US
+        self._backoff = b if b < BACKOFF_MAX_US else BACKOFF_MAX_US
+        self._retry_at = self.clock.ticks_add(now, self._backoff)
+        self._flags_extra |= FLAG_I2C_ERROR
+
+    def _service_fifo(self, now):
+        imu = self.imu
+        errs = self.i2c_errors()
+        ovf = self.fifo_overflows()
+        n = imu.fifo_level()
+        pel = self.pelvis_imu
+        if n > 0 and pel is not None:
+            pn = pel.fifo_level()
+            if pn < 0:
+                self._flags_extra |= FLAG_PELVIS_ERROR
+                pel = None
+            elif pn < n:
+                n = pn
+        if self.fifo_overflows() != ovf:
+            self.overruns += 1
+            self._flags_extra |= FLAG_OVERRUN
+            self._t_fifo = None
+        if n < 0:
+            self._bus_failed(now)
+            return
+        if n == 0:
+            self._fifo_silent(now)
+            return
+        self._rearms = 0
+        clock = self.clock
+        period = self.fifo_period_us
+        # Timestamps from the IMU's sample clock: each sample one ODR period after the
+        # previous. The newest sample was taken within the last period, so (re-)anchoring
+        # puts it one period before now: never ahead of the truth, at most a period behind,
+        # and later reads keep it in [0, 2 periods) unless the clocks drift apart.
+        t = self._t_fifo
+        last = None if t is None else clock.ticks_add(t, n * period)
+        if last is None or not 0 <= clock.ticks_diff(now, last) < 2 * period:
+            t = clock.ticks_add(now, -(n + 1) * period)
+            self._facc = 0
+        dt = 1.0 / self._fodr
+        for _ in range(n):
+            if not imu.fifo_read(self.gyro, self.accel):
+                self._bus_failed(now)
+                self._t_fifo = None
+                return
+            pg = pa = None
+            if pel is not None:
+                if pel.fifo_read(self.pgyro, self.paccel):
+                    pg, pa = self.pgyro, self.paccel
+                else:
+                    self._flags_extra |= FLAG_PELVIS_ERROR
+            t = clock.ticks_add(t, period)
+            self._facc += self._frem
+            if self._facc >= self._fodr:
+                self._facc -= self._fodr
+                t = clock.ticks_add(t, 1)
+            if self.i2c_errors() != errs:
+                self._flags_extra |= FLAG_I2C_ERROR
+                errs = self.i2c_errors()
+            self._process(t, dt, pg, pa)
+        self._t_fifo = t
+        self._backoff = 0
+        self.t_sample = now
+
+    def _fifo_silent(self, now):
+        """The FIFO answers but stays empty for 5 periods: a chip reset to its power-on
+        defaults (brown-out of the IMU alone) or a FIFO that never fills. Re-apply the
+        configuration (it re-arms the FIFO) up to 3 times, then sample by polling."""
+        if self.clock.ticks_diff(now, self.t_sample) < 5 * self.fifo_period_us:
+            return
+        self.t_sample = now  # one attempt per silent window
+        if self._rearms < 3:
+            self._rearms += 1
+            self.fifo_rearms += 1
+            try:
+                self.imu.configure()
+                if self.pelvis_imu is not None:
+                    self.pelvis_imu.configure()
+            except (OSError, ImuError):
+                self._bus_failed(now)
+            self._t_fifo = None
+            return
+        self.fifo = False
+        self.imu.fifo_on = False
+        if self.pelvis_imu is not None:
+            self.pelvis_imu.fifo_on = False
+        self._idle = True
+        self._fifo_note = "IMU FIFO stays empty after 3 re-arms; sampling by polling"
+
+    def _service_poll(self, now):
+        clock = self.clock
+        # The fusion runs from boot whether or not frames are streamed: orientation (and
+        # its gyro-only heading) and the bias estimate must be current when `start` comes.
+        if self._idle:
+            self._idle = False
+            self.next_due = now
+        wait = clock.ticks_diff(self.next_due, now)
+        if wait > 0:
+            return
+        late = -wait
+        if late >= self.period_us:
+            # Missed at least one period: count it and re-phase instead of bursting.
+            self.overruns += late // self.period_us
+            self._flags_extra |= FLAG_OVERRUN
+            self.next_due = clock.ticks_add(now, self.period_us)
+        else:
+            self.next_due = clock.ticks_add(self.next_due, self.period_us)
+        errs = self.i2c_errors()
+        ok = self.imu.read_into(self.gyro, self.accel)
+        pg = pa = None
+        if self.pelvis_imu is not None:
+            if self.pelvis_imu.read_into(self.pgyro, self.paccel):
+                pg, pa = self.pgyro, self.paccel
+            else:
+                self._flags_extra |= FLAG_PELVIS_ERROR
+        if self.i2c_errors() != errs:
+            self._flags_extra |= FLAG_I2C_ERROR
+        if not ok:
+            # No fresh data: keep the flags for the next sample; dt then spans the gap.
+            self._bus_failed(now)
+            return
+        self._backoff = 0
+        dt = 0.0
+        if self._have_last:
+            dt = clock.ticks_diff(now, self.t_last) * 1e-6
+        self.t_last = now
+        self._have_last = True
+        self.t_sample = now
+        self._process(now, dt, pg, pa)
+
+    def _process(self, t, dt, pg, pa):
+        """Fuse one sample taken at device time t and queue it for output."""
+        pipe = self.pipe
+        flags = pipe.update(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
+        self._flags_extra = 0
+        self.fused += 1
+        if not self.streaming:
+            return
+        q = pipe.q_thigh_seg
+        q14 = self.q14
+        for i in range(4):
+            q14[i] = int(q[i] * 16384.0)
+        pq = None
+        if pg is not None:
+            pq = self.pq14
+            qp = pipe.q_pelvis_seg
+            for i in range(4):
+                pq[i] = int(qp[i] * 16384.0)
+            flags |= 0x20
+        self.ring.push(t, pipe.angles, q14, flags & 0xFF, self.i2c_errors(), self.overruns, pq)
