@@ -116,12 +116,28 @@ def _one_depth(preset: ProbePreset, depth_mm: float) -> np.ndarray:
     return full.astype(np.complex64)
 
 
+def _centred(bank: np.ndarray) -> np.ndarray:
+    """Shift each kernel so that its envelope peak sits at the kernel centre.
+
+    SIMUS times echoes from the pulse's start, so the envelope peaks ~0.2-0.3 mm behind
+    the scatterer; a scanner calibrates that offset away (otherwise the whole image sits
+    ~1 px deeper than the anatomy). The shift is along r only, in whole 0.1 mm samples;
+    the carrier phase of the baseband kernel is kept (a scatterer's own phase is
+    exp(-2j k0 r) at deposit)."""
+    out = np.empty_like(bank)
+    for k, h in enumerate(bank):
+        a = np.abs(h)
+        r, _ = np.unravel_index(int(a.argmax()), a.shape)
+        out[k] = np.roll(h, h.shape[0] // 2 - int(r), axis=0)
+    return out
+
+
 def psf_bank(preset: ProbePreset, cache_dir: Path) -> np.ndarray:
     """(n_depths, n_r, n_lat) complex64 PSFs at PSF_DEPTHS_MM, cached on disk by preset."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"psf-{preset.key()}.npy"
     if path.exists():
-        return np.load(path)
+        return _centred(np.load(path))
     bank = []
     for d in PSF_DEPTHS_MM:
         h = _one_depth(preset, d)
@@ -133,4 +149,4 @@ def psf_bank(preset: ProbePreset, cache_dir: Path) -> np.ndarray:
     np.save(tmp, arr)
     tmp.replace(path)
     log.info("psf bank %s computed (%s)", path.name, preset)
-    return arr
+    return _centred(arr)

@@ -30,7 +30,7 @@ from benchmarks.foreign.sim import ForeignConfig, ForeignSimulator, trajectory
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: PSF envelope peak recentred (was ~0.25 mm deep)
 CACHE = Path(
     os.environ.get("DGS_FOREIGN_CACHE", Path(__file__).resolve().parents[1] / ".foreign-cache")
 )
