@@ -264,6 +264,7 @@ def _family(
     rows: list[str] = []
     errs: dict[str, list[float]] = {"oracle": [], "detector": []}
     right: dict[str, list[bool]] = {"oracle": [], "detector": []}
+    called: dict[str, list[bool]] = {"oracle": [], "detector": []}
     first = None
     for seed, side, calc, glide, kind in cases:
         s = make(seed, side, calc, glide, kind, reps)
@@ -289,6 +290,7 @@ def _family(
             restricted = g["restricted"]
             ok = restricted is (glide == "restricted")
             right[mode].append(ok)
+            called[mode].append(restricted is not None)
             call = (
                 "undetermined" if restricted is None else ("restricted" if restricted else "free")
             )
@@ -307,6 +309,7 @@ def _family(
         "notes": notes,
         "errs": errs,
         "right": right,
+        "called": called,
         "first": first,
     }
 
@@ -315,6 +318,12 @@ def _med(v: list[float]) -> float:
     a = np.asarray(v, float)
     a = a[np.isfinite(a)]
     return float(np.median(a)) if a.size else float("nan")
+
+
+def _worst(v: list[float]) -> float:
+    a = np.asarray(v, float)
+    a = a[np.isfinite(a)]
+    return float(a.max()) if a.size else float("nan")
 
 
 def run(quick: bool = False) -> str:
@@ -366,6 +375,7 @@ def run(quick: bool = False) -> str:
         "| metric | own phantom | foreign sim | gap | goal (foreign) | met |",
         "|---|---|---|---|---|---|",
     ]
+    notes_und: list[str] = []
     for mode in ("oracle", "detector"):
         a, b = _med(o["errs"][mode]), _med(f["errs"][mode])
         goal = GOALS["excursion"]
@@ -373,17 +383,24 @@ def run(quick: bool = False) -> str:
             f"| excursion median abs. error, {mode} regions (mm) | {a:.3f} | {b:.3f} | "
             f"{b - a:+.3f} ({b / a:.1f}x) | <= {goal:g} | {'yes' if b <= goal else '**no**'} |"
         )
-        wo = max(o["errs"][mode])
-        wf = max(f["errs"][mode])
+        wo, wf = _worst(o["errs"][mode]), _worst(f["errs"][mode])
         lines.append(
             f"| excursion worst session, {mode} regions (mm) | {wo:.3f} | {wf:.3f} | "
             f"{wf - wo:+.3f} | - | - |"
         )
+        for fam_name, fam_d in (("own", o), ("foreign", f)):
+            n_und = sum(not np.isfinite(e) for e in fam_d["errs"][mode])
+            if n_und:
+                notes_und.append(f"{fam_name}/{mode}: {n_und} session(s) without an excursion")
         ro, rf = o["right"][mode], f["right"][mode]
+        do, df = o["called"][mode], f["called"][mode]
         lines.append(
-            f"| restricted/free right, {mode} regions | {sum(ro)}/{len(ro)} | {sum(rf)}/{len(rf)} | "
-            f"- | all | {'yes' if all(rf) else '**no**'} |"
+            f"| restricted/free right, {mode} regions (of sessions with a call) | "
+            f"{sum(ro)}/{sum(do)} of {len(ro)} | {sum(rf)}/{sum(df)} of {len(rf)} | "
+            f"- | all called right | {'yes' if sum(rf) == sum(df) else '**no**'} |"
         )
+    if notes_und:
+        lines += ["", "Undetermined excursions (not in the medians): " + "; ".join(notes_und) + "."]
     lines += [
         "",
         "Per-frame nerve-vs-landmark lateral displacement on the same frames (RMS over sessions):",
