@@ -251,6 +251,12 @@ def run(quick: bool = False) -> str:
         "of this 2-core machine shared with other jobs (the median carries their load; the "
         "minimum is the closest to an idle core).",
     ]
+    # Foreign-simulator columns (benchmarks/foreign, owned there): rows + own-vs-foreign gap.
+    from benchmarks.foreign.bench import detector_section
+
+    rows, gap = detector_section({"model fp32": det32, "model int8": det8}, res, quick)
+    lines[4 + len(res) : 4 + len(res)] = rows
+    lines += gap
     return "\n".join(lines)
 
 

@@ -87,6 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-minutes", type=float, default=0.0, help="hard stop (0 = never)")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/dgs_train_cache.npz"))
     ap.add_argument(
+        "--init", type=Path, default=None, help="start from this checkpoint (fine-tuning)"
+    )
+    ap.add_argument(
+        "--no-randomize",
+        action="store_true",
+        help="only the basic augmentation (no domain randomisation: augment.py)",
+    )
+    ap.add_argument(
+        "--export-dir",
+        type=Path,
+        default=HERE.parent,
+        help="where the ONNX files, fixture, .pt and train record go (default: models/)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=HERE.parent / "runs", help="checkpoints (git-ignored)"
     )
     args = ap.parse_args(argv)
@@ -114,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     log.info("data: %d train, %d val frames in %.0f s", len(xtr), len(xva), gen_s)
 
     model = UNet(widths, len(CLASSES))
+    if args.init is not None:
+        ck = torch.load(args.init, map_location="cpu", weights_only=True)
+        if tuple(ck["widths"]) != widths or list(ck["input"]) != [in_h, in_w]:
+            raise SystemExit(f"--init {args.init}: widths/input differ from --widths/--input")
+        model.load_state_dict(ck["state"])
+        log.info("fine-tuning from %s", args.init)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr / 10, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -122,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         idx = rng.integers(0, len(xtr), args.batch)
         xb = torch.from_numpy(xtr[idx].astype(np.float32))[:, None]
         yb = torch.from_numpy(ytr[idx].astype(np.float32) / 255.0)
-        xb, yb = augment(xb, yb, g)
+        xb, yb = augment(xb, yb, g, randomize=not args.no_randomize)
         loss = loss_fn(model(xb), soft_targets(yb))
         opt.zero_grad()
         loss.backward()
@@ -200,12 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         "val_dice": val,
         "history": history,
         "torch": torch.__version__,
+        "init": None if args.init is None else args.init.name,
+        "domain_randomisation": not args.no_randomize,
     }
     (args.out / "train_info.json").write_text(json.dumps(info, indent=1))
     log.info("trained: %s", info)
     from models.train.export import export_all
 
-    export_all(args.out / "unet.pt", HERE.parent, xva[:64])
+    args.export_dir.mkdir(parents=True, exist_ok=True)
+    export_all(args.out / "unet.pt", args.export_dir, xva[:64])
     return 0
 
 
