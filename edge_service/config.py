@@ -20,6 +20,7 @@ from edge_service.clip.settings import ClipLinkSettings
 from edge_service.detector.settings import DetectorSettings
 from edge_service.errors import ConfigError
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.workstation.settings import WorkstationSettings
 
 
 class SessionSettings(BaseModel):
@@ -55,6 +56,7 @@ class AppConfig(BaseModel):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    workstation: WorkstationSettings = Field(default_factory=WorkstationSettings)
 
 
 def _format_errors(exc: ValidationError) -> str:

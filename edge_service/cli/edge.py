@@ -15,6 +15,7 @@ COMMANDS = [
     "edge_service.cli.edge_compare",
     "edge_service.cli.edge_inspect",
     "edge_service.cli.edge_subscribe",
+    "edge_service.workstation.cli",
 ]
 
 

@@ -33,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--manoeuvre", choices=["fair", "piriformis"], default="fair")
     p.add_argument("--fps", type=float, default=8.0, help="phantom frame rate (default 8)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the web workstation on loopback instead (phantom probe, virtual clip, "
+        "embedded broker) until stopped; recordings under --out",
+    )
+    p.add_argument("--port", type=int, default=8080, help="workstation port with --serve")
     p.set_defaults(func=run)
 
 
@@ -103,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     out = args.out or Path.cwd() / time.strftime("dgs-demo-%Y%m%d-%H%M%S")
+    if args.serve:
+        from edge_service.workstation.cli import serve_demo_cli
+
+        return serve_demo_cli(out, args.port, args.fps, args.seed)
     opts = DemoOptions(
         out_dir=out,
         broker_url=args.broker,

@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
         print(f"config OK: {args.config or '(embedded defaults)'}")
         return 0
+    if cfg.workstation.enabled:
+        # Sessions are started and stopped from the workstation page / HTTP API.
+        from edge_service.workstation.cli import serve_run
+
+        return serve_run(cfg)
     from edge_service.acquisition.factory import open_source
     from edge_service.clip.link import ClipLink
     from edge_service.clip.timeline import AngleTimeline

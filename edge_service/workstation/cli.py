@@ -1,0 +1,82 @@
+"""CLI entry points of the workstation: `dgs-edge demo --serve`, `run` with [workstation],
+and `dgs-edge workstation-token` (hash a LAN access token for the config)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "workstation-token",
+        help="hash an access token for [workstation] token_hash (LAN access)",
+        description=(
+            "Reads a token (at least 12 characters) from stdin or a prompt and prints its "
+            "scrypt hash for `token_hash` in the [workstation] config section."
+        ),
+    )
+    p.set_defaults(func=_token)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from edge_service.workstation.auth import hash_token
+
+    token = getpass.getpass("token: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+    print(hash_token(token))
+    return 0
+
+
+def serve_demo_cli(out: Path, port: int, fps: float, seed: int) -> int:
+    from edge_service.workstation.demo import serve_demo
+
+    def ready(url: str) -> None:
+        print(f"dgs-edge workstation (simulated parts) on {url} — Ctrl-C stops it", flush=True)
+        print(f"recordings: {out / 'recordings'}", flush=True)
+
+    serve_demo(out, port, fps, seed, ready)
+    return 0
+
+
+def serve_run(cfg: Any) -> int:
+    """`dgs-edge run` with [workstation] enabled: the configured parts, sessions from the page."""
+    from edge_service.detector import Detector
+    from edge_service.live.rig import ConfiguredRig
+    from edge_service.live.service import LiveService, ServiceSettings
+    from edge_service.mqtt import Publisher
+    from edge_service.workstation.server import serve_forever
+
+    ws = cfg.workstation
+    s = cfg.session
+    s.state_dir.mkdir(parents=True, exist_ok=True)
+    detector = Detector.load(cfg.detector.model_path, threads=cfg.detector.threads)
+    pub = Publisher(cfg.mqtt, s.state_dir / "outbox.sqlite")
+    pub.start(status={"mode": "workstation"})
+    rig = ConfiguredRig(cfg)
+    try:
+        service = LiveService(
+            rig,
+            detector,
+            ServiceSettings(
+                recordings_dir=s.recordings_dir,
+                analysis=cfg.analysis,
+                hold_results=ws.hold_results,
+                max_duration_s=min(ws.max_session_s, s.max_duration_s),
+                min_free_disk_mb=ws.min_free_disk_mb,
+            ),
+            publisher=pub,
+        )
+        scheme = "https" if ws.tls_certfile else "http"
+        serve_forever(
+            service,
+            ws,
+            on_ready=lambda p: print(
+                f"dgs-edge workstation on {scheme}://{ws.host}:{p}/", flush=True
+            ),
+        )
+    finally:
+        pub.stop()
+    return 0
