@@ -1,0 +1,1 @@
+from tests.harness.orthanc import orthanc  # noqa: F401  (fixture)
