@@ -57,9 +57,10 @@ class DicomSettings(BaseModel):
     max_attempts: int = Field(
         default=0, ge=0, description="park an item after this many failures (0: retry forever)"
     )
-    mqtt_identifiers: Literal["accession", "none", "accession+patient"] = Field(
+    mqtt_identifiers: Literal["accession", "none"] = Field(
         default="accession",
-        description="which order identifiers may appear in MQTT payloads (topics never carry any)",
+        description="order identifiers allowed in MQTT payloads: the accession number (in the "
+        "result's `order` block and the FHIR bundle's basedOn) or none; topics never carry any",
     )
 
     @field_validator("destinations")

@@ -77,7 +77,4 @@ def mqtt_view(order: Order | None, policy: str) -> dict[str, str] | None:
     """What of the order may appear in an MQTT payload (`[dicom] mqtt_identifiers`)."""
     if order is None or policy == "none":
         return None
-    view = {"accession_number": order.accession_number}
-    if policy == "accession+patient":
-        view["patient_id"] = order.patient_id
-    return view
+    return {"accession_number": order.accession_number}

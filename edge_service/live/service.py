@@ -150,6 +150,11 @@ class LiveService:
                     }
                 },
             )
+            # Hospital integration hook (edge_service/integration/workstation.py): the
+            # chosen order's identity and UIDs go into the recording's DICOM.
+            attach = getattr(self, "attach_order", None)
+            if attach is not None:
+                attach(meta, accession_number.strip(), patient_id.strip())
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = self.s.recordings_dir / f"{stamp}-{meta.session_id}"
             live = LiveSession(
