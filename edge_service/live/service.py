@@ -323,6 +323,11 @@ class LiveService:
             if e.published:
                 return e
             result = e.result()
+            # Hospital integration hook (edge_service/integration/workstation.py): SR + PDF
+            # written and queued to PACS; MQTT gets the result as [dicom] allows.
+            export = getattr(self, "export_result", None)
+            if export is not None and result is not None:
+                e._result, result = export(e.path)
             if self.publisher is not None and result is not None:
                 for m in result.get("maneuvers") or []:
                     self.publisher.event(sid, "manoeuvre", m)
