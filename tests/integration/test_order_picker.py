@@ -59,4 +59,6 @@ def test_pick_a_worklist_order_and_record_it(make_workstation: Any, orthanc: Ort
     st = w.client.get("/api/v1/destinations").json()["destinations"][orthanc.stow_url]
     assert st["sent"] == 3 and st["parked"] == 0
     assert len(orthanc.find("Instance", AccessionNumber="ACC-77")) == 3
+    metrics = w.client.get("/metrics").text
+    assert f'dgs_dicom_forward_sent{{destination="{orthanc.stow_url}"}} 3' in metrics
     queue.close()
