@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -23,7 +24,7 @@ def run_hospital(args: argparse.Namespace, out: Path) -> int:
         for d in args.pacs:
             parse_destination(d)
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     base = DemoOptions(out_dir=out, broker_url=args.broker, nerve=args.nerve,
                        calcification=args.calcification == "yes", gliding=args.gliding,
@@ -37,7 +38,7 @@ def run_hospital(args: argparse.Namespace, out: Path) -> int:
         res = run_hospital_demo(base, worklist_url=args.worklist, destinations=args.pacs,
                                 uid_root=args.uid_root, progress=line)  # fmt: skip
     except DgsError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     o = res.order
     console.print(f"order {o.accession_number} ({o.requested_procedure or 'no procedure'}), "

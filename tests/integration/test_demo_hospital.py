@@ -42,3 +42,22 @@ def test_demo_worklist_to_pacs(orthanc: Orthanc, tmp_path: Path) -> None:
     kinds = sorted(sop[c] for c in classes)
     assert kinds == ["cine", "cine", "pdf", "pdf", "sr", "sr"]
     assert not orthanc.find("Study", AccessionNumber="ACC-2")
+
+
+@pytest.mark.parametrize(
+    ("flags", "rc", "expect"),
+    [
+        (["--worklist", "dicom://nohost"], 2, "needs an AE title"),
+        (["--pacs", "ftp://x"], 2, "expected dicom://AET@HOST:PORT"),
+        (["--worklist", "dicom://X@127.0.0.1:9"], 1, "association rejected or unreachable"),
+    ],
+)
+def test_demo_bad_destinations_are_one_clear_line(tmp_path: Path, flags: list[str], rc: int,
+                                                 expect: str) -> None:  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "edge_service.cli.edge", "demo", "--out",
+                           str(tmp_path / "d"), *flags], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == rc
+    text = (proc.stdout + proc.stderr).strip()
+    assert expect in text and len(text.splitlines()) == 1, text
+    assert not (tmp_path / "d").exists()
