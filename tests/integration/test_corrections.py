@@ -18,6 +18,7 @@ from edge_service.integration.corrections import mqtt_result, supersede
 from edge_service.integration.export import export_session
 from edge_service.mqtt import MqttSettings, Publisher
 from edge_service.mqtt.fhir import bundle
+from edge_service.mqtt.validation import validate
 from tests.harness.hospital import ORDER, record_session
 from tests.harness.orthanc import Orthanc
 
@@ -53,6 +54,8 @@ def test_relabel_is_version_2_everywhere(orthanc: Orthanc, mosquitto: Any,
     got = {d["msg_id"]: d["result"] for d in docs}
     assert got[m2]["version"] == 2 and got[m2]["supersedes"] == m1
     assert got[m2]["order"] == {"accession_number": ORDER.accession_number}
+    for d in docs:  # what went over the wire validates against the published contract
+        validate(d)
     assert q.drain(60)
     # PACS: two SRs in the one study, v2 names v1 as its predecessor.
     srs = [i for i in orthanc.find("Instance", AccessionNumber=ORDER.accession_number)
