@@ -65,7 +65,8 @@ def export_session(recording: Path, settings: DicomSettings, queue: ForwardQueue
         if version > 1 and prev_path.exists():
             previous = [dcmread(prev_path)]
         sr = build_sr(cine_path, result, series_uid=sr_uids[0], sop_uid=sr_uids[1],
-                      version=version, previous=previous, extra=meta.extra)  # fmt: skip
+                      version=version, previous=previous, extra=meta.extra,
+                      uid_root=settings.uid_root)  # fmt: skip
         sr.save_as(sr_path, enforce_file_format=True)
     pdf_path = recording / pdf_name(version)
     pdf_uids = _uids_of(pdf_path)

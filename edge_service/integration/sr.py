@@ -19,6 +19,7 @@ from pydicom.sr.coding import Code
 from edge_service import __version__
 from edge_service.integration.codes import LATERALITY, LOCAL, MEASUREMENTS, PROCEDURE, SITE
 from edge_service.integration.order import order_of
+from edge_service.integration.uids import make_uid
 
 UCUM = "UCUM"
 
@@ -85,6 +86,7 @@ def build_sr(
     version: int = 1,
     previous: Sequence[Dataset] = (),
     extra: Mapping[str, Any] | None = None,
+    uid_root: str = "2.25",
 ) -> hd.sr.ComprehensiveSR:
     cine = dcmread(cine_path, stop_before_pixels=True)
     frames = measured_frames(result, frame_times_of(cine_path.parent))
@@ -131,7 +133,9 @@ def build_sr(
                 qualitative.append(hd.sr.QualitativeEvaluation(Code(local, LOCAL, display), yes_no))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=hd.UID(), identifier=f"session {result.get('session_id', '')} v{version}"
+            # Under the configured root, not highdicom's own.
+            uid=hd.UID(make_uid(uid_root)),
+            identifier=f"session {result.get('session_id', '')} v{version}",
         ),
         finding_sites=[site],
         measurements=measurements or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -52,9 +53,26 @@ def test_export_writes_valid_sr_and_pdf_and_result_blocks(session_dir: Path) -> 
     # The measurement report references the cine and measured frames of it.
     text = str(sr)
     assert cine.SOPInstanceUID in text and "Referenced Frame Number" in text
+    # Every UID this product made (incl. the SR's tracking UID) is under the configured root.
+    made = {str(v) for v in _uids(sr)} - {cine.SOPInstanceUID, cine.SOPClassUID}
+    made -= {u for u in made if u.startswith("1.2.840.10008.")}  # DICOM's own (classes, TS)
+    assert made and all(u.startswith("1.2.826.0.1.3680043.10.999.") for u in made), made
+    # An independent SR reader (dcmtk) renders the tree.
+    dump = subprocess.run(["dsrdump", str(session_dir / "sr-v1.dcm")], capture_output=True,
+                          text=True)  # fmt: skip
+    assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout
+    assert '(7771000,SCT,"Left")' in dump.stdout
     # Idempotent: a re-run keeps the UIDs (nothing filed twice as new).
     again = export_session(session_dir, DicomSettings(uid_root="1.2.826.0.1.3680043.10.999"))
     assert again["dicom"] == d
+
+
+def _uids(ds: Any) -> list[str]:
+    out: list[str] = []
+    for el in ds.iterall():
+        if el.VR == "UI" and el.value:
+            out += [str(v) for v in (el.value if el.VM > 1 else [el.value])]
+    return out
 
 
 def _sr_values(sr_json: dict) -> dict[str, float]:  # type: ignore[type-arg]
