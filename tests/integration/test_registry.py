@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +62,21 @@ def test_two_shared_consumers_one_postgres(postgres: Postgres, tmp_path: Path) -
 def _two_consumers(mosquitto: Mosquitto, postgres: Postgres, tmp_path: Path) -> None:  # noqa: F811
     procs = [_subscribe(mosquitto.url, "--share", "g1", "--store", postgres.url, "--client-id",
                         f"reg-{k}", "--jsonl", str(tmp_path / f"c{k}.jsonl"),
-                        "--duration-s", "25") for k in range(2)]  # fmt: skip
+                        "--duration-s", "300") for k in range(2)]  # fmt: skip
     try:
         for k in range(2):
             wait_for(lambda k=k: f"reg-{k}" in mosquitto.log_tail(100_000), 20, f"consumer {k}")
         wait_for(lambda: mosquitto.log_tail(100_000).count("$share/g1") >= 2, 20, "subscriptions")
         _publish(mosquitto.url, tmp_path / "outbox.sqlite", 6)
+
+        def stored() -> int:
+            with psycopg.connect(postgres.url) as c:
+                row = c.execute("SELECT COUNT(*) FROM dgs_messages").fetchone()
+            return int(row[0]) if row else 0
+
+        wait_for(lambda: stored() >= 24, 60, "24 messages in the registry")
+        for p in procs:  # Ctrl-C is how a live consumer ends: it still prints the summary
+            p.send_signal(signal.SIGINT)
         errs = [p.communicate(timeout=60)[1] for p in procs]
     finally:
         for p in procs:
