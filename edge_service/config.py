@@ -20,6 +20,7 @@ from edge_service.acquisition.settings import SourceSettings
 from edge_service.analysis.settings import AnalysisSettings
 from edge_service.clip.settings import ClipLinkSettings
 from edge_service.detector.settings import DetectorSettings
+from edge_service.dicomnet.settings import DicomSettings, WorklistSettings
 from edge_service.errors import ConfigError
 from edge_service.mqtt.settings import MqttSettings
 from edge_service.workstation.settings import WorkstationSettings
@@ -59,6 +60,8 @@ class AppConfig(BaseModel):
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     workstation: WorkstationSettings = Field(default_factory=WorkstationSettings)
+    worklist: WorklistSettings = Field(default_factory=WorklistSettings)
+    dicom: DicomSettings = Field(default_factory=DicomSettings)
 
 
 def _format_errors(exc: ValidationError) -> str:

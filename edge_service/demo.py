@@ -45,6 +45,9 @@ class DemoOptions:
     repetitions: int = 1
     fps: float = 8.0
     seed: int = 7
+    # Hospital integration hook: called with the SessionMeta before recording starts
+    # (edge_service/integration/demo.py attaches the worklist order and UIDs).
+    prepare_meta: Callable[[Any], None] | None = None
 
 
 @dataclass
@@ -164,6 +167,8 @@ def run_demo(
             fps_hz=opts.fps,
             source={"kind": "phantom", "seed": opts.seed},
         )
+        if opts.prepare_meta is not None:
+            opts.prepare_meta(meta)
         frames = (pf.frame for pf in sim.run(motion, fps=opts.fps, t0=t_motion0))
         result = run_session(
             frames=frames,

@@ -23,14 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="auto: contralateral when the sides differ, else follow-up",
     )
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.add_argument("--force", action="store_true",
+                   help="compare even when A and B belong to different patients")  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from edge_service.analysis.compare import compare
     from edge_service.analysis.result import read_result
+    from edge_service.integration.patients import check_same_patient
 
-    doc = compare(read_result(args.a), read_result(args.b), args.mode)
+    ra, rb = read_result(args.a), read_result(args.b)
+    check_same_patient((args.a, ra), (args.b, rb), args.force)
+    doc = compare(ra, rb, args.mode)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "embedded broker) until stopped; recordings under --out",
     )
     p.add_argument("--port", type=int, default=8080, help="workstation port with --serve")
+    # Hospital integration (edge_service/integration/demo.py): scan the first worklist order
+    # on both sides and send cine, SR and PDF of each side to the PACS.
+    p.add_argument("--worklist", metavar="dicom://AET@HOST:PORT", help="modality worklist SCP")
+    p.add_argument("--pacs", action="append", default=[], metavar="URL",
+                   help="destination dicom://AET@HOST:PORT or dicomweb+http://HOST:PORT/PATH "
+                   "(repeatable)")  # fmt: skip
+    p.add_argument("--uid-root", default="2.25", help="UID root for new UIDs (default 2.25)")
     p.set_defaults(func=run)
 
 
@@ -114,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
         from edge_service.workstation.cli import serve_demo_cli
 
         return serve_demo_cli(out, args.port, args.fps, args.seed)
+    if args.worklist or args.pacs:
+        from edge_service.cli.edge_demo_hospital import run_hospital
+
+        return run_hospital(args, out)
     opts = DemoOptions(
         out_dir=out,
         broker_url=args.broker,

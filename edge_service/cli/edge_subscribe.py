@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--client-id", help="persistent session id (the broker queues while away)")
     p.add_argument("--ca-file", type=Path, help="CA bundle for mqtts:// brokers")
     p.add_argument("--protocol", choices=["5", "3.1.1"], default="5")
+    p.add_argument("--store", metavar="URL",
+                   help="durable registry: sqlite:///PATH (one machine) or postgresql://... "
+                   "(shared by a --share group); idempotent by msg_id, latest version per "
+                   "session, gaps computed across the group")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -54,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
     topic = topics.subscription(args.site, args.device)
     if args.share:
         topic = f"$share/{args.share}/{topic}"
-    consumer = Consumer()
+    consumer = Consumer(detect_gaps=not args.share)
+    from edge_service.mqtt.store import open_store
+
+    store = open_store(args.store) if args.store else None
     out: IO[str] | None = args.jsonl.open("a") if args.jsonl else None
     v5 = args.protocol == "5"
     persistent = bool(args.client_id)
@@ -83,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         nonlocal new
         rec = consumer.handle(msg.topic, msg.payload)
         if rec.duplicate:
+            return
+        stored = store is not None and rec.valid and bool(rec.payload and rec.payload.get("msg_id"))
+        if stored and not store.add(rec.device, rec.kind, rec.payload, rec.received_ts):  # type: ignore[union-attr,arg-type]
+            consumer.counts["duplicates"] += 1  # stored already (by the group or earlier)
             return
         with lock:
             rows.append(rec)
@@ -125,6 +136,13 @@ def run(args: argparse.Namespace) -> int:
             out.close()
     if refused:
         raise BrokerError(f"broker {args.broker} refused the connection: {refused[0]}")
+    if store is not None:
+        # Across everything the store holds (all consumers of the group), per device.
+        group_gaps = store.gaps()
+        consumer.counts["gaps"] = sum(len(g) for g in group_gaps.values())
+        consumer.counts["missing"] = sum(b - a + 1 for g in group_gaps.values() for a, b in g)
+        consumer.counts["sessions"] = len(store.sessions())
+        store.close()
     print("summary: " + ", ".join(f"{k}={v}" for k, v in consumer.counts.items()),
           file=sys.stderr)  # fmt: skip
     return 1 if consumer.counts["invalid"] or consumer.counts["gaps"] else 0

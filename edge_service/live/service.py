@@ -154,6 +154,11 @@ class LiveService:
                     }
                 },
             )
+            # Hospital integration hook (edge_service/integration/workstation.py): the
+            # chosen order's identity and UIDs go into the recording's DICOM.
+            attach = getattr(self, "attach_order", None)
+            if attach is not None:
+                attach(meta, accession_number.strip(), patient_id.strip())
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = self.s.recordings_dir / f"{stamp}-{meta.session_id}"
             live = LiveSession(
@@ -322,6 +327,11 @@ class LiveService:
             if e.published:
                 return e
             result = e.result()
+            # Hospital integration hook (edge_service/integration/workstation.py): SR + PDF
+            # written and queued to PACS; MQTT gets the result as [dicom] allows.
+            export = getattr(self, "export_result", None)
+            if export is not None and result is not None:
+                e._result, result = export(e.path)
             if self.publisher is not None and result is not None:
                 for m in result.get("maneuvers") or []:
                     self.publisher.event(sid, "manoeuvre", m)

@@ -45,7 +45,10 @@ class Received:
 
 
 class Consumer:
-    def __init__(self, dedup_window: int = 100_000) -> None:
+    def __init__(self, dedup_window: int = 100_000, detect_gaps: bool = True) -> None:
+        # In a shared-subscription group each consumer sees only part of every device's
+        # sequence: gaps are then computed over the group's shared store (mqtt/store.py).
+        self.detect_gaps = detect_gaps
         self._seen: OrderedDict[str, None] = OrderedDict()  # bounded LRU of message ids
         self._window = dedup_window
         self._last_seq: dict[str, int] = {}  # "site/device" -> highest seq seen
@@ -90,7 +93,7 @@ class Consumer:
             self._seen.popitem(last=False)
         seq = int(doc["seq"])
         last = self._last_seq.get(device)
-        if last is not None and seq > last + 1:
+        if self.detect_gaps and last is not None and seq > last + 1:
             rec.gap = (last + 1, seq - 1)
             self.counts["gaps"] += 1
             self.counts["missing"] += seq - last - 1

@@ -44,8 +44,28 @@ def dumps(doc: Mapping[str, Any]) -> bytes:
         raise InputError(f"payload is not JSON-serialisable: {exc}") from exc
 
 
-def result_msg_id(site: str, device: str, session_id: str, leaf: str = "result") -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{site}/{device}/{session_id}/{leaf}"))
+def result_msg_id(
+    site: str, device: str, session_id: str, leaf: str = "result", version: int = 1
+) -> str:
+    """Stable per session and result version: re-sending a version is idempotent downstream,
+    a correction (version n+1) is a new message that de-duplicating consumers keep."""
+    key = f"{site}/{device}/{session_id}/{leaf}"
+    return str(uuid.uuid5(NAMESPACE, key if version <= 1 else f"{key}/v{version}"))
+
+
+# The one identifier an MQTT result may carry: the order's accession number, inside the
+# top-level `order` block, put there by the integration layer only when
+# `[dicom] mqtt_identifiers = "accession"` (the default). Everything else stays refused.
+MQTT_ORDER_KEYS = frozenset({"accession_number"})
+
+
+def check_result_pii(doc: Mapping[str, Any], where: str = "result") -> None:
+    order = doc.get("order")
+    if order is not None and (not isinstance(order, Mapping) or set(order) - MQTT_ORDER_KEYS):
+        extra = sorted(set(order) - MQTT_ORDER_KEYS) if isinstance(order, Mapping) else []
+        raise InputError(f"{where}: the order block may only carry the accession number "
+                         f"in MQTT; refused {extra}")  # fmt: skip
+    check_no_pii({k: v for k, v in doc.items() if k != "order"}, where)
 
 
 def envelope(

@@ -276,10 +276,12 @@ class Publisher:
         """Queue the session's result (dgs.session-result/1) durably. The message id is
         derived from site/device/session, so publishing it twice is idempotent downstream."""
         topic = self._topic(session_id, "result")
-        pl.check_no_pii(result_doc, "result")
+        pl.check_result_pii(result_doc, "result")
         if result_doc.get("session_id", session_id) != session_id:
             raise InputError("result session_id differs from the session it is published for")
-        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id)
+        # A correction (result version n+1) gets a new msg_id (edge_service/integration).
+        version = int(result_doc.get("version") or 1)
+        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id, version=version)
         doc_copy = dict(result_doc)
 
         def build(seq: int) -> tuple[str, str, bytes, str]:
@@ -304,7 +306,8 @@ class Publisher:
         from edge_service.mqtt.fhir import bundle
 
         topic = self._topic(session_id, "fhir")
-        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id, "fhir")
+        version = int(result_doc.get("version") or 1)
+        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id, "fhir", version=version)
         b = bundle(self.s.site, self.s.device, session_id, result_doc)
 
         def build(seq: int) -> tuple[str, str, bytes, str]:

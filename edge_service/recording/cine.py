@@ -22,6 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from edge_service import __version__
+from edge_service.integration.order import apply_to_dataset as apply_order
 from edge_service.recording.journal import write_all
 from edge_service.recording.meta import SessionMeta, fsync_dir
 
@@ -112,6 +113,8 @@ def build_header(meta: SessionMeta, times: list[float], rows: int, cols: int) ->
         reg.PhysicalDeltaX = meta.spacing_mm[0] / 10.0
         reg.PhysicalDeltaY = meta.spacing_mm[1] / 10.0
         ds.SequenceOfUltrasoundRegions = Sequence([reg])
+    # Hospital integration: a session scanned under an order carries its identity.
+    apply_order(ds, meta.extra)
     return ds
 
 

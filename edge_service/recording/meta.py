@@ -93,9 +93,11 @@ class SessionMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     session_id: str = field(default_factory=lambda: secrets.token_hex(8))
     patient_id: str = field(default_factory=pseudonym)
-    study_uid: str = field(default_factory=lambda: str(generate_uid()))
-    series_uid: str = field(default_factory=lambda: str(generate_uid()))
-    sop_uid: str = field(default_factory=lambda: str(generate_uid()))
+    # prefix=None: 2.25.<uuid> UIDs, never pydicom's shared example root; a site root comes
+    # from [dicom] uid_root (edge_service/integration/session.py attach_order).
+    study_uid: str = field(default_factory=lambda: str(generate_uid(prefix=None)))
+    series_uid: str = field(default_factory=lambda: str(generate_uid(prefix=None)))
+    sop_uid: str = field(default_factory=lambda: str(generate_uid(prefix=None)))
     started_t: float = field(default_factory=time.time)
     ended_t: float | None = None
     n_frames: int | None = None

@@ -235,6 +235,11 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
             render_metrics(service, fanout), media_type="text/plain; version=0.0.4"
         )
 
+    # Hospital integration: the order picker (edge_service/integration/workstation.py).
+    from edge_service.integration.workstation import register_orders
+
+    register_orders(app, service)
+
     @app.get("/api/v1/status", summary="rig, broker, disk and the acquiring session")
     async def status() -> dict[str, Any]:
         h = service.health()

@@ -70,6 +70,10 @@ def serve_run(cfg: Any) -> int:
             ),
             publisher=pub,
         )
+        # Hospital integration: [worklist] poller, [dicom] destinations (forward queue).
+        from edge_service.integration.workstation import install_from_config
+
+        install_from_config(service, cfg)
         scheme = "https" if ws.tls_certfile else "http"
         serve_forever(
             service,

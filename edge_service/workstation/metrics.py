@@ -65,4 +65,11 @@ def render_metrics(service: Any, fanout: Any = None) -> str:
     if fanout is not None:
         _line(out, "dgs_live_images_encoded_total", "counter", "live JPEG images sent out",
               [("", fanout.encoded)])  # fmt: skip
+    # Hospital integration: PACS forward queue per destination (integration/workstation.py).
+    fq = getattr(service, "forward_queue", None)
+    if fq is not None:
+        st = fq.status()
+        for state in ("sent", "pending", "parked"):
+            _line(out, f"dgs_dicom_forward_{state}", "gauge", f"DICOM instances {state}, per destination",
+                  [(f'{{destination="{d}"}}', v[state]) for d, v in st.items()])  # fmt: skip
     return "\n".join(out) + "\n"

@@ -48,13 +48,17 @@ def test_fhir_bundle_is_valid_and_stable():
     assert b1 == b2  # stable identifiers and fullUrls: re-sending creates nothing twice
     kinds = [e["resource"]["resourceType"] for e in b1["entry"]]
     assert kinds[0] == "Device" and kinds[-1] == "DiagnosticReport"
-    obs = {e["resource"]["code"]["coding"][0]["code"]: e["resource"] for e in b1["entry"][1:-1]}
+    # Codings: the standard code (where one exists) first, the local code always (last).
+    obs = {e["resource"]["code"]["coding"][-1]["code"]: e["resource"] for e in b1["entry"]
+           if e["resource"]["resourceType"] == "Observation"}  # fmt: skip
     assert obs["nerve-csa"]["valueQuantity"] == {"value": 61.0, "unit": "mm2",
                                                  "system": "http://unitsofmeasure.org", "code": "mm2"}  # fmt: skip
     assert obs["calc-present"]["valueBoolean"] is True
     assert obs["manoeuvre-0-fair"]["component"][0]["valueQuantity"]["code"] == "deg"
     report = b1["entry"][-1]
-    assert report["request"]["ifNoneExist"] == "identifier=urn:dgs-edge:report|site-a/dgs-01/s-1"
+    # Conditional update: a corrected result (version n+1) updates the filed report.
+    assert report["request"] == {"method": "PUT", "url": "DiagnosticReport?identifier="
+                                 "urn:dgs-edge:report|site-a/dgs-01/s-1"}  # fmt: skip
     assert len(report["resource"]["result"]) == len(obs)
     env = pl.envelope(pl.SCHEMA_FHIR, pl.result_msg_id("site-a", "dgs-01", "s-1", "fhir"), 3,
                       "site-a", "dgs-01", "s-1")  # fmt: skip
