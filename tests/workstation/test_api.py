@@ -100,7 +100,7 @@ def test_session_lifecycle_and_bad_requests(
         assert d["state"] == "done", d["error"]
         assert c.post(f"/api/v1/sessions/{sid}/stop").status_code == 409
         res = d["result"]
-        assert res["schema"] == "dgs.session-result/1" and res["side"] == "left"
+        assert res["schema"] == "dgs.session-result/1.1" and res["side"] == "left"
         assert res["nerve"]["ap_diameter_mm"] > 9  # the demo's affected (swollen) side
         dq = res["data_quality"]
         # every frame the probe delivered is recorded; each was analysed or dropped (counted)

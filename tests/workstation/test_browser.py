@@ -79,7 +79,9 @@ def _record(driver: Any, side: str, until_flexion: float | None) -> None:
     before = driver.execute_script("return window.dgs.overlays")
     driver.find_element(By.ID, "start").click()
     until(lambda: driver.find_element(By.ID, "state").text == "acquiring", 15, "acquiring")
-    until(lambda: driver.execute_script("return window.dgs.overlays") >= before + 5, 30,
+    # Enough analysed frames for the evidence gates ([analysis.evidence]: >= 10 valid frames,
+    # >= 5 with a nerve), or the nerve size is rightly "undetermined" and nothing is compared.
+    until(lambda: driver.execute_script("return window.dgs.overlays") >= before + 15, 60,
           "overlay events")  # fmt: skip
     until(lambda: driver.execute_script("return window.dgs.images") >= 3, 15, "live images")
     until(lambda: driver.execute_script(GREEN_PIXELS) > 30, 15, "nerve outline drawn")
