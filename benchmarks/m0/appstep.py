@@ -84,6 +84,7 @@ kw = {"accel_range_g": cfg["accel_range_g"], "gyro_range_dps": cfg["gyro_range_d
       "odr_hz": RATE}
 imu = detect(bus, **kw)  # as main.build_imus: auto-detect, configure
 pimu = detect(bus, skip=(imu.address,), **kw) if PELVIS else None
+#--
 class FifoBus:
     # After configuration (through the register-map fake above) each IMU talks to this
     # lean stand-in of its FIFO registers: INT_STATUS (no overflow), FIFO_COUNT (`avail`
@@ -155,6 +156,7 @@ class FS:
         return None, None
     def write(self, name, text):
         pass
+#--
 imus = [imu] + ([pimu] if PELVIS else [])
 fbs = []
 for d in imus:
@@ -172,6 +174,7 @@ app = App(imu, usb, clock, FS(), wdt=wdt, pelvis_imu=pimu, cfg=cfg, mem_free=gc.
 assert app.fifo and timer.cb is not None
 PER = RATE * timer.period // 1000  # samples the FIFO holds at each timer tick
 app.step()  # HELLO out
+#--
 def make_run(app, clock, timer, fbs, PER):
     # Closures, not REPL globals: every name the measured loop uses is a local or a cell
     # (lookups in the REPL's crowded globals dict cost more than on a board's main.py).
@@ -249,6 +252,7 @@ fake_idle = ck * kidle // N
 print("STEP", PELVIS, d, nsamp, fake, (m1 - m0) // na, cnt.n // na, PER, free,
       app.ring.capacity)
 print("IDLE", didle - dloop, fake_idle)
+#--
 # Where the time goes: each piece alone, N times, loop overhead removed.
 from dgsclip.fusion import Mahony
 pipe = app.pipe
@@ -323,6 +327,7 @@ def mpy_files(native: tuple[str, ...] = ()) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     srcs = [(p, "/" + p.relative_to(REPO / "firmware").with_suffix(".mpy").as_posix())
             for p in sorted((REPO / "firmware" / "dgsclip").rglob("*.py"))]  # fmt: skip
+    srcs.append((REPO / "firmware/main.py", "/main.mpy"))
     srcs.append((REPO / "edge_service/sim/fake_i2c.py", "/fake_i2c.mpy"))
     with tempfile.TemporaryDirectory() as tmp:
         for src, dest in srcs:
@@ -370,8 +375,17 @@ IMPORT_ORDER = (
     (("/dgsclip/sampler.mpy",), "dgsclip.sampler"),
     (("/dgsclip/app.mpy",), "dgsclip.app"),
     (("/dgsclip/usbio.mpy",), "dgsclip.usbio"),
+    # What main.py adds on a board (its code shares the heap with the ring): imported, not run.
+    (("/dgsclip/busclear.mpy",), "dgsclip.busclear"),
+    (("/dgsclip/storage.mpy",), "dgsclip.storage"),
+    (("/main.mpy",), "main"),
     (("/fake_i2c.mpy",), "fake_i2c"),
 )
+
+
+# Source bytes per REPL chunk at most: the raw REPL keeps its line buffer at the size of
+# the largest chunk it received (on the heap), which a board's main.py does not have.
+PIECE = 1024
 
 
 def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> list[str]:
@@ -379,9 +393,14 @@ def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> 
     parts = [USERFS]
     for names, module in IMPORT_ORDER:
         for k in names:
-            parts.append(f"FILES[{k!r}] = {files.pop(k)!r}\n")
+            data = files.pop(k)
+            for o in range(0, len(data), PIECE):
+                head = f"_b = bytearray({len(data)})\n" if o == 0 else ""
+                parts.append(f"{head}_b[{o}:{o + PIECE}] = {data[o : o + PIECE]!r}\n")
+            parts.append(f"FILES[{k!r}] = _b\n_b = None\n")
         keep = "/dgsclip/__init__.mpy", "/dgsclip/drivers/__init__.mpy"
         drop = "".join(f"FILES.pop({k!r}, None)\n" for k in names if k not in keep)
         parts.append(f"import {module}\n{drop}import gc\ngc.collect()\n")
-    parts.append(STEP % {"pelvis": int(pelvis), "rate": rate_hz, "n": n})
+    step = STEP % {"pelvis": int(pelvis), "rate": rate_hz, "n": n}
+    parts.extend(step.split("#--\n"))
     return parts
