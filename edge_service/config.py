@@ -20,6 +20,7 @@ from edge_service.clip.settings import ClipLinkSettings
 from edge_service.detector.settings import DetectorSettings
 from edge_service.errors import ConfigError
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.storage import StorageSettings
 
 
 class SessionSettings(BaseModel):
@@ -55,6 +56,7 @@ class AppConfig(BaseModel):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -3,6 +3,11 @@
 This is the chain `dgs-edge run` and `dgs-edge demo` drive; they only differ in which parts
 they plug in (a real probe and clip, or the phantom and the virtual clip).
 
+Every stage leaves its trace on disk (journal, cine.dcm, result.json, delivery.json), so a
+session interrupted anywhere is finished by `edge_service.recovery` on the next start.
+A full disk ends acquisition cleanly (StorageError from the writer, or the DiskGuard's
+floor): the frames recorded so far are kept, analysed and published.
+
 Threads: the clip link calls back on its reader thread; samples go through a queue and are
 written to the recording from the session thread, so the recording writer has one owner.
 """
@@ -19,8 +24,11 @@ from typing import Any, Protocol
 
 from edge_service.acquisition.frame import Frame
 from edge_service.clip.timeline import AngleTimeline, TimedSample, sample_row
-from edge_service.errors import InputError
+from edge_service.errors import InputError, StorageError
 from edge_service.recording import RecordingWriter, SessionMeta
+from edge_service.recording.cine import Compression
+from edge_service.recovery import publish_session
+from edge_service.storage import DiskGuard
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +38,9 @@ class DetectorLike(Protocol):
 
 
 class PublisherLike(Protocol):
-    def event(self, session_id: str, kind: str, data: Any = None) -> str: ...
+    def event(
+        self, session_id: str, kind: str, data: Any = None, key: str | None = None
+    ) -> str: ...
     def result(self, session_id: str, result_doc: Any) -> str: ...
     def live_angles(self, sample: Any) -> bool: ...
     def live_measurements(self, sample: Any) -> bool: ...
@@ -82,6 +92,8 @@ def run_session(
     clip_grace_s: float = 1.0,
     progress: Callable[[SessionProgress], None] | None = None,
     analyze: Callable[[Path, DetectorLike], dict[str, Any]] | None = None,
+    disk_guard: DiskGuard | None = None,
+    compression: Compression = "jpegls",
 ) -> dict[str, Any]:
     """Acquire one session into `out_dir`, analyse it, publish it; returns the result.
 
@@ -89,6 +101,9 @@ def run_session(
     until the wall clock reaches its time (simulated sources). The clip samples arrive via
     `link` into `timeline` and imu.jsonl. After the last frame, up to `clip_grace_s` is
     waited for the clip stream to cover it, so the last frames have angles too.
+    disk_guard: stops acquisition cleanly at the free-space floor (prog.extra["stopped"]).
+    Raises StorageError when nothing could be recorded or the recording cannot be finished
+    for lack of space (what was recorded stays on disk for `dgs-edge recover`).
     """
     q: queue.SimpleQueue[TimedSample] = queue.SimpleQueue()
     if link is not None:
@@ -96,7 +111,7 @@ def run_session(
     prog = SessionProgress()
     sid = meta.session_id
     if publisher is not None:
-        publisher.event(sid, "started", {"side": meta.side, "protocol": meta.protocol})
+        publisher.event(sid, "started", {"side": meta.side, "protocol": meta.protocol}, "")
 
     def drain(writer: RecordingWriter) -> None:
         row = None
@@ -114,15 +129,22 @@ def run_session(
             publisher.live_angles(row)
 
     last_t: float | None = None
-    with RecordingWriter(out_dir, meta) as writer:
-        for frame in frames:
+    source: Iterable[Frame] = frames if disk_guard is None else disk_guard.frames(iter(frames))
+    with RecordingWriter(out_dir, meta, compression=compression) as writer:
+        for frame in source:
             if pace:
                 delay = frame.t - time.time()
                 if delay > 0:
                     time.sleep(delay)  # pacing a simulated probe to real time
             det = detector.detect(frame)
-            writer.add_frame(frame)
-            drain(writer)
+            try:
+                writer.add_frame(frame)
+                drain(writer)
+            except StorageError as exc:
+                # Disk full mid-session: stop acquiring, keep and finish what was recorded.
+                log.error("%s; acquisition stopped, the recorded frames are kept", exc)
+                prog.extra["stopped"] = "disk_full"
+                break
             last_t = frame.t
             prog.frames += 1
             nerve = getattr(det, "nerve", None)
@@ -138,7 +160,11 @@ def run_session(
                 publisher.live_measurements(_nerve_live(det, frame))
             if progress is not None:
                 progress(prog)
+        if disk_guard is not None and disk_guard.tripped is not None:
+            prog.extra["stopped"] = "disk_low"
         if prog.frames == 0:
+            if "stopped" in prog.extra:
+                raise StorageError(f"{out_dir}: no frame could be recorded (disk full)")
             raise InputError("the probe delivered no frames")
         if timeline is not None and last_t is not None:
             # The clip stream lags the probe by the USB latency: wait (bounded) until it
@@ -149,23 +175,34 @@ def run_session(
                 if tl is not None and tl >= last_t:
                     break
                 time.sleep(0.02)
-        drain(writer)
+        try:
+            drain(writer)
+        except StorageError as exc:
+            log.error("%s", exc)
         if link is not None:
             writer.meta.clip.setdefault("link", link.stats_dict())
+        if "stopped" in prog.extra:
+            writer.meta.extra["stopped"] = prog.extra["stopped"]
     prog.phase = "analysing"
     if progress is not None:
         progress(prog)
-    if analyze is None:
-        from edge_service.analysis.session import analyze_session
+    try:
+        if analyze is None:
+            from edge_service.analysis.session import analyze_session
 
-        result = analyze_session(out_dir, detector=detector)
-    else:
-        result = analyze(out_dir, detector)
+            result = analyze_session(out_dir, detector=detector)
+        else:
+            result = analyze(out_dir, detector)
+    except OSError as exc:
+        raise StorageError(
+            f"{out_dir}: cannot write the result ({exc.strerror}); the recording is kept and "
+            "`dgs-edge recover` finishes it once there is space"
+        ) from exc
+    prog.phase = "publishing"
+    if progress is not None:
+        progress(prog)
     if publisher is not None:
-        for m in result.get("maneuvers", []):
-            publisher.event(sid, "manoeuvre", m)
-        publisher.result(sid, result)
-        publisher.event(sid, "ended", {"frames": prog.frames, "imu_samples": prog.imu_samples})
+        publish_session(publisher, writer.meta, result, out_dir)
     prog.phase = "done"
     if progress is not None:
         progress(prog)

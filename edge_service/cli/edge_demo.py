@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--manoeuvre", choices=["fair", "piriformis"], default="fair")
     p.add_argument("--fps", type=float, default=8.0, help="phantom frame rate (default 8)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="outbox and unfinished-session list (default: $XDG_STATE_HOME/dgs-edge/demo); "
+        "sessions an earlier demo left unfinished are delivered first",
+    )
     p.set_defaults(func=run)
 
 
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         manoeuvre=args.manoeuvre,
         fps=args.fps,
         seed=args.seed,
+        state_dir=args.state_dir,
     )
     console.print(
         f"[bold]dgs-edge demo[/]: phantom {args.side} side, {args.nerve} nerve, "
@@ -136,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
 
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         outcome = run_demo(opts, progress=lambda p: live.update(line(p)))
+    rec = outcome.recovered
+    if rec.published or rec.parked or rec.waiting:
+        console.print(f"Earlier demo sessions left unfinished: {rec.summary()}")
     console.print(summary_table(outcome.result, outcome.truth))
     msgs = ", ".join(f"{k} ×{n}" for k, n in sorted(outcome.messages.items())) or "none"
     console.print(f"MQTT messages received by a subscriber on {outcome.broker}: {msgs}")

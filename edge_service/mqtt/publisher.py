@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
+import ssl
 import threading
 import time
 import uuid
@@ -28,7 +30,10 @@ log = logging.getLogger(__name__)
 
 # CONNACK reasons that retrying will not fix without an operator (v5 codes and v3 rc 4/5).
 _AUTH_REFUSED = {"Bad user name or password", "Not authorized", "Banned"}
-_RESERVED_STATUS = {"schema", "state", "ts", "site", "device", "link", "alarms"}
+_RESERVED_STATUS = {"schema", "state", "ts", "site", "device", "link", "alarms", "bdSeq"}
+# Alarms the publisher raises itself; others come from the service via set_alarm().
+ALARMS = ("outbox_full", "rejected", "broker_tls", "broker_auth", "disk_low", "disk_full",
+          "clip_lost", "probe_frozen", "recording_failed")  # fmt: skip
 
 
 class Publisher:
@@ -48,6 +53,10 @@ class Publisher:
         self._status_acked = threading.Event()
         self._status_mid: int | None = None
         self._auth_refused: str | None = None
+        # TLS failures (untrusted broker certificate, our client certificate refused) do not
+        # heal by retrying: reported as what they are, and wait_connected() raises.
+        self._permanent: str | None = None
+        self._probing = threading.Lock()
         self.last_error: str | None = None
         self._alarms: set[str] = set()
         self._status: dict[str, Any] = {}
@@ -63,6 +72,10 @@ class Publisher:
         self._socket_opened = False
         self._connack_seen = False
         try:
+            # Birth id (Sparkplug-style bdSeq): persisted in the outbox file, so it keeps
+            # increasing across restarts; the will of a connection carries the same id as
+            # its birth, so consumers can tell a stale "offline" from the current one.
+            self.bd_seq = self.outbox.next_counter("bdseq")
             self._client = self._make_client()
         except BaseException:
             self.outbox.close()
@@ -101,6 +114,7 @@ class Publisher:
             "site": self.s.site,
             "device": self.s.device,
             "versions": {"software": __version__, **self.s.versions},
+            "bdSeq": self.bd_seq,
         }
         with self._lock:
             for k, v in self._status.items():
@@ -145,6 +159,41 @@ class Publisher:
         if self._started and self._connected.is_set():
             self._publish_status("online")
 
+    def set_alarm(self, name: str, on: bool = True) -> None:
+        """Raise or clear a named alarm; the retained status is re-published on a change."""
+        if name not in ALARMS:
+            raise InputError(f"alarm must be one of {ALARMS}, not {name!r}")
+        with self._lock:
+            changed = (name in self._alarms) != on
+            if on:
+                self._alarms.add(name)
+            else:
+                self._alarms.discard(name)
+        if changed and self._started and self._connected.is_set():
+            self._publish_status("online")
+
+    @property
+    def alarms(self) -> list[str]:
+        with self._lock:
+            return sorted(self._alarms)
+
+    def status_snapshot(self) -> dict[str, Any]:
+        """The status document as it would be published now (for a health endpoint)."""
+        import json
+
+        payload, _ = self._status_payload("online" if self._connected.is_set() else "offline")
+        doc: dict[str, Any] = json.loads(payload)
+        return doc
+
+    @property
+    def permanent_error(self) -> str | None:
+        """Why the broker can never be reached with this configuration (TLS/auth), or None."""
+        return self._permanent or (
+            f"broker {self.s.url} refused the connection: {self._auth_refused}"
+            if self._auth_refused
+            else None
+        )
+
     # ------------------------------------------------------------ lifecycle
     def start(self, status: Mapping[str, Any] | None = None) -> None:
         """Connect in the background (a down broker is not an error: the outbox keeps
@@ -174,7 +223,9 @@ class Publisher:
         without a CONNACK, or never answer (amqtt). After a refusal, a CONNACK timeout or two
         drops, rebuild the client as 3.1.1 and re-queue the outbox (paho cannot change the
         protocol of a live client)."""
-        if not (self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping):
+        if self._permanent or not (
+            self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping
+        ):
             return
         self._v5_closed += 1
         if self._fell_back or (not definitive and self._v5_closed < 2):
@@ -205,14 +256,12 @@ class Publisher:
         """True once connected; raises BrokerError when the broker refused our credentials."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._auth_refused:
-                raise BrokerError(
-                    f"broker {self.s.url} refused the connection: {self._auth_refused}"
-                )
+            if self.permanent_error:
+                raise BrokerError(self.permanent_error)
             if self._connected.wait(0.05):
                 return True
-        if self._auth_refused:
-            raise BrokerError(f"broker {self.s.url} refused the connection: {self._auth_refused}")
+        if self.permanent_error:
+            raise BrokerError(self.permanent_error)
         return False
 
     def wait_drained(self, timeout_s: float) -> bool:
@@ -255,14 +304,28 @@ class Publisher:
             self.stop()
 
     # ------------------------------------------------------------ QoS1 API
-    def event(self, session_id: str, kind: str, data: Mapping[str, Any] | None = None) -> str:
-        """Queue a session event durably; returns its message id."""
+    def event(
+        self,
+        session_id: str,
+        kind: str,
+        data: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Queue a session event durably; returns its message id.
+
+        key: makes the message id stable (derived from site/device/session/kind/key), so an
+        event re-published after a crash is the same message for consumers; None gives a
+        random id."""
         if kind not in pl.EVENT_KINDS:
             raise InputError(f"event kind must be one of {pl.EVENT_KINDS}, not {kind!r}")
         topic = self._topic(session_id, "events")
         body = dict(data or {})
         pl.check_no_pii(body, "event data")
-        msg_id = str(uuid.uuid4())
+        msg_id = (
+            str(uuid.uuid4())
+            if key is None
+            else pl.result_msg_id(self.s.site, self.s.device, session_id, f"event/{kind}/{key}")
+        )
 
         def build(seq: int) -> tuple[str, str, bytes, str]:
             doc = pl.envelope(pl.SCHEMA_EVENT, msg_id, seq, self.s.site, self.s.device, session_id)
@@ -412,12 +475,18 @@ class Publisher:
             self.last_error = f"connection refused: {text}"
             if text in _AUTH_REFUSED:
                 self._auth_refused = text
+                with self._lock:
+                    self._alarms.add("broker_auth")
             if text == "Unsupported protocol version":
                 self._maybe_fall_back(definitive=True)
             log.error("broker %s refused the connection: %s (outbox keeps %d messages)",
                       self.s.url, text, self._pending_safe())  # fmt: skip
             return
         self._auth_refused = None
+        self._permanent = None
+        with self._lock:
+            for a in ("broker_tls", "broker_auth"):
+                self._alarms.discard(a)
         self._v5_ok = self._v5_ok or self.v5
         with self._lock:
             self.stats["connects"] += 1
@@ -433,8 +502,14 @@ class Publisher:
         if was:
             with self._lock:
                 self.stats["disconnects"] += 1
+            self._next_birth()
         elif self._socket_opened and not self._connack_seen:
-            self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT was dropped
+            if self.s.use_tls:
+                # A refused client certificate (TLS 1.3) also looks like a dropped CONNECT:
+                # find out which before concluding the broker does not speak MQTT 5.
+                self._probe_tls(then_fall_back=True)
+            else:
+                self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT dropped
         if was and not self._stopping:
             log.warning("disconnected from %s (%s); %d messages kept in the outbox",
                         self.s.url, reason, self._pending_safe())  # fmt: skip
@@ -456,9 +531,45 @@ class Publisher:
         t.start()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if self._permanent:
+            return  # already said what is wrong; paho keeps retrying in case it is fixed
+        if self.s.use_tls:
+            self._probe_tls(then_fall_back=False)
         self.last_error = f"broker {self.s.url} unreachable"
         log.warning("broker %s unreachable; retrying with backoff, %d messages kept in the "
                     "outbox", self.s.url, self._pending_safe())  # fmt: skip
+
+    def _next_birth(self) -> None:
+        """A new bdSeq for the next connection; its will must carry it too."""
+        try:
+            self.bd_seq = self.outbox.next_counter("bdseq")
+        except Exception as exc:  # disk full: keep counting in memory
+            log.warning("cannot persist the status birth id: %s", exc)
+            self.bd_seq += 1
+        payload, props = self._status_payload("offline")
+        self._client.will_set(topics.status(self.s.site, self.s.device), payload, 1, True, props)
+
+    def _probe_tls(self, *, then_fall_back: bool) -> None:
+        if not self._probing.acquire(blocking=False):
+            return
+
+        def work() -> None:
+            try:
+                why = classify_tls(self._client, self.s.host, self.s.port)
+            finally:
+                self._probing.release()
+            if why is not None:
+                first = self._permanent != why
+                self._permanent = why
+                self.last_error = why
+                with self._lock:
+                    self._alarms.add("broker_tls")
+                if first:
+                    log.error("%s; results are kept in the outbox %s", why, self.outbox.path)
+            elif then_fall_back:
+                self._maybe_fall_back(definitive=False)
+
+        threading.Thread(target=work, name="mqtt-tls-probe", daemon=True).start()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:
@@ -472,3 +583,42 @@ class Publisher:
                 self._early[mid] = reason
                 return
         self._acked(seq, reason)
+
+
+def classify_tls(client: Any, host: str, port: int, timeout_s: float = 3.0) -> str | None:
+    """Handshake with the broker using the client's own TLS context and say why TLS fails
+    (a permanent configuration problem), or None when TLS is fine or the network is down
+    (transient). paho only reports "connection failed" for all of these."""
+    ctx: ssl.SSLContext | None = getattr(client, "_ssl_context", None)
+    if ctx is None:
+        return None
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError:
+        return None  # unreachable: transient
+    try:
+        with ctx.wrap_socket(raw, server_hostname=host) as tls:
+            tls.settimeout(timeout_s)
+            try:
+                # TLS 1.3 sends the verdict on our certificate after the handshake: a
+                # refusal arrives as an alert on the first read. A broker that is happy
+                # simply waits for CONNECT (timeout).
+                tls.recv(1)
+            except TimeoutError:
+                return None
+            except ssl.SSLError as exc:
+                return f"the broker at {host}:{port} rejected the client certificate ({exc.reason})"
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"TLS: the certificate of the broker at {host}:{port} failed verification "
+            f"({exc.verify_message}); check [mqtt.tls] ca_file"
+        )
+    except ssl.SSLError as exc:
+        if "ALERT" in str(exc.reason or ""):
+            return f"the broker at {host}:{port} rejected the client certificate ({exc.reason})"
+        return f"TLS handshake with the broker at {host}:{port} failed ({exc.reason})"
+    except OSError:
+        return None
+    finally:
+        raw.close()
