@@ -17,7 +17,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "edge_service" / "schemas" / "ses
 @pytest.mark.sim
 def test_demo_runs_whole_chain(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    outcome = run_demo(DemoOptions(out_dir=out, fps=4.0, seed=3))
+    outcome = run_demo(DemoOptions(out_dir=out, fps=4.0, seed=3, state_dir=tmp_path / "state"))
     # Recording contract: every file there, and it replays.
     for name in (
         "session.json",
@@ -50,7 +50,7 @@ def test_demo_refuses_non_empty_out(tmp_path: Path) -> None:
     from edge_service.errors import DgsError
 
     with pytest.raises(DgsError, match="not empty"):
-        run_demo(DemoOptions(out_dir=tmp_path))
+        run_demo(DemoOptions(out_dir=tmp_path, state_dir=tmp_path / "state"))
     assert (tmp_path / "x").read_text() == "keep me"
 
 
