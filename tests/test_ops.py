@@ -1,0 +1,187 @@
+"""Operations: sd_notify over a real unix datagram socket, and a REAL full disk (a small
+tmpfs mounted for the test) under `dgs-edge run`: one line, an alarm in the retained
+status, the session kept; after space is freed `dgs-edge recover` delivers it once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_service.sdnotify import Notifier, Watchdog
+from tests.harness.broker import wait_for
+from tests.test_recovery import _env, _service_config, _sid, wait_results
+
+DGS_EDGE = [sys.executable, "-m", "edge_service.cli.edge"]
+
+
+class NotifySocket:
+    """What systemd listens on: a unix datagram socket collecting every notification."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def has(self, line: str) -> bool:
+        return any(line in m.split("\n") for m in list(self.messages))
+
+    def count(self, line: str) -> int:
+        return sum(1 for m in list(self.messages) if line in m.split("\n"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        self.sock.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[NotifySocket]:
+    s = NotifySocket(str(tmp_path / "notify.sock"))
+    yield s
+    s.close()
+
+
+def test_sd_notify_ready_status_and_watchdog(tmp_path: Path, notify_socket: NotifySocket) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "200000"}
+    n = Notifier(env)
+    assert n.enabled and n.watchdog_s == pytest.approx(0.2)
+    assert n.ready(status="recovered")
+    wait_for(lambda: notify_socket.has("READY=1") and notify_socket.has("STATUS=recovered"))
+    wd = Watchdog(n, stall_s=0.6)
+    wd.start()
+    try:
+        wait_for(lambda: notify_socket.count("WATCHDOG=1") >= 3, 5, "watchdog pings")
+        # The main loop stops beating: pings stop, so systemd would restart the service.
+        wait_for(lambda: not _pinging(notify_socket), 5, "pings to stop after a stall")
+        wd.beat()
+        wait_for(lambda: _pinging(notify_socket), 5, "pings to resume")
+    finally:
+        wd.stop()
+    assert n.stopping()
+    wait_for(lambda: notify_socket.has("STOPPING=1"))
+
+
+def _pinging(s: NotifySocket) -> bool:
+    before = s.count("WATCHDOG=1")
+    stop = threading.Event()
+    stop.wait(0.35)  # more than one ping period (0.1 s): did a ping arrive in it?
+    return s.count("WATCHDOG=1") > before
+
+
+def test_sd_notify_abstract_socket_and_absent() -> None:
+    name = f"dgs-test-{os.getpid()}"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind("\0" + name)
+    srv.settimeout(5)
+    try:
+        assert Notifier({"NOTIFY_SOCKET": "@" + name}).ready()
+        assert srv.recv(100) == b"READY=1"
+    finally:
+        srv.close()
+    assert not Notifier({}).ready()  # outside systemd: a no-op
+    assert not Notifier({"NOTIFY_SOCKET": "/nonexistent/sock"}).ready()  # warns once
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(d)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+@pytest.mark.sim
+def test_disk_full_mid_session_then_recover(
+    tmp_path: Path,
+    small_disk: Path,
+    mosquitto: Any,
+    collector_factory: Any,
+    notify_socket: NotifySocket,
+) -> None:
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    cfg = _service_config(
+        tmp_path,
+        mosquitto.url,
+        None,
+        recordings_dir=small_disk / "rec",
+        max_duration_s=40,
+        min_free_mb=0,  # no floor: the disk really runs full (ENOSPC) mid-session
+        cine_compression='"jpegls"',
+    )
+    env = _env(tmp_path) | {"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    proc = subprocess.run(
+        [*DGS_EDGE, "run", "--config", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("dgs-edge: error")]
+    assert len(errors) == 1 and "No space left" in errors[0], proc.stderr
+    assert notify_socket.has("READY=1") and notify_socket.has("STOPPING=1")
+    # The retained status says so: a stopped service with the disk_full alarm.
+    status = wait_for(lambda: col.docs("/status"), 10, "status")
+    assert "disk_full" in status[-1]["alarms"] and status[-1]["state"] == "stopped"
+    sess = next((small_disk / "rec").iterdir())
+    assert (sess / "frames.raw").stat().st_size > 0  # the frames are kept
+    sid = _sid(sess)
+    assert not col.docs("/result")
+    # The operator frees space; the contract command finishes and delivers the session.
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    rec = subprocess.run(
+        [*DGS_EDGE, "recover", "--config", str(cfg), "--timeout", "30"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    got = wait_results(col, {sid})
+    assert len(got[sid]) == 1
+    meta = json.loads((sess / "session.json").read_text())
+    assert meta["complete"] and meta["extra"].get("repaired")
+    assert (sess / "cine.dcm").is_file() and not (sess / "frames.raw").exists()
+
+
+@pytest.mark.sim
+def test_free_space_floor_refuses_to_start(tmp_path: Path, mosquitto: Any) -> None:
+    cfg = _service_config(tmp_path, mosquitto.url, None, min_free_mb=10**9)
+    proc = subprocess.run(
+        [*DGS_EDGE, "run", "--config", str(cfg)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "under the floor" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
