@@ -189,6 +189,7 @@ def finish_session(
 
     from edge_service.recording import open_recording
 
+    (path / "cine.frags").unlink(missing_ok=True)  # a killed writer's partial encoding
     rec = open_recording(path)
     if not rec.complete:
         if not rec.recovered:

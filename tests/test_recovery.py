@@ -131,7 +131,8 @@ def test_demo_during_broker_outage_is_delivered_by_recover(
             proc.kill()
     assert proc.returncode == 2
     assert "stay queued" in stderr and "Traceback" not in stderr
-    assert stderr.strip().count("\n") == 0, stderr
+    # Log lines (broker unreachable) come before it; the outcome is one error line.
+    assert len([ln for ln in stderr.splitlines() if ln.startswith("dgs-edge: error")]) == 1
     sid = _sid(out)
     mosquitto.start()
     rec = subprocess.run(

@@ -13,9 +13,12 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import itertools
+import logging
 import os
+import queue
 import struct
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +37,8 @@ from edge_service import __version__
 from edge_service.errors import InputError
 from edge_service.recording.journal import write_all
 from edge_service.recording.meta import SessionMeta, fsync_dir
+
+log = logging.getLogger(__name__)
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
 FRAME_TIME_VECTOR_TAG = 0x00181065
@@ -165,9 +170,11 @@ def write_cine(
     shape: tuple[int, int],
     frames: Iterable[np.ndarray],
     compression: Compression = "jpegls",
+    encoded: Iterable[bytes] | None = None,
 ) -> None:
     """Write atomically (tmp + fsync + rename): a crash mid-write never leaves a cine.dcm
-    that looks complete. Frames are streamed (and compressed) one at a time."""
+    that looks complete. Frames are streamed (and compressed) one at a time; `encoded`
+    gives frames already compressed (by a BackgroundEncoder) instead of `frames`."""
     rows, cols = shape
     ds = build_header(meta, times, rows, cols, compression)
     buf = io.BytesIO()
@@ -176,8 +183,11 @@ def write_cine(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         write_all(fd, buf.getvalue())
-        if compression != "none":
-            _write_encapsulated(fd, frames, shape, len(times), _encoder(compression, rows, cols))
+        if compression != "none" and encoded is not None:
+            _write_items(fd, encoded, len(times))
+        elif compression != "none":
+            enc = _encoder(compression, rows, cols)
+            _write_items(fd, (enc(_checked(px, shape)) for px in frames), len(times))
         else:
             _write_native(fd, frames, shape, len(times))
         os.fsync(fd)
@@ -190,22 +200,19 @@ def write_cine(
     fsync_dir(path.parent)
 
 
-def _write_encapsulated(
-    fd: int,
-    frames: Iterable[np.ndarray],
-    shape: tuple[int, int],
-    n: int,
-    encode: Callable[[np.ndarray], bytes],
-) -> None:
+def _checked(px: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if px.shape != shape:
+        raise ValueError(f"frame shape {px.shape} != {shape}")
+    return px
+
+
+def _write_items(fd: int, encoded: Iterable[bytes], n: int) -> None:
     # (7FE0,0010) OB of undefined length, an empty Basic Offset Table item (allowed; readers
     # find frames by walking the items), one item per frame, then the sequence delimiter.
     write_all(fd, struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF))
     write_all(fd, struct.pack("<II", _ITEM, 0))
     count = 0
-    for px in frames:
-        if px.shape != shape:
-            raise ValueError(f"frame shape {px.shape} != {shape}")
-        data = encode(px)
+    for data in encoded:
         if len(data) % 2:
             data += b"\x00"
         write_all(fd, struct.pack("<II", _ITEM, len(data)) + data)
@@ -231,3 +238,69 @@ def _write_native(fd: int, frames: Iterable[np.ndarray], shape: tuple[int, int],
         raise ValueError(f"wrote {written} pixel bytes, expected {length}")
     if pad:
         write_all(fd, b"\x00")
+
+
+class BackgroundEncoder:
+    """Compresses frames on a helper thread while they are being recorded, reading them
+    back from the journal (nothing is held in memory), into `cine.frags`. Closing a long
+    session then only copies bytes instead of encoding thousands of frames at once.
+
+    Any failure (disk full, encoder error) is kept and reported by `finish()` returning
+    None; the caller then encodes from the journal as before, so nothing depends on it."""
+
+    def __init__(
+        self, journal_path: Path, frags_path: Path, compression: Compression, shape: tuple[int, int]
+    ) -> None:
+        self.path = frags_path
+        self.shape = shape
+        self._encode = _encoder(compression, *shape)
+        self._q: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._rfd = os.open(journal_path, os.O_RDONLY)
+        try:
+            self._wfd = os.open(frags_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError:
+            os.close(self._rfd)
+            raise
+        self.sizes: list[int] = []
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cine-encoder", daemon=True)
+        self._thread.start()
+
+    def submit(self, offset: int) -> None:
+        """Encode the frame whose pixels start at `offset` in the journal."""
+        self._q.put(offset)
+
+    def _run(self) -> None:
+        n = self.shape[0] * self.shape[1]
+        while True:
+            off = self._q.get()
+            if off is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                px = np.frombuffer(os.pread(self._rfd, n, off), dtype=np.uint8)
+                data = self._encode(px.reshape(self.shape))
+                if len(data) % 2:
+                    data += b"\x00"
+                write_all(self._wfd, data)
+                self.sizes.append(len(data))
+            except BaseException as exc:  # reported by finish(); the journal still has all
+                self.error = exc
+
+    def finish(self) -> list[int] | None:
+        """Wait for the backlog; the encoded sizes in order, or None after a failure."""
+        self._q.put(None)
+        self._thread.join()
+        os.close(self._rfd)
+        os.close(self._wfd)
+        if self.error is not None:
+            log.warning("background cine encoding failed (%s); encoding at close", self.error)
+            self.path.unlink(missing_ok=True)
+            return None
+        return self.sizes
+
+    def fragments(self, sizes: list[int]) -> Iterator[bytes]:
+        with open(self.path, "rb") as f:
+            for n in sizes:
+                yield f.read(n)

@@ -21,7 +21,7 @@ from typing import Any
 from edge_service.acquisition.frame import Frame, Roi
 from edge_service.errors import InputError, StorageError
 from edge_service.recording import journal
-from edge_service.recording.cine import Compression, write_cine
+from edge_service.recording.cine import BackgroundEncoder, Compression, write_cine
 from edge_service.recording.meta import SessionMeta, fsync_dir, json_default, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ SESSION_JSON = "session.json"
 CINE = "cine.dcm"
 FRAMES_CSV = "frames.csv"
 IMU_JSONL = "imu.jsonl"
+FRAGS = "cine.frags"  # frames compressed while recording; dropped when cine.dcm is written
 
 
 class RecordingWriter:
@@ -56,6 +57,7 @@ class RecordingWriter:
         self._fsync_every_s = fsync_every_s
         self._keep_journal = keep_journal
         self._compression: Compression = compression
+        self._encoder: BackgroundEncoder | None = None
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if (self.path / SESSION_JSON).exists() or (self.path / CINE).exists():
             raise InputError(f"{self.path}: already holds a recording; choose a new directory")
@@ -122,6 +124,18 @@ class RecordingWriter:
             os.ftruncate(self._jfd, self._jsize)
             os.ftruncate(self._cfd, self._csize)
             raise StorageError(f"{self.path}: cannot write frame {index}: {exc.strerror}") from exc
+        if self._compression != "none" and index == 0:
+            try:
+                self._encoder = BackgroundEncoder(
+                    self.path / journal.JOURNAL_NAME,
+                    self.path / FRAGS,
+                    self._compression,
+                    self._shape,
+                )
+            except Exception as exc:  # optional speed-up: close() encodes from the journal
+                log.warning("no background cine encoding: %s", exc)
+        if self._encoder is not None:
+            self._encoder.submit(self._jsize + journal.HEADER.size)
         self._jsize += len(record)
         self._csize += len(row)
         self._times.append(t)
@@ -190,9 +204,12 @@ class RecordingWriter:
         for fd in (self._jfd, self._cfd, self._ifd):
             os.close(fd)
         jpath = self.path / journal.JOURNAL_NAME
+        enc, self._encoder = self._encoder, None
+        sizes = enc.finish() if enc is not None else None
         try:
             if self._times and self._shape is not None:
                 records = journal.scan(jpath, verify=False)
+                done = enc is not None and sizes is not None and len(sizes) == len(self._times)
                 write_cine(
                     self.path / CINE,
                     self.meta,
@@ -200,8 +217,10 @@ class RecordingWriter:
                     self._shape,
                     journal.read_pixels(jpath, records),
                     self._compression,
+                    encoded=enc.fragments(sizes) if done and enc and sizes else None,
                 )
         except OSError as exc:
+            (self.path / FRAGS).unlink(missing_ok=True)  # give the space back at once
             # Disk full while writing the cine: the journal still holds every frame, and
             # `dgs-edge recover` writes the cine once there is space.
             raise StorageError(
@@ -221,6 +240,7 @@ class RecordingWriter:
         except OSError as exc:
             # cine.dcm is complete (atomic rename), which is what readers go by.
             log.error("%s: cannot update %s: %s", self.path, SESSION_JSON, exc.strerror)
+        (self.path / FRAGS).unlink(missing_ok=True)
         if not self._keep_journal:
             jpath.unlink(missing_ok=True)
         log.info(
