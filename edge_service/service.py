@@ -42,7 +42,12 @@ class Service:
         os.umask(0o077)
         s = self.cfg.session
         for d in (s.state_dir, s.recordings_dir):
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(f"cannot create {d}: {exc.strerror}") from None
+            if not os.access(d, os.W_OK | os.X_OK):
+                raise ConfigError(f"{d} is not writable by this user")
         self._lock = StateLock(s.state_dir)
         if not self._lock.acquire():
             raise ConfigError(

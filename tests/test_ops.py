@@ -185,3 +185,31 @@ def test_free_space_floor_refuses_to_start(tmp_path: Path, mosquitto: Any) -> No
     assert proc.returncode == 2
     assert "under the floor" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("case", ["untrusted_broker", "client_cert_refused"])
+def test_run_exits_when_tls_can_never_work(
+    tmp_path: Path, mosquitto_factory: Any, case: str
+) -> None:
+    broker = mosquitto_factory("tls", require_client_cert=case == "client_cert_refused")
+    tls = mosquitto_factory.tls
+    ca = tls.other_ca if case == "untrusted_broker" else tls.ca
+    cfg = _service_config(tmp_path, f"mqtts://127.0.0.1:{broker.port}", None)
+    cfg.write_text(cfg.read_text() + f'[mqtt.tls]\nca_file = "{ca}"\n')
+    proc = subprocess.run(
+        [*DGS_EDGE, "run", "--config", str(cfg)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    expect = (
+        "failed verification" if case == "untrusted_broker" else "rejected the client certificate"
+    )
+    assert last.startswith("dgs-edge: error:") and expect in last, proc.stderr
+    assert "unreachable" not in last and "MQTT 5" not in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "rec").glob("*"))  # no session started
