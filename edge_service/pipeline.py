@@ -94,6 +94,8 @@ def run_session(
     analyze: Callable[[Path, DetectorLike], dict[str, Any]] | None = None,
     disk_guard: DiskGuard | None = None,
     compression: Compression = "jpegls",
+    freeze_s: float = 3.0,
+    on_freeze: Callable[[bool], None] | None = None,
 ) -> dict[str, Any]:
     """Acquire one session into `out_dir`, analyse it, publish it; returns the result.
 
@@ -102,6 +104,9 @@ def run_session(
     `link` into `timeline` and imu.jsonl. After the last frame, up to `clip_grace_s` is
     waited for the clip stream to cover it, so the last frames have angles too.
     disk_guard: stops acquisition cleanly at the free-space floor (prog.extra["stopped"]).
+    on_freeze(True/False): the probe image stopped changing for `freeze_s` (a scanner on
+    freeze, or a capture card repeating its last frame) / changes again. The frames are
+    still recorded (the clinician may have frozen on purpose); it is a status, not an error.
     Raises StorageError when nothing could be recorded or the recording cannot be finished
     for lack of space (what was recorded stays on disk for `dgs-edge recover`).
     """
@@ -129,6 +134,7 @@ def run_session(
             publisher.live_angles(row)
 
     last_t: float | None = None
+    frozen = _FreezeWatch(freeze_s, on_freeze, prog)
     source: Iterable[Frame] = frames if disk_guard is None else disk_guard.frames(iter(frames))
     with RecordingWriter(out_dir, meta, compression=compression) as writer:
         for frame in source:
@@ -146,6 +152,7 @@ def run_session(
                 prog.extra["stopped"] = "disk_full"
                 break
             last_t = frame.t
+            frozen.see(frame)
             prog.frames += 1
             nerve = getattr(det, "nerve", None)
             if nerve is not None and nerve.found:
@@ -183,6 +190,7 @@ def run_session(
             writer.meta.clip.setdefault("link", link.stats_dict())
         if "stopped" in prog.extra:
             writer.meta.extra["stopped"] = prog.extra["stopped"]
+    frozen.clear()
     prog.phase = "analysing"
     if progress is not None:
         progress(prog)
@@ -207,3 +215,45 @@ def run_session(
     if progress is not None:
         progress(prog)
     return result
+
+
+class _FreezeWatch:
+    """Identical consecutive frames for `freeze_s` of frame time = a frozen probe image."""
+
+    def __init__(
+        self, freeze_s: float, cb: Callable[[bool], None] | None, prog: SessionProgress
+    ) -> None:
+        self.freeze_s, self.cb, self.prog = freeze_s, cb, prog
+        self._prev: Any = None
+        self._since: float | None = None
+        self.frozen = False
+
+    def see(self, frame: Frame) -> None:
+        px = frame.pixels
+        same = (
+            self._prev is not None
+            and self._prev.shape == px.shape
+            and bool((self._prev == px).all())
+        )
+        self._prev = px
+        if not same:
+            self._since = None
+            self._set(False)
+            return
+        if self._since is None:
+            self._since = frame.t
+        if frame.t - self._since >= self.freeze_s:
+            self._set(True)
+
+    def _set(self, on: bool) -> None:
+        if on == self.frozen:
+            return
+        self.frozen = on
+        self.prog.extra["probe_frozen"] = on
+        if on:
+            log.warning("probe image unchanged for %.0f s (frozen?)", self.freeze_s)
+        if self.cb is not None:
+            self.cb(on)
+
+    def clear(self) -> None:
+        self._set(False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -66,6 +67,7 @@ def test_demo_bad_broker_is_one_clear_line(tmp_path: Path, broker: str, expect: 
         [sys.executable, "-m", "edge_service.cli.edge", "demo", "--out", str(tmp_path / "o"),
          "--broker", broker],
         capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, XDG_STATE_HOME=str(tmp_path / "xdg")),
     )  # fmt: skip
     assert proc.returncode == 2
     assert expect in proc.stderr and "Traceback" not in proc.stderr

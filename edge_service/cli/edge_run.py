@@ -154,6 +154,7 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
                         analyze=analyze,
                         disk_guard=guard,
                         compression=cfg.storage.cine_compression,
+                        on_freeze=lambda on: _probe_frozen(svc, on),
                     )
             except StorageError:
                 pub.set_alarm("disk_full", True)
@@ -179,6 +180,11 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
         if link is not None:
             link.close()
     return 0
+
+
+def _probe_frozen(svc: Service, on: bool) -> None:
+    svc.pub.set_alarm("probe_frozen", on)
+    svc.set_status(probe={"state": "frozen" if on else "acquiring", "kind": svc.cfg.source.kind})
 
 
 def _wait_for_space(svc: Service, stop: threading.Event, *, finite: bool) -> bool:
