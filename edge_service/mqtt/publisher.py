@@ -502,7 +502,8 @@ class Publisher:
         if was:
             with self._lock:
                 self.stats["disconnects"] += 1
-            self._next_birth()
+            if not self._stopping:  # the next process takes the next id itself
+                self._next_birth()
         elif self._socket_opened and not self._connack_seen:
             if self.s.use_tls:
                 # A refused client certificate (TLS 1.3) also looks like a dropped CONNECT:
