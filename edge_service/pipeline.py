@@ -136,7 +136,11 @@ def run_session(
     last_t: float | None = None
     frozen = _FreezeWatch(freeze_s, on_freeze, prog)
     source: Iterable[Frame] = frames if disk_guard is None else disk_guard.frames(iter(frames))
-    with RecordingWriter(out_dir, meta, compression=compression) as writer:
+    try:
+        opened = RecordingWriter(out_dir, meta, compression=compression)
+    except OSError as exc:
+        raise StorageError(f"{out_dir}: cannot start the recording: {exc.strerror}") from exc
+    with opened as writer:
         for frame in source:
             if pace:
                 delay = frame.t - time.time()

@@ -81,6 +81,7 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
     from edge_service.analysis.session import analyze_session
     from edge_service.clip.link import ClipLink
     from edge_service.clip.timeline import AngleTimeline
+    from edge_service.mqtt.outbox import OutboxError
     from edge_service.pipeline import SessionProgress, run_session
     from edge_service.recording import SessionMeta
     from edge_service.storage import DiskGuard
@@ -156,7 +157,8 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
                         compression=cfg.storage.cine_compression,
                         on_freeze=lambda on: _probe_frozen(svc, on),
                     )
-            except StorageError:
+            except (StorageError, OutboxError):
+                # Disk full (recording, result or outbox): what exists is kept for recover.
                 pub.set_alarm("disk_full", True)
                 svc.set_status(probe={"state": "stopped", "kind": cfg.source.kind})
                 raise
