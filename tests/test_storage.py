@@ -129,3 +129,23 @@ def test_stages(tmp_path: Path) -> None:
     assert stage(p, {"s1"}) == "queued" and stage(p, set()) == "delivered"
     (p / "parked.json").write_text("{}")
     assert stage(p, set()) == "parked"
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (480, 640)])
+def test_incompressible_frames_fall_back_to_rle(
+    tmp_path: Path, shape: tuple[int, int], caplog
+) -> None:  # type: ignore[no-untyped-def]
+    from edge_service.acquisition.frame import Frame
+
+    rng = np.random.default_rng(1)
+    fr = [Frame(rng.integers(0, 256, shape, dtype=np.uint8), 1.0 + i, i, None) for i in range(3)]
+    out = tmp_path / "s"
+    with RecordingWriter(out, SessionMeta(side="left", protocol="fair")) as w:
+        for f in fr:
+            w.add_frame(f)
+    ts = pydicom.dcmread(out / "cine.dcm", stop_before_pixels=True).file_meta.TransferSyntaxUID
+    # Tiny frames: RLE; full-size noise: JPEG-LS copes (output ~7 % over raw).
+    assert ts == (TS["rle"] if shape == (5, 5) else TS["jpegls"])
+    back = [f.pixels for f in open_recording(out).frames()]
+    assert all(np.array_equal(a, b.pixels) for a, b in zip(back, fr, strict=True))
+    assert "Traceback" not in caplog.text

@@ -140,7 +140,37 @@ def build_header(
     return ds
 
 
+class Incompressible(ValueError):
+    """JPEG-LS could not encode a frame (its output would exceed the raw size: noise, or a
+    tiny frame); the cine is then written RLE, whose worst case is bounded."""
+
+
+# Below this many pixels per frame JPEG-LS headers outweigh any gain (and CharLS's output
+# buffer, sized to the raw frame, can overflow): such cines are written RLE.
+_MIN_JPEGLS_PIXELS = 4096
+
+
+def _effective(compression: Compression, rows: int, cols: int) -> Compression:
+    if compression == "jpegls" and rows * cols < _MIN_JPEGLS_PIXELS:
+        return "rle"
+    return compression
+
+
 def _encoder(compression: Compression, rows: int, cols: int) -> Callable[[np.ndarray], bytes]:
+    if compression == "jpegls":
+        try:
+            import jpeg_ls
+        except ImportError as exc:
+            raise InputError("no JPEG-LS encoder installed (pyjpegls)") from exc
+
+        def encode_ls(px: np.ndarray) -> bytes:
+            src = np.ascontiguousarray(px, dtype=np.uint8).tobytes()
+            try:
+                return bytes(jpeg_ls.encode_buffer(src, rows, cols, 1, 8, lossy_error=0))
+            except RuntimeError as exc:  # CharLS: "destination buffer is too small"
+                raise Incompressible(str(exc)) from None
+
+        return encode_ls
     from pydicom.pixels import get_encoder
 
     enc = get_encoder(TRANSFER_SYNTAX[compression])
@@ -168,14 +198,39 @@ def write_cine(
     meta: SessionMeta,
     times: list[float],
     shape: tuple[int, int],
-    frames: Iterable[np.ndarray],
+    frames: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]],
     compression: Compression = "jpegls",
     encoded: Iterable[bytes] | None = None,
 ) -> None:
     """Write atomically (tmp + fsync + rename): a crash mid-write never leaves a cine.dcm
     that looks complete. Frames are streamed (and compressed) one at a time; `encoded`
-    gives frames already compressed (by a BackgroundEncoder) instead of `frames`."""
+    gives frames already compressed (by a BackgroundEncoder) instead of `frames`.
+
+    frames may be a callable returning a fresh iterable: then a JPEG-LS cine whose frames
+    turn out incompressible is written again as RLE instead of failing."""
     rows, cols = shape
+    compression = _effective(compression, rows, cols)
+    try:
+        _write_cine(path, meta, times, shape, frames, compression, encoded)
+    except Incompressible as exc:
+        if not callable(frames):
+            raise
+        log.warning("%s: JPEG-LS cannot encode these frames (%s); writing RLE", path, exc)
+        _write_cine(path, meta, times, shape, frames, "rle", None)
+
+
+def _write_cine(
+    path: Path,
+    meta: SessionMeta,
+    times: list[float],
+    shape: tuple[int, int],
+    frames: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]],
+    compression: Compression,
+    encoded: Iterable[bytes] | None,
+) -> None:
+    rows, cols = shape
+    if callable(frames):
+        frames = frames()
     ds = build_header(meta, times, rows, cols, compression)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -253,6 +308,8 @@ class BackgroundEncoder:
     ) -> None:
         self.path = frags_path
         self.shape = shape
+        if _effective(compression, *shape) != compression:
+            raise InputError("frames too small for background JPEG-LS")
         self._encode = _encoder(compression, *shape)
         self._q: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._rfd = os.open(journal_path, os.O_RDONLY)

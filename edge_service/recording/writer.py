@@ -133,7 +133,7 @@ class RecordingWriter:
                     self._shape,
                 )
             except Exception as exc:  # optional speed-up: close() encodes from the journal
-                log.warning("no background cine encoding: %s", exc)
+                log.info("no background cine encoding: %s", exc)
         if self._encoder is not None:
             self._encoder.submit(self._jsize + journal.HEADER.size)
         self._jsize += len(record)
@@ -215,7 +215,7 @@ class RecordingWriter:
                     self.meta,
                     self._times,
                     self._shape,
-                    journal.read_pixels(jpath, records),
+                    lambda: journal.read_pixels(jpath, records),
                     self._compression,
                     encoded=enc.fragments(sizes) if done and enc and sizes else None,
                 )
