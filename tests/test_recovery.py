@@ -218,3 +218,42 @@ def test_run_killed_while_acquiring_then_recover_delivers_once(
     assert oct((sess / "cine.dcm").stat().st_mode & 0o777) == "0o600"
     assert oct(sess.stat().st_mode & 0o777) == "0o700"
     assert oct((tmp_path / "state" / "outbox.sqlite").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.sim
+def test_recover_publishes_analysed_session_and_parks_empty_one(
+    tmp_path: Path, mosquitto: Any, collector_factory: Any
+) -> None:
+    """Stages a kill rarely hits exactly: result.json written but never queued; a session
+    killed before its first frame (parked with the reason, not retried forever)."""
+    from edge_service.analysis.session import analyze_session
+    from edge_service.phantom import simulate_session
+    from edge_service.recording import RecordingWriter, SessionMeta
+
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    rec = tmp_path / "rec"
+    done = simulate_session(rec / "a-analysed", seed=4, fps=4.0)
+    analyze_session(done)
+    assert (done / "result.json").exists() and not (done / "delivery.json").exists()
+    empty = rec / "b-empty"
+    RecordingWriter(empty, SessionMeta(side="left", protocol="fair"))  # killed: no frame
+    cfg = _service_config(tmp_path, mosquitto.url, None, min_free_mb=0)
+    env = _env(tmp_path)
+    out = subprocess.run(
+        [*DGS_EDGE, "recover", "--config", str(cfg), "--timeout", "30"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 finished and queued, 1 parked" in out.stdout
+    assert "no frame was recorded" in (empty / "parked.json").read_text()
+    sid = _sid(done)
+    assert len(wait_results(col, {sid})[sid]) == 1
+    # Again: nothing left to do, nothing published twice.
+    again = subprocess.run(
+        [*DGS_EDGE, "recover", "--config", str(cfg), "--timeout", "30"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert again.returncode == 0 and "0 finished and queued" in again.stdout
+    events = [d for d in col.docs("/events") if d["session_id"] == sid]
+    assert events[0]["event"] == "started" and events[-1]["event"] == "ended"
+    assert len({e["msg_id"] for e in events}) == len(events)
