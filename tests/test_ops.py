@@ -213,3 +213,46 @@ def test_run_exits_when_tls_can_never_work(
     assert "unreachable" not in last and "MQTT 5" not in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "rec").glob("*"))  # no session started
+
+
+@pytest.mark.sim
+def test_service_waits_for_a_clip_plugged_in_later(
+    tmp_path: Path, mosquitto: Any, collector_factory: Any
+) -> None:
+    import signal
+
+    from edge_service.sim.motion import manoeuvre
+    from edge_service.virtualclip import start_virtual_clip
+
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    plug = tmp_path / "ttyCLIP"  # the configured port: nothing there yet
+    cfg = _service_config(tmp_path, mosquitto.url, str(plug), min_free_mb=0, max_duration_s=6)
+    proc = subprocess.Popen(
+        [*DGS_EDGE, "run", "--config", str(cfg), "--sessions", "0"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    clip = None
+    try:
+
+        def absent() -> bool:
+            return any("clip_lost" in d["alarms"] for d in col.docs("/status"))
+
+        wait_for(absent, 60, "the clip_lost alarm")
+        assert proc.poll() is None  # still running, waiting
+        clip = start_virtual_clip(manoeuvre("fair"), side="right", seed=3, autostart=True)
+        os.symlink(clip.port, plug)
+        wait_for(lambda: col.docs("/result"), 120, "a session with the clip")
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if clip is not None:
+            clip.stop()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    last = col.docs("/status")[-1]
+    assert last["state"] == "stopped" and "clip_lost" not in last["alarms"]

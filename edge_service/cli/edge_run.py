@@ -19,6 +19,8 @@ from edge_service.config import AppConfig, load_config
 from edge_service.errors import DeviceError, StorageError
 
 if TYPE_CHECKING:
+    from edge_service.clip.link import ClipLink
+    from edge_service.clip.timeline import AngleTimeline
     from edge_service.service import Service
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
 def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
     from edge_service.acquisition.factory import open_source
     from edge_service.analysis.session import analyze_session
-    from edge_service.clip.link import ClipLink
     from edge_service.clip.timeline import AngleTimeline
     from edge_service.mqtt.outbox import OutboxError
     from edge_service.pipeline import SessionProgress, run_session
@@ -98,14 +99,9 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
     try:
         if s.use_clip:
             timeline = AngleTimeline(cfg.clip.timeline)
-            link = ClipLink(cfg.clip, timeline=timeline)
-            link.open()
-            if not link.wait_connected(cfg.clip.handshake_timeout_s * 5):
-                svc.set_status(clip={"state": "absent"})
-                raise DeviceError(
-                    f"no clip answered on {link.port}: plug it in or set [session] use_clip=false"
-                )
-            link.start()
+            link = _open_clip(svc, timeline, stop, wait=n_sessions == 0)
+            if link is None:  # stopped while waiting for the clip
+                return 0
         clip_state = [""]
 
         def beat(p: SessionProgress) -> None:
@@ -182,6 +178,39 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
         if link is not None:
             link.close()
     return 0
+
+
+def _open_clip(
+    svc: Service, timeline: AngleTimeline, stop: threading.Event, *, wait: bool
+) -> ClipLink | None:
+    """Open the clip link. A finite run fails with one line when no clip answers; the
+    service (--sessions 0) waits for one with the clip_lost alarm raised, because a clip
+    plugged in later must not need an operator to restart anything."""
+    from edge_service.clip.link import ClipLink
+
+    said = False
+    while True:
+        link = ClipLink(svc.cfg.clip, timeline=timeline)
+        try:
+            link.open()
+            if link.wait_connected(svc.cfg.clip.handshake_timeout_s * 5):
+                link.start()
+                return link
+            why = f"no clip answered on {link.port}"
+        except DeviceError as exc:
+            why = str(exc)
+        link.close()
+        if not wait:
+            raise DeviceError(f"{why}: plug it in or set [session] use_clip=false")
+        svc.set_status(clip={"state": "absent"})
+        svc.pub.set_alarm("clip_lost", True)
+        if not said:
+            log.error("%s; waiting for the clip (plug it in)", why)
+            svc.notifier.status("waiting for the clip")
+            said = True
+        if stop.wait(2.0):
+            return None
+        svc.watchdog.beat()
 
 
 def _probe_frozen(svc: Service, on: bool) -> None:
