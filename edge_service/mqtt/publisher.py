@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
-import ssl
 import threading
 import time
 import uuid
@@ -17,26 +15,23 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
-from edge_service import __version__
 from edge_service.errors import BrokerError, InputError
 from edge_service.mqtt import payloads as pl
 from edge_service.mqtt import topics
 from edge_service.mqtt.client import make_client, publish_properties
 from edge_service.mqtt.outbox import Entry, Outbox, OutboxFull
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.mqtt.status import StatusMixin
+from edge_service.mqtt.tlsprobe import classify_tls
 from edge_service.mqtt.validation import validate
 
 log = logging.getLogger(__name__)
 
 # CONNACK reasons that retrying will not fix without an operator (v5 codes and v3 rc 4/5).
 _AUTH_REFUSED = {"Bad user name or password", "Not authorized", "Banned"}
-_RESERVED_STATUS = {"schema", "state", "ts", "site", "device", "link", "alarms", "bdSeq"}
-# Alarms the publisher raises itself; others come from the service via set_alarm().
-ALARMS = ("outbox_full", "rejected", "broker_tls", "broker_auth", "disk_low", "disk_full",
-          "clip_lost", "probe_frozen", "recording_failed")  # fmt: skip
 
 
-class Publisher:
+class Publisher(StatusMixin):
     """Publishes one device's API. Thread-safe; all QoS 1 traffic goes through the outbox."""
 
     def __init__(self, settings: MqttSettings, outbox_path: Path | str) -> None:
@@ -105,41 +100,7 @@ class Publisher:
     def _props(self, schema: str, msg_id: str | None = None) -> Properties | None:
         return publish_properties(self.v5, schema, msg_id)
 
-    # --------------------------------------------------------------- status
-    def _status_payload(self, state: str) -> tuple[bytes, Properties | None]:
-        doc: dict[str, Any] = {
-            "schema": pl.SCHEMA_STATUS,
-            "state": state,
-            "ts": time.time(),
-            "site": self.s.site,
-            "device": self.s.device,
-            "versions": {"software": __version__, **self.s.versions},
-            "bdSeq": self.bd_seq,
-        }
-        with self._lock:
-            for k, v in self._status.items():
-                if k == "versions" and isinstance(v, Mapping):
-                    doc["versions"].update(v)
-                else:
-                    doc[k] = v
-            doc["link"] = {**self.stats, "outbox_pending": self._pending_safe(),
-                           "last_error": self.last_error}  # fmt: skip
-            doc["alarms"] = sorted(self._alarms)
-        return pl.dumps(doc), self._props(pl.SCHEMA_STATUS)
-
-    def _pending_safe(self) -> int:
-        try:
-            return self.outbox.count()
-        except Exception:  # closed during shutdown: status must still go out
-            return -1
-
-    def _publish_status(self, state: str) -> tuple[int, bool]:
-        payload, props = self._status_payload(state)
-        info = self._client.publish(
-            topics.status(self.s.site, self.s.device), payload, 1, True, props
-        )
-        return info.mid, self._untracked(info.mid)
-
+    # ------------------------------------------- status (see StatusMixin)
     def _untracked(self, mid: int) -> bool:
         """Remember a mid that is not an outbox entry; True when its ack already came."""
         with self._lock:
@@ -147,43 +108,6 @@ class Publisher:
                 return True
             self._other_mids.add(mid)
             return False
-
-    def set_status(self, status: Mapping[str, Any]) -> None:
-        """Merge clip/probe/version fields into the retained status and re-publish it."""
-        pl.check_no_pii(status, "status")
-        with self._lock:
-            for k, v in status.items():
-                if k in _RESERVED_STATUS:
-                    raise InputError(f"status field {k!r} is managed by the publisher")
-                self._status[k] = v
-        if self._started and self._connected.is_set():
-            self._publish_status("online")
-
-    def set_alarm(self, name: str, on: bool = True) -> None:
-        """Raise or clear a named alarm; the retained status is re-published on a change."""
-        if name not in ALARMS:
-            raise InputError(f"alarm must be one of {ALARMS}, not {name!r}")
-        with self._lock:
-            changed = (name in self._alarms) != on
-            if on:
-                self._alarms.add(name)
-            else:
-                self._alarms.discard(name)
-        if changed and self._started and self._connected.is_set():
-            self._publish_status("online")
-
-    @property
-    def alarms(self) -> list[str]:
-        with self._lock:
-            return sorted(self._alarms)
-
-    def status_snapshot(self) -> dict[str, Any]:
-        """The status document as it would be published now (for a health endpoint)."""
-        import json
-
-        payload, _ = self._status_payload("online" if self._connected.is_set() else "offline")
-        doc: dict[str, Any] = json.loads(payload)
-        return doc
 
     @property
     def permanent_error(self) -> str | None:
@@ -540,16 +464,6 @@ class Publisher:
         log.warning("broker %s unreachable; retrying with backoff, %d messages kept in the "
                     "outbox", self.s.url, self._pending_safe())  # fmt: skip
 
-    def _next_birth(self) -> None:
-        """A new bdSeq for the next connection; its will must carry it too."""
-        try:
-            self.bd_seq = self.outbox.next_counter("bdseq")
-        except Exception as exc:  # disk full: keep counting in memory
-            log.warning("cannot persist the status birth id: %s", exc)
-            self.bd_seq += 1
-        payload, props = self._status_payload("offline")
-        self._client.will_set(topics.status(self.s.site, self.s.device), payload, 1, True, props)
-
     def _probe_tls(self, *, then_fall_back: bool) -> None:
         if not self._probing.acquire(blocking=False):
             return
@@ -584,42 +498,3 @@ class Publisher:
                 self._early[mid] = reason
                 return
         self._acked(seq, reason)
-
-
-def classify_tls(client: Any, host: str, port: int, timeout_s: float = 3.0) -> str | None:
-    """Handshake with the broker using the client's own TLS context and say why TLS fails
-    (a permanent configuration problem), or None when TLS is fine or the network is down
-    (transient). paho only reports "connection failed" for all of these."""
-    ctx: ssl.SSLContext | None = getattr(client, "_ssl_context", None)
-    if ctx is None:
-        return None
-    try:
-        raw = socket.create_connection((host, port), timeout=timeout_s)
-    except OSError:
-        return None  # unreachable: transient
-    try:
-        with ctx.wrap_socket(raw, server_hostname=host) as tls:
-            tls.settimeout(timeout_s)
-            try:
-                # TLS 1.3 sends the verdict on our certificate after the handshake: a
-                # refusal arrives as an alert on the first read. A broker that is happy
-                # simply waits for CONNECT (timeout).
-                tls.recv(1)
-            except TimeoutError:
-                return None
-            except ssl.SSLError as exc:
-                return f"the broker at {host}:{port} rejected the client certificate ({exc.reason})"
-            return None
-    except ssl.SSLCertVerificationError as exc:
-        return (
-            f"TLS: the certificate of the broker at {host}:{port} failed verification "
-            f"({exc.verify_message}); check [mqtt.tls] ca_file"
-        )
-    except ssl.SSLError as exc:
-        if "ALERT" in str(exc.reason or ""):
-            return f"the broker at {host}:{port} rejected the client certificate ({exc.reason})"
-        return f"TLS handshake with the broker at {host}:{port} failed ({exc.reason})"
-    except OSError:
-        return None
-    finally:
-        raw.close()
