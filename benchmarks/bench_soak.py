@@ -168,11 +168,12 @@ check_interval_s = 1.0
             if warm:
                 with contextlib.suppress(OSError, KeyError):
                     samples.append((el, _proc_stats(svc.pid)))
+            rss_now = f"RSS {samples[-1][1]['rss_mb']:.0f} MB" if samples else "warm-up"
             if el >= next_broker:
                 broker.stop()
                 time.sleep(15)  # the outage itself (a fixed length is the point here)
                 broker.start()
-                events.append(f"{el:.0f} s: broker down 15 s")
+                events.append(f"{el:.0f} s: broker down 15 s ({rss_now})")
                 next_broker += broker_every
             if el >= next_clip:
                 clip.stop()
@@ -180,7 +181,7 @@ check_interval_s = 1.0
                 time.sleep(5)  # unplugged for 5 s
                 clip = start_virtual_clip(manoeuvre("fair"), side="left", seed=2, autostart=True)
                 os.symlink(clip.port, clip_link)
-                events.append(f"{el:.0f} s: clip unplugged 5 s, new clip plugged in")
+                events.append(f"{el:.0f} s: clip unplugged 5 s, new clip plugged in ({rss_now})")
                 next_clip += clip_every
             if tmpfs and not filled and el >= fill_at:
                 free = shutil.disk_usage(disk).free
@@ -190,7 +191,7 @@ check_interval_s = 1.0
                     for _ in range(max(0, (free >> 20) - 20)):
                         f.write(chunk)
                 filled, unfill_at = True, el + 60
-                events.append(f"{el:.0f} s: disk filled to ~20 MB free for 60 s")
+                events.append(f"{el:.0f} s: disk filled to ~20 MB free for 60 s ({rss_now})")
             if unfill_at is not None and el >= unfill_at:
                 filler.unlink(missing_ok=True)
                 unfill_at = None
@@ -217,6 +218,12 @@ check_interval_s = 1.0
         broker.stop()
         log.close()
     text = (work / "service.log").read_text(errors="replace")
+    keep = Path(
+        os.environ.get("DGS_SOAK_LOG", str(Path(tempfile.gettempdir()) / "dgs-soak-service.log"))
+    )
+    keep.write_text(text)  # for a closer look (the work dir is removed below)
+    floor_stops = text.count("is under the floor")
+    retention_deletes = text.count("retention: deleted")
     tracebacks = text.count("Traceback")
     with counter.lock:
         started = set(counter.started)
@@ -251,6 +258,7 @@ check_interval_s = 1.0
         f"| tracebacks in the service log | {tracebacks} |",
         f"| status births seen (bdSeq first → last) | {len(bdseqs)} ({bdseqs[0] if bdseqs else '—'} → {bdseqs[-1] if bdseqs else '—'}) |",
         f"| alarms seen in the retained status | {', '.join(alarms) or 'none'} |",
+        f"| free-space floor reached (log lines) / sessions deleted by retention | {floor_stops} / {retention_deletes} |",
         "",
         "Events:",
         "",
