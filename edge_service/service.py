@@ -28,7 +28,7 @@ class Service:
         self.detector: Any = None
         self.pub: Any = None
         self._lock: StateLock | None = None
-        self._disk_state: str | None = None
+        self._umask: int | None = None
         self._status: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -39,7 +39,7 @@ class Service:
         from edge_service.mqtt import Publisher
 
         # Recordings and the outbox are health data: owner-only, whatever systemd says.
-        os.umask(0o077)
+        self._umask = os.umask(0o077)
         s = self.cfg.session
         for d in (s.state_dir, s.recordings_dir):
             try:
@@ -81,6 +81,9 @@ class Service:
             self.pub = None
         if self._lock is not None:
             self._lock.release()
+        if self._umask is not None:
+            os.umask(self._umask)
+            self._umask = None
 
     # ------------------------------------------------------------------ status
     def set_status(self, **fields: Any) -> None:

@@ -256,3 +256,24 @@ def test_service_waits_for_a_clip_plugged_in_later(
     assert "Traceback" not in stderr
     last = col.docs("/status")[-1]
     assert last["state"] == "stopped" and "clip_lost" not in last["alarms"]
+
+
+@pytest.mark.sim
+def test_service_health_for_the_health_endpoint(tmp_path: Path, mosquitto: Any) -> None:
+    from edge_service.config import load_config
+    from edge_service.service import Service
+
+    cfg = load_config(_service_config(tmp_path, mosquitto.url, None, min_free_mb=10**9))
+    svc = Service(cfg)
+    try:
+        assert svc.open()
+        h = svc.health()
+        assert h["disk"]["state"] == "low" and h["disk"]["floor_mb"] == 10**9
+        assert h["alarms"] == ["disk_low"] and h["outbox_pending"] == 0
+        assert h["status"]["state"] == "online" and h["status"]["model"]["state"] == "loaded"
+        # A second service on the same state dir is refused (it would finish sessions twice).
+        other = Service(cfg)
+        with pytest.raises(Exception, match="another dgs-edge process"):
+            other.open()
+    finally:
+        svc.close()
