@@ -275,5 +275,6 @@ def test_service_health_for_the_health_endpoint(tmp_path: Path, mosquitto: Any) 
         other = Service(cfg)
         with pytest.raises(Exception, match="another dgs-edge process"):
             other.open()
+        other.close()
     finally:
         svc.close()
