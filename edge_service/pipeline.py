@@ -48,6 +48,7 @@ class PublisherLike(Protocol):
 
 class ClipLinkLike(Protocol):
     def subscribe(self, fn: Callable[[TimedSample], None]) -> None: ...
+    def unsubscribe(self, fn: Callable[[TimedSample], None]) -> None: ...
     def stats_dict(self) -> dict[str, Any]: ...
 
 
@@ -111,8 +112,38 @@ def run_session(
     for lack of space (what was recorded stays on disk for `dgs-edge recover`).
     """
     q: queue.SimpleQueue[TimedSample] = queue.SimpleQueue()
+    put = q.put
     if link is not None:
-        link.subscribe(q.put)
+        link.subscribe(put)
+    try:
+        return _run(frames, out_dir, meta, detector, timeline, link, publisher, pace,
+                    clip_grace_s, progress, analyze, disk_guard, compression, freeze_s,
+                    on_freeze, q)  # fmt: skip
+    finally:
+        # The link outlives the session (the service runs many): a queue left subscribed
+        # would collect 100 samples/s forever (found by the soak benchmark).
+        if link is not None:
+            link.unsubscribe(put)
+
+
+def _run(
+    frames: Iterable[Frame],
+    out_dir: Path,
+    meta: SessionMeta,
+    detector: DetectorLike,
+    timeline: AngleTimeline | None,
+    link: ClipLinkLike | None,
+    publisher: PublisherLike | None,
+    pace: bool,
+    clip_grace_s: float,
+    progress: Callable[[SessionProgress], None] | None,
+    analyze: Callable[[Path, DetectorLike], dict[str, Any]] | None,
+    disk_guard: DiskGuard | None,
+    compression: Compression,
+    freeze_s: float,
+    on_freeze: Callable[[bool], None] | None,
+    q: queue.SimpleQueue[TimedSample],
+) -> dict[str, Any]:
     prog = SessionProgress()
     sid = meta.session_id
     if publisher is not None:
