@@ -388,8 +388,12 @@ class Publisher(StatusMixin):
         info = self._client.publish(
             topics.live(self.s.site, self.s.device, stream), payload, 0, False, self._props(schema)
         )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # Not sent (the link dropped a moment ago): no callback will ever come for this
+            # mid, so it must not be remembered (the set would grow over months).
+            return False
         self._untracked(info.mid)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        return True
 
     # ------------------------------------------------------------ callbacks
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
