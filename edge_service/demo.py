@@ -5,6 +5,11 @@ measurements; virtual clip (the firmware's own modules on CPython, real serial p
 a pty) -> clip link + clock sync -> angle timeline; both -> session recording -> analysis ->
 result.json + report.html -> MQTT (an embedded broker, or the one given) with a subscriber
 that proves the messages arrived.
+
+The demo's MQTT outbox and its list of sessions not yet delivered live in a fixed state
+folder (`$XDG_STATE_HOME/dgs-edge/demo`, default ~/.local/state/dgs-edge/demo), not in
+--out: a demo killed at any point, or run during a broker outage, is finished and delivered
+by the next `dgs-edge demo` (or `dgs-edge recover --demo --broker URL`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -25,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_service.errors import BrokerError, DeviceError, InputError
 from edge_service.pipeline import SessionProgress, run_session
+from edge_service.recovery import RecoveryReport, SessionIndex, StateLock, recover, stage
 from edge_service.sim.motion import manoeuvre
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ class DemoOptions:
     # Hospital integration hook: called with the SessionMeta before recording starts
     # (edge_service/integration/demo.py attaches the worklist order and UIDs).
     prepare_meta: Callable[[Any], None] | None = None
+    state_dir: Path | None = None  # None: default_state_dir()
+    drain_timeout_s: float = 10.0
 
 
 @dataclass
@@ -58,6 +67,74 @@ class DemoOutcome:
     broker: str
     messages: Counter[str] = field(default_factory=Counter)
     link: dict[str, Any] = field(default_factory=dict)
+    recovered: RecoveryReport = field(default_factory=RecoveryReport)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dgs-edge" / "demo"
+
+
+def _recover_index(index: SessionIndex, detector: Any, pub: Any) -> RecoveryReport:
+    """Finish the demo sessions an earlier demo left (killed, or broker down)."""
+    entries = index.entries()
+    for sid, path in list(entries.items()):
+        if not (path / "session.json").is_file():
+            log.warning("demo session %s: folder %s is gone; forgotten", sid, path)
+            index.remove(sid)
+            del entries[sid]
+    report = recover(
+        list(entries.values()),
+        detector=detector,
+        publisher=pub,
+        pending=pub.outbox.pending_sessions(),
+    )
+    return report
+
+
+def _forget_delivered(index: SessionIndex, pub: Any) -> list[str]:
+    """Drop delivered (or parked) sessions from the index; returns the undelivered ones."""
+    pending = pub.outbox.pending_sessions()
+    left = []
+    for sid, path in index.entries().items():
+        st = stage(path, pending) if (path / "session.json").is_file() else "delivered"
+        if st in ("delivered", "parked"):
+            index.remove(sid)
+        else:
+            left.append(str(path))
+    return left
+
+
+def recover_demo(broker_url: str, state_dir: Path | None = None, timeout_s: float = 60.0) -> int:
+    """`dgs-edge recover --demo`: deliver the demo's unfinished sessions to `broker_url`;
+    returns how many messages are still queued."""
+    from edge_service.detector import Detector
+    from edge_service.mqtt import MqttSettings, Publisher
+
+    state = state_dir or default_state_dir()
+    lock = StateLock(state)
+    if not lock.acquire():
+        raise InputError(f"a demo is running on {state}; it delivers its own sessions")
+    try:
+        settings = MqttSettings(url=broker_url, site=SITE, device=DEVICE)
+        pub = Publisher(settings, state / "outbox.sqlite")
+        pub.start(status={"mode": "recover"})
+        try:
+            if not pub.wait_connected(max(5.0, settings.connack_timeout_s + 3)):
+                raise BrokerError(f"broker {broker_url} unreachable: {pub.last_error or 'timeout'}")
+            index = SessionIndex(state)
+            report = _recover_index(index, Detector.load(), pub)
+            pub.wait_drained(timeout_s)
+            left = pub.outbox.count()
+            undelivered = _forget_delivered(index, pub)
+        finally:
+            pub.stop()
+    finally:
+        lock.release()
+    print(f"recover --demo: {report.summary()}; {left} message(s) still queued")
+    for p in undelivered:
+        print(f"  not delivered yet: {p}")
+    return int(left)
 
 
 class _Tap:
@@ -111,6 +188,7 @@ def run_demo(
     out = opts.out_dir
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty; choose a new --out folder")
+    state = opts.state_dir or default_state_dir()
     if opts.broker_url is not None:
         MqttSettings(url=opts.broker_url, site=SITE, device=DEVICE)  # fail fast on a bad URL
     motion = manoeuvre(opts.manoeuvre, repetitions=opts.repetitions)  # type: ignore[arg-type]
@@ -126,6 +204,12 @@ def run_demo(
     stack: list[Callable[[], object]] = []
     if broker is not None:
         stack.append(broker.stop)
+    lock = StateLock(state)
+    own_state = lock.acquire()
+    stack.append(lock.release)
+    if not own_state:
+        # Another demo is running: its sessions are its own; ours is still delivered.
+        log.warning("another demo is using %s; earlier sessions are left to it", state)
     try:
         # The embedded fallback broker (amqtt) speaks 3.1.1 only: say so up front instead
         # of letting the publisher discover it by a timed-out MQTT 5 attempt.
@@ -133,11 +217,17 @@ def run_demo(
         settings = MqttSettings(url=url, site=SITE, device=DEVICE, protocol=proto)
         tap = _Tap(settings.host, settings.port)
         stack.append(tap.close)
-        pub = Publisher(settings, out / ".state" / "outbox.sqlite")
+        pub = Publisher(settings, state / "outbox.sqlite")
         pub.start(status={"mode": "demo", "probe": "phantom", "clip": "virtual"})
         stack.append(pub.stop)
         if not pub.wait_connected(5.0):
             raise BrokerError(f"broker {url} refused the connection: {pub.last_error or 'timeout'}")
+        index = SessionIndex(state)
+        recovered = RecoveryReport()
+        if own_state:
+            recovered = _recover_index(index, detector, pub)
+            if recovered.published or recovered.parked:
+                log.warning("earlier demo sessions: %s", recovered.summary())
 
         clip = start_virtual_clip(motion, side=opts.side, seed=opts.seed, realtime=True)
         # The clip plays the motion from when it goes real time: the phantom follows the
@@ -170,6 +260,7 @@ def run_demo(
         if opts.prepare_meta is not None:
             opts.prepare_meta(meta)
         frames = (pf.frame for pf in sim.run(motion, fps=opts.fps, t0=t_motion0))
+        index.add(meta.session_id, out)  # found by the next demo if this one dies
         result = run_session(
             frames=frames,
             out_dir=out,
@@ -184,10 +275,17 @@ def run_demo(
         truth = sim.truth()
         (out / "truth.json").write_text(json.dumps(truth, indent=2, default=float))
         link_stats = link.stats_dict()
-        if not pub.wait_drained(10.0):
-            raise BrokerError(f"results could not be delivered to {url} within 10 s")
+        drained = pub.wait_drained(opts.drain_timeout_s)
+        left = _forget_delivered(index, pub) if own_state else []
+        if not drained:
+            raise BrokerError(
+                f"results could not be delivered to {url} within {opts.drain_timeout_s:.0f} s; "
+                f"{pub.outbox.count()} message(s) of {len(left) or 1} session(s) stay queued in "
+                f"{pub.outbox.path} and are sent by the next `dgs-edge demo` (or `dgs-edge "
+                "recover --demo --broker URL`)"
+            )
         tap.result_seen.wait(5.0)
-        return DemoOutcome(out, result, truth, url, Counter(tap.counts), link_stats)
+        return DemoOutcome(out, result, truth, url, Counter(tap.counts), link_stats, recovered)
     finally:
         for close in reversed(stack):
             try:

@@ -25,3 +25,7 @@ class BrokerError(DgsError):
 
 class ModelError(DgsError):
     """A model file that is missing, corrupt or breaks the I/O contract."""
+
+
+class StorageError(DgsError):
+    """The disk is full or failing: what was recorded is kept for `dgs-edge recover`."""

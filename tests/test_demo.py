@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +18,7 @@ SCHEMA = Path(__file__).resolve().parents[1] / "edge_service" / "schemas" / "ses
 @pytest.mark.sim
 def test_demo_runs_whole_chain(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    outcome = run_demo(DemoOptions(out_dir=out, fps=4.0, seed=3))
+    outcome = run_demo(DemoOptions(out_dir=out, fps=4.0, seed=3, state_dir=tmp_path / "state"))
     # Recording contract: every file there, and it replays.
     for name in (
         "session.json",
@@ -50,7 +51,7 @@ def test_demo_refuses_non_empty_out(tmp_path: Path) -> None:
     from edge_service.errors import DgsError
 
     with pytest.raises(DgsError, match="not empty"):
-        run_demo(DemoOptions(out_dir=tmp_path))
+        run_demo(DemoOptions(out_dir=tmp_path, state_dir=tmp_path / "state"))
     assert (tmp_path / "x").read_text() == "keep me"
 
 
@@ -66,6 +67,7 @@ def test_demo_bad_broker_is_one_clear_line(tmp_path: Path, broker: str, expect: 
         [sys.executable, "-m", "edge_service.cli.edge", "demo", "--out", str(tmp_path / "o"),
          "--broker", broker],
         capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, XDG_STATE_HOME=str(tmp_path / "xdg")),
     )  # fmt: skip
     assert proc.returncode == 2
     assert expect in proc.stderr and "Traceback" not in proc.stderr

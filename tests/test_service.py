@@ -109,3 +109,34 @@ def test_shipped_example_config_validates() -> None:
     example = Path(__file__).resolve().parents[1] / "deploy" / "dgs-edge.example.toml"
     cfg = load_config(example)
     assert cfg.source.kind == "uvc" and cfg.mqtt.use_tls
+
+
+def test_session_id_with_trailing_newline_is_refused() -> None:
+    from edge_service.mqtt import topics
+
+    with pytest.raises(ValueError, match="pseudonymous slug"):
+        topics.session("s", "d", "abc\n", "result")
+    assert topics.session("s", "d", "abc", "result").endswith("/sessions/abc/result")
+
+
+@pytest.mark.parametrize("where", ["under_file", "is_file"])
+def test_unusable_state_dir_is_one_line(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    state = blocker / "state" if where == "under_file" else blocker
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[session]\nstate_dir = "{state}"\nrecordings_dir = "{tmp_path / "rec"}"\n'
+        'use_clip = false\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n'
+    )
+    env = dict(os.environ, XDG_STATE_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.run(
+        [*DGS_EDGE, "run", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert str(state) in proc.stderr

@@ -10,6 +10,7 @@ from edge_service.cli.common import build_parser, run_main
 COMMANDS = [
     "edge_service.cli.edge_demo",
     "edge_service.cli.edge_run",
+    "edge_service.cli.edge_recover",
     "edge_service.cli.edge_simulate",
     "edge_service.cli.edge_analyze",
     "edge_service.cli.edge_compare",

@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="destination dicom://AET@HOST:PORT or dicomweb+http://HOST:PORT/PATH "
                    "(repeatable)")  # fmt: skip
     p.add_argument("--uid-root", default="2.25", help="UID root for new UIDs (default 2.25)")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="outbox and unfinished-session list (default: $XDG_STATE_HOME/dgs-edge/demo); "
+        "sessions an earlier demo left unfinished are delivered first",
+    )
     p.set_defaults(func=run)
 
 
@@ -135,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         manoeuvre=args.manoeuvre,
         fps=args.fps,
         seed=args.seed,
+        state_dir=args.state_dir,
     )
     console.print(
         f"[bold]dgs-edge demo[/]: phantom {args.side} side, {args.nerve} nerve, "
@@ -158,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
 
     with Live(console=console, refresh_per_second=4, transient=False) as live:
         outcome = run_demo(opts, progress=lambda p: live.update(line(p)))
+    rec = outcome.recovered
+    if rec.published or rec.parked or rec.waiting:
+        console.print(f"Earlier demo sessions left unfinished: {rec.summary()}")
     console.print(summary_table(outcome.result, outcome.truth))
     msgs = ", ".join(f"{k} ×{n}" for k, n in sorted(outcome.messages.items())) or "none"
     console.print(f"MQTT messages received by a subscriber on {outcome.broker}: {msgs}")

@@ -185,6 +185,11 @@ class ClipLink:
     def subscribe(self, fn: Callable[[TimedSample], None]) -> None:
         self._subs.append(fn)
 
+    def unsubscribe(self, fn: Callable[[TimedSample], None]) -> None:
+        """Stop calling `fn` (a session that ended must not keep collecting samples).
+        Copy-on-write: the reader thread may be iterating the old list."""
+        self._subs = [f for f in self._subs if f is not fn]
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()

@@ -11,6 +11,7 @@ same transaction as the row, so it stays monotonic across restarts.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -66,7 +67,10 @@ class Outbox:
         self._acks: list[int] = []
         self._last_flush = time.monotonic()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                # Results are health data: owner-only, whatever the process umask is.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             # One connection shared by the caller thread and paho's network thread.
             self._db = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=10
@@ -75,7 +79,7 @@ class Outbox:
             # FULL syncs the WAL on every commit: a PUBACK-less message survives power loss.
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
 
     def append(self, build: Builder) -> Entry | None:
@@ -129,9 +133,19 @@ class Outbox:
 
     def _flush_acks(self) -> None:  # caller holds the lock
         if self._acks:
-            self._db.execute("BEGIN")
-            self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in self._acks])
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in self._acks])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                # Disk full or I/O error: the acks stay in memory and are retried on the next
+                # flush; if the process dies first they are only re-sent (same msg_id).
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                log.warning("outbox %s: cannot record %d acks yet: %s", self.path,
+                            len(self._acks), exc)  # fmt: skip
+                self._last_flush = time.monotonic()
+                return
             self._acks.clear()
         self._last_flush = time.monotonic()
 
@@ -158,6 +172,8 @@ class Outbox:
         with self._lock:
             self._flush_acks()
             (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            if self._acks:  # acks not yet written (disk full): already delivered
+                n -= len(self._acks)
         return int(n)
 
     def rejected_count(self) -> int:
@@ -166,6 +182,38 @@ class Outbox:
                 "SELECT COUNT(*) FROM outbox WHERE rejected IS NOT NULL"
             ).fetchone()
         return int(n)
+
+    def pending_sessions(self) -> set[str]:
+        """Session ids that still have a message waiting for its PUBACK (any kind)."""
+        with self._lock:
+            self._flush_acks()
+            rows = self._db.execute("SELECT topic FROM outbox").fetchall()
+        out: set[str] = set()
+        for (topic,) in rows:
+            parts = str(topic).split("/")
+            # dgs/v1/{site}/{device}/sessions/{sid}/{leaf}
+            if len(parts) == 7 and parts[4] == "sessions":
+                out.add(parts[5])
+        return out
+
+    def next_counter(self, key: str) -> int:
+        """Increment and return a persistent counter (e.g. the status birth id, `bdSeq`)."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                value = (row[0] if row else 0) + 1
+                self._db.execute(
+                    "INSERT INTO meta(key,value) VALUES(?,?)"
+                    " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise OutboxError(f"cannot write outbox {self.path}: {exc}") from exc
+        return int(value)
 
     def last_seq(self) -> int:
         with self._lock:

@@ -15,23 +15,23 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 
-from edge_service import __version__
 from edge_service.errors import BrokerError, InputError
 from edge_service.mqtt import payloads as pl
 from edge_service.mqtt import topics
 from edge_service.mqtt.client import make_client, publish_properties
 from edge_service.mqtt.outbox import Entry, Outbox, OutboxFull
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.mqtt.status import StatusMixin
+from edge_service.mqtt.tlsprobe import classify_tls
 from edge_service.mqtt.validation import validate
 
 log = logging.getLogger(__name__)
 
 # CONNACK reasons that retrying will not fix without an operator (v5 codes and v3 rc 4/5).
 _AUTH_REFUSED = {"Bad user name or password", "Not authorized", "Banned"}
-_RESERVED_STATUS = {"schema", "state", "ts", "site", "device", "link", "alarms"}
 
 
-class Publisher:
+class Publisher(StatusMixin):
     """Publishes one device's API. Thread-safe; all QoS 1 traffic goes through the outbox."""
 
     def __init__(self, settings: MqttSettings, outbox_path: Path | str) -> None:
@@ -48,6 +48,10 @@ class Publisher:
         self._status_acked = threading.Event()
         self._status_mid: int | None = None
         self._auth_refused: str | None = None
+        # TLS failures (untrusted broker certificate, our client certificate refused) do not
+        # heal by retrying: reported as what they are, and wait_connected() raises.
+        self._permanent: str | None = None
+        self._probing = threading.Lock()
         self.last_error: str | None = None
         self._alarms: set[str] = set()
         self._status: dict[str, Any] = {}
@@ -63,6 +67,10 @@ class Publisher:
         self._socket_opened = False
         self._connack_seen = False
         try:
+            # Birth id (Sparkplug-style bdSeq): persisted in the outbox file, so it keeps
+            # increasing across restarts; the will of a connection carries the same id as
+            # its birth, so consumers can tell a stale "offline" from the current one.
+            self.bd_seq = self.outbox.next_counter("bdseq")
             self._client = self._make_client()
         except BaseException:
             self.outbox.close()
@@ -92,40 +100,7 @@ class Publisher:
     def _props(self, schema: str, msg_id: str | None = None) -> Properties | None:
         return publish_properties(self.v5, schema, msg_id)
 
-    # --------------------------------------------------------------- status
-    def _status_payload(self, state: str) -> tuple[bytes, Properties | None]:
-        doc: dict[str, Any] = {
-            "schema": pl.SCHEMA_STATUS,
-            "state": state,
-            "ts": time.time(),
-            "site": self.s.site,
-            "device": self.s.device,
-            "versions": {"software": __version__, **self.s.versions},
-        }
-        with self._lock:
-            for k, v in self._status.items():
-                if k == "versions" and isinstance(v, Mapping):
-                    doc["versions"].update(v)
-                else:
-                    doc[k] = v
-            doc["link"] = {**self.stats, "outbox_pending": self._pending_safe(),
-                           "last_error": self.last_error}  # fmt: skip
-            doc["alarms"] = sorted(self._alarms)
-        return pl.dumps(doc), self._props(pl.SCHEMA_STATUS)
-
-    def _pending_safe(self) -> int:
-        try:
-            return self.outbox.count()
-        except Exception:  # closed during shutdown: status must still go out
-            return -1
-
-    def _publish_status(self, state: str) -> tuple[int, bool]:
-        payload, props = self._status_payload(state)
-        info = self._client.publish(
-            topics.status(self.s.site, self.s.device), payload, 1, True, props
-        )
-        return info.mid, self._untracked(info.mid)
-
+    # ------------------------------------------- status (see StatusMixin)
     def _untracked(self, mid: int) -> bool:
         """Remember a mid that is not an outbox entry; True when its ack already came."""
         with self._lock:
@@ -134,16 +109,14 @@ class Publisher:
             self._other_mids.add(mid)
             return False
 
-    def set_status(self, status: Mapping[str, Any]) -> None:
-        """Merge clip/probe/version fields into the retained status and re-publish it."""
-        pl.check_no_pii(status, "status")
-        with self._lock:
-            for k, v in status.items():
-                if k in _RESERVED_STATUS:
-                    raise InputError(f"status field {k!r} is managed by the publisher")
-                self._status[k] = v
-        if self._started and self._connected.is_set():
-            self._publish_status("online")
+    @property
+    def permanent_error(self) -> str | None:
+        """Why the broker can never be reached with this configuration (TLS/auth), or None."""
+        return self._permanent or (
+            f"broker {self.s.url} refused the connection: {self._auth_refused}"
+            if self._auth_refused
+            else None
+        )
 
     # ------------------------------------------------------------ lifecycle
     def start(self, status: Mapping[str, Any] | None = None) -> None:
@@ -174,7 +147,9 @@ class Publisher:
         without a CONNACK, or never answer (amqtt). After a refusal, a CONNACK timeout or two
         drops, rebuild the client as 3.1.1 and re-queue the outbox (paho cannot change the
         protocol of a live client)."""
-        if not (self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping):
+        if self._permanent or not (
+            self.v5 and self.s.protocol_fallback and not self._v5_ok and not self._stopping
+        ):
             return
         self._v5_closed += 1
         if self._fell_back or (not definitive and self._v5_closed < 2):
@@ -205,14 +180,12 @@ class Publisher:
         """True once connected; raises BrokerError when the broker refused our credentials."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._auth_refused:
-                raise BrokerError(
-                    f"broker {self.s.url} refused the connection: {self._auth_refused}"
-                )
+            if self.permanent_error:
+                raise BrokerError(self.permanent_error)
             if self._connected.wait(0.05):
                 return True
-        if self._auth_refused:
-            raise BrokerError(f"broker {self.s.url} refused the connection: {self._auth_refused}")
+        if self.permanent_error:
+            raise BrokerError(self.permanent_error)
         return False
 
     def wait_drained(self, timeout_s: float) -> bool:
@@ -255,14 +228,28 @@ class Publisher:
             self.stop()
 
     # ------------------------------------------------------------ QoS1 API
-    def event(self, session_id: str, kind: str, data: Mapping[str, Any] | None = None) -> str:
-        """Queue a session event durably; returns its message id."""
+    def event(
+        self,
+        session_id: str,
+        kind: str,
+        data: Mapping[str, Any] | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Queue a session event durably; returns its message id.
+
+        key: makes the message id stable (derived from site/device/session/kind/key), so an
+        event re-published after a crash is the same message for consumers; None gives a
+        random id."""
         if kind not in pl.EVENT_KINDS:
             raise InputError(f"event kind must be one of {pl.EVENT_KINDS}, not {kind!r}")
         topic = self._topic(session_id, "events")
         body = dict(data or {})
         pl.check_no_pii(body, "event data")
-        msg_id = str(uuid.uuid4())
+        msg_id = (
+            str(uuid.uuid4())
+            if key is None
+            else pl.result_msg_id(self.s.site, self.s.device, session_id, f"event/{kind}/{key}")
+        )
 
         def build(seq: int) -> tuple[str, str, bytes, str]:
             doc = pl.envelope(pl.SCHEMA_EVENT, msg_id, seq, self.s.site, self.s.device, session_id)
@@ -404,8 +391,12 @@ class Publisher:
         info = self._client.publish(
             topics.live(self.s.site, self.s.device, stream), payload, 0, False, self._props(schema)
         )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # Not sent (the link dropped a moment ago): no callback will ever come for this
+            # mid, so it must not be remembered (the set would grow over months).
+            return False
         self._untracked(info.mid)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS
+        return True
 
     # ------------------------------------------------------------ callbacks
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -415,12 +406,18 @@ class Publisher:
             self.last_error = f"connection refused: {text}"
             if text in _AUTH_REFUSED:
                 self._auth_refused = text
+                with self._lock:
+                    self._alarms.add("broker_auth")
             if text == "Unsupported protocol version":
                 self._maybe_fall_back(definitive=True)
             log.error("broker %s refused the connection: %s (outbox keeps %d messages)",
                       self.s.url, text, self._pending_safe())  # fmt: skip
             return
         self._auth_refused = None
+        self._permanent = None
+        with self._lock:
+            for a in ("broker_tls", "broker_auth"):
+                self._alarms.discard(a)
         self._v5_ok = self._v5_ok or self.v5
         with self._lock:
             self.stats["connects"] += 1
@@ -436,8 +433,15 @@ class Publisher:
         if was:
             with self._lock:
                 self.stats["disconnects"] += 1
+            if not self._stopping:  # the next process takes the next id itself
+                self._next_birth()
         elif self._socket_opened and not self._connack_seen:
-            self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT was dropped
+            if self.s.use_tls:
+                # A refused client certificate (TLS 1.3) also looks like a dropped CONNECT:
+                # find out which before concluding the broker does not speak MQTT 5.
+                self._probe_tls(then_fall_back=True)
+            else:
+                self._maybe_fall_back(definitive=False)  # TCP worked, MQTT 5 CONNECT dropped
         if was and not self._stopping:
             log.warning("disconnected from %s (%s); %d messages kept in the outbox",
                         self.s.url, reason, self._pending_safe())  # fmt: skip
@@ -459,9 +463,35 @@ class Publisher:
         t.start()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        if self._permanent:
+            return  # already said what is wrong; paho keeps retrying in case it is fixed
+        if self.s.use_tls:
+            self._probe_tls(then_fall_back=False)
         self.last_error = f"broker {self.s.url} unreachable"
         log.warning("broker %s unreachable; retrying with backoff, %d messages kept in the "
                     "outbox", self.s.url, self._pending_safe())  # fmt: skip
+
+    def _probe_tls(self, *, then_fall_back: bool) -> None:
+        if not self._probing.acquire(blocking=False):
+            return
+
+        def work() -> None:
+            try:
+                why = classify_tls(self._client, self.s.host, self.s.port)
+            finally:
+                self._probing.release()
+            if why is not None:
+                first = self._permanent != why
+                self._permanent = why
+                self.last_error = why
+                with self._lock:
+                    self._alarms.add("broker_tls")
+                if first:
+                    log.error("%s; results are kept in the outbox %s", why, self.outbox.path)
+            elif then_fall_back:
+                self._maybe_fall_back(definitive=False)
+
+        threading.Thread(target=work, name="mqtt-tls-probe", daemon=True).start()
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:

@@ -25,7 +25,8 @@ def live(site: str, device: str, stream: str) -> str:
 
 
 def check_session_id(session_id: str) -> str:
-    if not _SESSION.fullmatch(session_id):
+    # fullmatch: with match(), '$' also accepts a trailing newline, which brokers refuse.
+    if not isinstance(session_id, str) or not _SESSION.fullmatch(session_id):
         raise ValueError(
             f"session id {session_id!r} is not a pseudonymous slug [A-Za-z0-9_-], max 64 chars"
         )

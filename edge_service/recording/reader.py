@@ -212,7 +212,7 @@ class Recording:
             self.meta,
             times,
             (first.h, first.w),
-            journal.read_pixels(jpath, self._records),
+            lambda: journal.read_pixels(jpath, self._records),  # re-readable: RLE fallback
         )
         tmp = self.path / (FRAMES_CSV + ".tmp")
         tmp.write_text("index,t\n" + "".join(f"{i},{t!r}\n" for i, t in enumerate(times)))

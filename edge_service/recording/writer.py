@@ -19,9 +19,9 @@ from types import TracebackType
 from typing import Any
 
 from edge_service.acquisition.frame import Frame, Roi
-from edge_service.errors import InputError
+from edge_service.errors import InputError, StorageError
 from edge_service.recording import journal
-from edge_service.recording.cine import write_cine
+from edge_service.recording.cine import BackgroundEncoder, Compression, write_cine
 from edge_service.recording.meta import SessionMeta, fsync_dir, json_default, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ SESSION_JSON = "session.json"
 CINE = "cine.dcm"
 FRAMES_CSV = "frames.csv"
 IMU_JSONL = "imu.jsonl"
+FRAGS = "cine.frags"  # frames compressed while recording; dropped when cine.dcm is written
 
 
 class RecordingWriter:
@@ -38,6 +39,8 @@ class RecordingWriter:
     out_dir must not hold a recording already (never overwrite a session). fsync_every_s
     bounds what a power cut can lose; a killed process loses nothing already added.
     keep_journal keeps frames.raw after cine.dcm is written (for debugging).
+    compression: how cine.dcm stores the frames (lossless either way).
+    Files are created owner-only (0600, folder 0700): a recording is health data.
     """
 
     def __init__(
@@ -47,12 +50,15 @@ class RecordingWriter:
         *,
         fsync_every_s: float = 0.5,
         keep_journal: bool = False,
+        compression: Compression = "jpegls",
     ) -> None:
         self.path = Path(out_dir)
         self.meta = meta
         self._fsync_every_s = fsync_every_s
         self._keep_journal = keep_journal
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._compression: Compression = compression
+        self._encoder: BackgroundEncoder | None = None
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         if (self.path / SESSION_JSON).exists() or (self.path / CINE).exists():
             raise InputError(f"{self.path}: already holds a recording; choose a new directory")
         self._times: list[float] = []
@@ -67,9 +73,9 @@ class RecordingWriter:
         meta.complete = False
         write_json_atomic(self.path / SESSION_JSON, meta.to_dict())
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL
-        self._jfd = os.open(self.path / journal.JOURNAL_NAME, flags, 0o644)
-        self._cfd = os.open(self.path / FRAMES_CSV, flags, 0o644)
-        self._ifd = os.open(self.path / IMU_JSONL, flags, 0o644)
+        self._jfd = os.open(self.path / journal.JOURNAL_NAME, flags, 0o600)
+        self._cfd = os.open(self.path / FRAMES_CSV, flags, 0o600)
+        self._ifd = os.open(self.path / IMU_JSONL, flags, 0o600)
         journal.write_all(self._cfd, b"index,t\n")
         self._jsize, self._csize = 0, len(b"index,t\n")
         fsync_dir(self.path)
@@ -117,7 +123,19 @@ class RecordingWriter:
             # written after the problem clears stay readable, then tell the caller.
             os.ftruncate(self._jfd, self._jsize)
             os.ftruncate(self._cfd, self._csize)
-            raise InputError(f"{self.path}: cannot write frame {index}: {exc.strerror}") from exc
+            raise StorageError(f"{self.path}: cannot write frame {index}: {exc.strerror}") from exc
+        if self._compression != "none" and index == 0:
+            try:
+                self._encoder = BackgroundEncoder(
+                    self.path / journal.JOURNAL_NAME,
+                    self.path / FRAGS,
+                    self._compression,
+                    self._shape,
+                )
+            except Exception as exc:  # optional speed-up: close() encodes from the journal
+                log.info("no background cine encoding: %s", exc)
+        if self._encoder is not None:
+            self._encoder.submit(self._jsize + journal.HEADER.size)
         self._jsize += len(record)
         self._csize += len(row)
         self._times.append(t)
@@ -133,7 +151,11 @@ class RecordingWriter:
             raise InputError(f"IMU sample is not JSON serialisable: {exc}") from exc
         with self._lock:
             self._check_open()
-            journal.write_all(self._ifd, line.encode())
+            try:
+                journal.write_all(self._ifd, line.encode())
+            except OSError as exc:
+                # A torn line is dropped by the reader; the frames matter more.
+                raise StorageError(f"{self.path}: cannot write IMU sample: {exc.strerror}") from exc
             self._n_imu += 1
             self._maybe_sync()
 
@@ -175,19 +197,37 @@ class RecordingWriter:
             return
         with self._fd_lock:  # wait for a background fsync before closing its fds
             self._closed = True
-            self._sync()
+            try:
+                self._sync()
+            except OSError as exc:
+                log.error("fsync of recording %s failed: %s", self.path, exc.strerror)
         for fd in (self._jfd, self._cfd, self._ifd):
             os.close(fd)
         jpath = self.path / journal.JOURNAL_NAME
-        if self._times and self._shape is not None:
-            records = journal.scan(jpath, verify=False)
-            write_cine(
-                self.path / CINE,
-                self.meta,
-                self._times,
-                self._shape,
-                journal.read_pixels(jpath, records),
-            )
+        enc, self._encoder = self._encoder, None
+        sizes = enc.finish() if enc is not None else None
+        try:
+            if self._times and self._shape is not None:
+                records = journal.scan(jpath, verify=False)
+                done = enc is not None and sizes is not None and len(sizes) == len(self._times)
+                write_cine(
+                    self.path / CINE,
+                    self.meta,
+                    self._times,
+                    self._shape,
+                    lambda: journal.read_pixels(jpath, records),
+                    self._compression,
+                    encoded=enc.fragments(sizes) if done and enc and sizes else None,
+                )
+        except OSError as exc:
+            (self.path / FRAGS).unlink(missing_ok=True)  # give the space back at once
+            # Disk full while writing the cine: the journal still holds every frame, and
+            # `dgs-edge recover` writes the cine once there is space.
+            raise StorageError(
+                f"{self.path}: cannot write {CINE} ({exc.strerror}); the {len(self._times)} "
+                "frames are kept in the journal and the session is finished by "
+                "`dgs-edge recover` once there is space"
+            ) from exc
         self.meta.n_frames = len(self._times)
         self.meta.n_imu = self._n_imu
         self.meta.ended_t = time.time()
@@ -195,7 +235,12 @@ class RecordingWriter:
             span = self._times[-1] - self._times[0]
             self.meta.fps_hz = (len(self._times) - 1) / span if span > 0 else None
         self.meta.complete = True
-        write_json_atomic(self.path / SESSION_JSON, self.meta.to_dict())
+        try:
+            write_json_atomic(self.path / SESSION_JSON, self.meta.to_dict())
+        except OSError as exc:
+            # cine.dcm is complete (atomic rename), which is what readers go by.
+            log.error("%s: cannot update %s: %s", self.path, SESSION_JSON, exc.strerror)
+        (self.path / FRAGS).unlink(missing_ok=True)
         if not self._keep_journal:
             jpath.unlink(missing_ok=True)
         log.info(
@@ -211,4 +256,12 @@ class RecordingWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc is None:
+            self.close()
+            return
+        # Already failing: finish what can be finished, but never hide the first error
+        # (ENOSPC while closing would otherwise replace the clean message with a traceback).
+        try:
+            self.close()
+        except Exception as close_exc:
+            log.error("recording %s not finalised: %s", self.path, close_exc)

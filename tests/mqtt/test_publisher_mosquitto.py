@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_service.errors import BrokerError
+from edge_service.errors import BrokerError, InputError
 from edge_service.mqtt import MqttSettings, Publisher, TlsSettings
 from edge_service.mqtt.outbox import Outbox
 from edge_service.mqtt.validation import validate
@@ -250,8 +250,13 @@ def test_tls_rejects_a_broker_signed_by_another_ca(mosquitto_factory, make_publi
     pub = make_publisher(f"mqtts://{HOST}:{broker.port}", tls=TlsSettings(ca_file=tls.other_ca))
     pub.start()
     pub.result("sess-8", sample_result("sess-8"))
-    assert not pub.wait_connected(2)
-    assert pub.outbox.count() == 1
+    # Reported as what it is (not "unreachable"), and permanent: wait_connected raises.
+    with pytest.raises(
+        BrokerError, match=r"TLS: the certificate of the broker .* failed verification"
+    ):
+        pub.wait_connected(10)
+    assert "broker_tls" in pub.alarms
+    assert pub.outbox.count() == 1  # kept for when the CA is fixed
 
 
 def test_tls_client_certificate(mosquitto_factory, make_publisher):
@@ -260,7 +265,10 @@ def test_tls_client_certificate(mosquitto_factory, make_publisher):
     url = f"mqtts://{HOST}:{broker.port}"
     anon = make_publisher(url, tls=TlsSettings(ca_file=tls.ca))
     anon.start()
-    assert not anon.wait_connected(1.5)  # the broker demands a client certificate
+    # The broker demands a client certificate: said so, never "MQTT 5 fallback".
+    with pytest.raises(BrokerError, match="rejected the client certificate"):
+        anon.wait_connected(10)
+    assert anon.protocol == "5"
     anon.stop()
     pub = make_publisher(
         url,
@@ -343,3 +351,38 @@ def test_live_nan_fields_are_left_out_and_bad_results_are_still_published(
     assert "does not match its schema" in caplog.text
     assert pub.wait_drained(10)
     assert "nerve" not in col.wait_docs("/result", 1)[0]["result"]
+
+
+def test_status_republished_on_changes_with_persistent_birth_id(
+    mosquitto, make_publisher, collector_factory, tmp_path
+):
+    col = collector_factory(HOST, mosquitto.port, "dgs/v1/site-a/dgs-01/status")
+    box = tmp_path / "persist.sqlite"
+    pub = make_publisher(mosquitto.url, box)
+    pub.start(status={"mode": "service"})
+    assert pub.wait_connected(10)
+    first = wait_for(lambda: col.docs("/status"), 10, "birth")[-1]
+    assert first["state"] == "online" and first["bdSeq"] >= 1
+    pub.set_status({"clip": {"state": "open"}})
+    pub.set_alarm("disk_low", True)
+    pub.set_alarm("disk_low", True)  # no change: not re-published
+    pub.set_status({"clip": {"state": "reconnecting"}})
+    docs = wait_for(lambda: (d := col.docs("/status")) and len(d) >= 4 and d, 10, "changes")
+    assert [d.get("clip", {}).get("state") for d in docs[1:4]] == ["open", "open", "reconnecting"]
+    assert docs[2]["alarms"] == ["disk_low"] and len(docs) == 4
+    assert {d["bdSeq"] for d in docs} == {first["bdSeq"]}
+    snap = pub.status_snapshot()  # what a health endpoint serves
+    assert snap["alarms"] == ["disk_low"] and snap["clip"] == {"state": "reconnecting"}
+    pub.stop()
+    # A restart (same outbox file) gets a higher birth id, kept across processes.
+    again = make_publisher(mosquitto.url, box)
+    again.start()
+    assert again.wait_connected(10)
+    births = wait_for(
+        lambda: [d for d in col.docs("/status") if d["bdSeq"] > first["bdSeq"]], 10, "rebirth"
+    )
+    assert births[0]["state"] == "online" and births[0]["bdSeq"] == first["bdSeq"] + 1
+    with pytest.raises(InputError):
+        again.set_alarm("no_such_alarm")
+    for d in col.docs():
+        validate(d)
