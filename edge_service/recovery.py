@@ -159,6 +159,7 @@ class RecoveryReport:
     published: list[str] = field(default_factory=list)  # session dir names queued now
     parked: list[str] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)  # name -> why (e.g. disk full)
+    held: list[str] = field(default_factory=list)  # analysed, waiting for the clinician
     delivered: int = 0
 
     def summary(self) -> str:
@@ -167,6 +168,8 @@ class RecoveryReport:
             parts.append(f"{len(self.parked)} parked")
         if self.waiting:
             parts.append(f"{len(self.waiting)} waiting")
+        if self.held:
+            parts.append(f"{len(self.held)} analysed and held for review")
         return ", ".join(parts)
 
 
@@ -179,8 +182,12 @@ def finish_session(
     detector: Any,
     publisher: EventPublisher,
     analyze: Analyzer | None = None,
+    queue: bool = True,
 ) -> dict[str, Any]:
     """Repair, analyse and queue one unfinished session; returns its result.
+
+    queue=False stops after the analysis: the workstation holds results until the clinician
+    publishes them (a wrong side or order must be fixable first), also after a crash.
 
     Raises InputError when the session cannot be finished (the caller parks it) and
     OSError when the environment is the problem (disk full: retried later).
@@ -212,7 +219,8 @@ def finish_session(
             result = analyze_session(path, detector=detector)
         else:
             result = analyze(path, detector)
-    publish_session(publisher, meta, result, path)
+    if queue:
+        publish_session(publisher, meta, result, path)
     return result
 
 
@@ -224,8 +232,11 @@ def recover(
     pending: set[str],
     analyze: Analyzer | None = None,
     on_delivered: Callable[[Path], None] | None = None,
+    hold: Callable[[Path], bool] | None = None,
 ) -> RecoveryReport:
-    """Finish every session in `paths` that is not queued/delivered/parked yet."""
+    """Finish every session in `paths` that is not queued/delivered/parked yet.
+
+    hold(path) True: repair and analyse only, never queue (the workstation's held results)."""
     report = RecoveryReport()
     for path in paths:
         if not is_session_dir(path):
@@ -238,8 +249,14 @@ def recover(
             continue
         if st in ("queued", "parked"):
             continue
+        held = hold is not None and hold(path)
+        if held and st == "analysed":
+            report.held.append(path.name)
+            continue
         try:
-            finish_session(path, detector=detector, publisher=publisher, analyze=analyze)
+            finish_session(
+                path, detector=detector, publisher=publisher, analyze=analyze, queue=not held
+            )
         except OSError as exc:
             why = exc.strerror or str(exc)
             log.error("session %s cannot be finished yet: %s", path.name, why)
@@ -257,7 +274,7 @@ def recover(
             park(path, f"{type(exc).__name__}: {exc}")
             report.parked.append(path.name)
             continue
-        report.published.append(path.name)
+        (report.held if held else report.published).append(path.name)
     return report
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,9 @@ class Service:
         return doc
 
     # ------------------------------------------------------------------ recovery
-    def recover(self) -> RecoveryReport:
-        """Finish every unfinished session in recordings_dir (see edge_service.recovery)."""
+    def recover(self, hold: Callable[[Path], bool] | None = None) -> RecoveryReport:
+        """Finish every unfinished session in recordings_dir (see edge_service.recovery);
+        sessions for which hold(path) is true are repaired and analysed but not queued."""
         from edge_service.analysis.session import analyze_session
 
         def analyze(path: Path, det: Any) -> dict[str, Any]:
@@ -139,6 +141,7 @@ class Service:
             publisher=self.pub,
             pending=self.pub.outbox.pending_sessions(),
             analyze=analyze,
+            hold=hold,
         )
         if report.published or report.parked or report.waiting:
             log.warning("recovery: %s", report.summary())

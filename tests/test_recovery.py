@@ -257,3 +257,36 @@ def test_recover_publishes_analysed_session_and_parks_empty_one(
     events = [d for d in col.docs("/events") if d["session_id"] == sid]
     assert events[0]["event"] == "started" and events[-1]["event"] == "ended"
     assert len({e["msg_id"] for e in events}) == len(events)
+
+
+@pytest.mark.sim
+def test_workstation_recovery_holds_unpublished_sessions_for_review(
+    tmp_path: Path, mosquitto: Any
+) -> None:
+    """`run` with the workstation (hold_results): a session the clinician has not published
+    is repaired and analysed after a crash, never queued; other sessions are delivered."""
+    from edge_service.config import load_config
+    from edge_service.phantom import simulate_session
+    from edge_service.recording.meta import read_meta, write_json_atomic
+    from edge_service.service import Service
+    from edge_service.workstation.cli import held_for_review
+
+    rec = tmp_path / "rec"
+    held = simulate_session(rec / "a-workstation", seed=4, fps=4.0)
+    meta = read_meta(held / "session.json")
+    meta.extra["workstation"] = {"accession_number": "ACC-1", "published": False}
+    write_json_atomic(held / "session.json", meta.to_dict())
+    plain = simulate_session(rec / "b-headless", seed=5, fps=4.0)
+    svc = Service(load_config(_service_config(tmp_path, mosquitto.url, None, min_free_mb=0)))
+    try:
+        svc.open()
+        report = svc.recover(hold=held_for_review)
+        assert report.held == ["a-workstation"] and report.published == ["b-headless"]
+        assert (held / "result.json").exists() and not (held / "delivery.json").exists()
+        assert (plain / "delivery.json").exists()
+        pending = svc.pub.outbox.pending_sessions()
+        assert meta.session_id not in pending
+        # A second start finds it analysed and still held: nothing is queued behind the page.
+        assert svc.recover(hold=held_for_review).held == ["a-workstation"]
+    finally:
+        svc.close()

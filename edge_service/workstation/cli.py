@@ -41,21 +41,38 @@ def serve_demo_cli(out: Path, port: int, fps: float, seed: int) -> int:
     return 0
 
 
+def held_for_review(path: Path) -> bool:
+    """A session the workstation recorded and the clinician has not published yet: after a
+    crash it is repaired and analysed, then waits in the page like any held result."""
+    from edge_service.errors import DgsError
+    from edge_service.recording.meta import read_meta
+
+    try:
+        ws = read_meta(path / "session.json").extra.get("workstation") or {}
+    except DgsError:
+        return False
+    return bool(ws) and not ws.get("published", False)
+
+
 def serve_run(cfg: Any) -> int:
     """`dgs-edge run` with [workstation] enabled: the configured parts, sessions from the page."""
     from edge_service.live.rig import ConfiguredRig
     from edge_service.live.service import LiveService, ServiceSettings
-    from edge_service.mqtt import Publisher
+    from edge_service.service import Service
     from edge_service.workstation.server import serve_forever
 
     ws = cfg.workstation
     s = cfg.session
-    s.state_dir.mkdir(parents=True, exist_ok=True)
-    from edge_service.preflight import load_detector
-
-    detector = load_detector(cfg)  # every [detector] key honoured, as in the headless run
-    pub = Publisher(cfg.mqtt, s.state_dir / "outbox.sqlite")
-    pub.start(status={"mode": "workstation"})
+    # The same long-lived parts as the headless run: state-dir lock, umask 077, the detector
+    # with every [detector] key, the publisher with its retained status, and recovery of
+    # sessions a crash or a full disk left unfinished, before any new session can start.
+    svc = Service(cfg, mode="workstation")
+    svc.open()
+    report = svc.recover(hold=held_for_review if ws.hold_results else None)
+    if report.published or report.parked or report.waiting:
+        print(f"recovered earlier sessions: {report.summary()}", flush=True)
+    svc.retention()
+    detector, pub = svc.detector, svc.pub
     rig = ConfiguredRig(cfg)
     try:
         service = LiveService(
@@ -83,5 +100,5 @@ def serve_run(cfg: Any) -> int:
             ),
         )
     finally:
-        pub.stop()
+        svc.close()
     return 0
