@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.presentation import build_context
 
@@ -47,9 +48,15 @@ def _cstore(d: DicomUrl, path: Path, calling_aet: str, timeout_s: float) -> str:
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ts = str(ds.file_meta.TransferSyntaxUID)
-    ctx = build_context(str(ds.SOPClassUID), [ts, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
+    sop = str(ds.SOPClassUID)
+    native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    # The stored syntax (the cine is JPEG-LS lossless) in a context of its own, and the
+    # uncompressed ones beside it: a PACS that does not take JPEG-LS gets the same pixels
+    # decompressed (lossless either way) instead of a refused association.
+    contexts = [build_context(sop, [ts])] if ts not in native else []
+    contexts.append(build_context(sop, native))
     try:
-        assoc = ae.associate(d.host, d.port, ae_title=d.aet, contexts=[ctx])
+        assoc = ae.associate(d.host, d.port, ae_title=d.aet, contexts=contexts)
     except OSError as exc:
         raise TransientSendError(f"{d}: {exc}") from None
     if assoc.is_rejected:
@@ -62,9 +69,20 @@ def _cstore(d: DicomUrl, path: Path, calling_aet: str, timeout_s: float) -> str:
     if not assoc.is_established:
         raise TransientSendError(f"{d}: unreachable or aborted")
     try:
-        if not any(c.result == 0 for c in assoc.accepted_contexts):
+        accepted = {c.transfer_syntax[0] for c in assoc.accepted_contexts if c.result == 0}
+        if not accepted:
             raise PermanentSendError(f"{d}: refuses SOP class {ds.SOPClassUID}")
-        status = assoc.send_c_store(ds)
+        if ts not in accepted:
+            try:
+                ds.decompress()  # to Explicit VR Little Endian, pixel for pixel
+            except Exception as exc:  # a codec missing or a corrupt fragment: park, say why
+                raise PermanentSendError(
+                    f"{d}: does not accept {ts} and {path.name} cannot be decompressed: {exc}"
+                ) from None
+        try:
+            status = assoc.send_c_store(ds)
+        except ValueError as exc:  # no accepted context fits after all
+            raise PermanentSendError(f"{d}: {exc}") from None
     finally:
         if assoc.is_established:
             assoc.release()
