@@ -49,7 +49,7 @@ def _cstore(d: DicomUrl, path: Path, calling_aet: str, timeout_s: float) -> str:
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ts = str(ds.file_meta.TransferSyntaxUID)
     sop = str(ds.SOPClassUID)
-    native = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+    native: list[str] = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     # The stored syntax (the cine is JPEG-LS lossless) in a context of its own, and the
     # uncompressed ones beside it: a PACS that does not take JPEG-LS gets the same pixels
     # decompressed (lossless either way) instead of a refused association.
