@@ -8,17 +8,10 @@ from typing import Any
 
 
 def _spacing(text: str) -> tuple[float, float]:
-    try:
-        parts = [float(v) for v in text.replace("x", ",").split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"spacing must be DX,DY in mm/px, got {text!r}") from exc
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"spacing must be two positive numbers DX,DY, got {text!r}"
-        )
-    return (parts[0], parts[1])
+    # One --spacing rule for every command: finite, positive and plausible for ultrasound.
+    from edge_service.cli.edge_detect import parse_spacing
+
+    return parse_spacing(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
