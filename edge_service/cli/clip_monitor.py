@@ -134,12 +134,20 @@ def _done(deadline: float | None) -> bool:
 
 def _plain_loop(link: ClipLink, tr: _Tracker, deadline: float | None) -> None:
     next_print = time.monotonic() + 1.0
+    printed = False
     while not _done(deadline):
         time.sleep(0.05)
         if time.monotonic() >= next_print:
             next_print += 1.0
-            r = _row(link, tr)
-            print("  ".join(f"{k}={v.strip()}" for k, v in r.items()), flush=True)
+            _print_row(link, tr)
+            printed = True
+    if not printed:  # a run shorter than the print period still shows its last reading
+        _print_row(link, tr)
+
+
+def _print_row(link: ClipLink, tr: _Tracker) -> None:
+    r = _row(link, tr)
+    print("  ".join(f"{k}={v.strip()}" for k, v in r.items()), flush=True)
 
 
 def _live_loop(link: ClipLink, tr: _Tracker, deadline: float | None) -> None:
