@@ -252,10 +252,17 @@ class ForwardQueue:
         self._thread = threading.Thread(target=run, name="dicom-forward", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, flush: bool = False) -> None:
+        """Stop the sender; flush=True first tries every due item once more (bounded by the
+        send timeouts), so a short-lived process still sends what it just queued."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(self.s.timeout_s + 5)
+        if flush and (self._thread is None or not self._thread.is_alive()):
+            try:
+                self.process_due()
+            except sqlite3.Error as exc:
+                log.error("forward queue: %s", exc)
         with self._lock:
             self._db.close()

@@ -114,9 +114,9 @@ class HospitalDelivery:
     def retry_parked(self) -> int:
         return sum(q.retry_parked() for q in self.queues())
 
-    def close(self) -> None:
+    def close(self, flush: bool = False) -> None:
         for q in self.queues():
-            q.close()
+            q.close(flush=flush)
 
 
 def read_result(recording: Path) -> dict[str, Any]:

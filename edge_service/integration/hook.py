@@ -57,7 +57,9 @@ def close_delivery(d: HospitalDelivery | None) -> None:
     with _lock:
         if _active is d:
             _active = None
-    d.close()
+    # What was queued moments ago (the last session of `run --sessions N`) gets its try
+    # now rather than at the next start; what fails stays queued.
+    d.close(flush=True)
 
 
 def before_publish(out_dir: Path, result: Mapping[str, Any]) -> Mapping[str, Any]:
