@@ -40,7 +40,9 @@ def _sops(orthanc: Orthanc, study_uid: str) -> set[str]:
 
 
 def _by_session(docs: list[dict[str, Any]], sid: str) -> dict[int, dict[str, Any]]:
-    return {int(d["result"].get("version") or 1): d for d in docs if d["result"]["session_id"] == sid}
+    return {
+        int(d["result"].get("version") or 1): d for d in docs if d["result"]["session_id"] == sid
+    }
 
 
 def test_run_recover_and_correct_reach_pacs_and_fhir(
@@ -95,7 +97,11 @@ timeout_s = 20
     for path, res in results.items():
         d = res["dicom"]
         # PACS holds cine, SR and PDF of both (the recovered one and the new one).
-        want = {d["cine"]["sop_instance_uid"], d["sr"]["sop_instance_uid"], d["pdf"]["sop_instance_uid"]}
+        want = {
+            d["cine"]["sop_instance_uid"],
+            d["sr"]["sop_instance_uid"],
+            d["pdf"]["sop_instance_uid"],
+        }
         assert _sops(orthanc, d["study_instance_uid"]) == want, path.name
         # The published result carries what was exported.
         (pub,) = _by_session(docs, res["session_id"]).values()
