@@ -41,8 +41,11 @@ def fhir_key(session_id: str, version: int) -> str:
 
 class HospitalDelivery:
     def __init__(self, dicom: DicomSettings, fhir: FhirSettings, state_dir: Path, *,
-                 site: str, device: str) -> None:  # fmt: skip
+                 site: str, device: str, scope: Path | None = None) -> None:  # fmt: skip
+        """scope: only sessions under this folder are exported by the publish hook (the
+        demo's --out; None: every session the process publishes)."""
         self.dicom, self.fhir = dicom, fhir
+        self.scope = None if scope is None else scope.resolve()
         self.site, self.device = site, device
         self.dicom_queue = (
             ForwardQueue(state_dir / DICOM_QUEUE, dicom) if dicom.destinations else None
@@ -64,6 +67,9 @@ class HospitalDelivery:
     @property
     def enabled(self) -> bool:
         return self.dicom_queue is not None or self.fhir_queue is not None
+
+    def covers(self, recording: Path) -> bool:
+        return self.scope is None or self.scope in recording.resolve().parents
 
     def export(self, recording: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         """Write SR/PDF/bundle of the current result version and queue them.

@@ -68,7 +68,7 @@ def before_publish(out_dir: Path, result: Mapping[str, Any]) -> Mapping[str, Any
     Raises what the export raises (OSError for a full disk: recovery retries the session
     later; a DgsError for a recording it cannot export: recovery parks it with the reason)."""
     d = _active
-    if d is None:
+    if d is None or not d.covers(out_dir):
         return result
     _full, view = d.export(out_dir)
     return view
