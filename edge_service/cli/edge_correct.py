@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.side is None and not args.reanalyse:
         raise InputError("nothing to correct: give --side and/or --reanalyse")
+    from edge_service.recording.meta import read_meta
+
+    if args.side == read_meta(path / "session.json").side and not args.reanalyse:
+        raise InputError(f"{path.name} is already {args.side} (add --reanalyse to analyse again)")
     from edge_service.analysis.session import analyze_session
     from edge_service.integration.corrections import correct_session
     from edge_service.preflight import require_preflight

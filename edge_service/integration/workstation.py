@@ -134,9 +134,14 @@ def register_corrections(app: FastAPI, service: Any) -> None:
                 settings=getattr(service, "dicom_settings", None) or DicomSettings(),
                 delivery=getattr(service, "hospital_delivery", None),
                 side=req.side,
-                reanalyse=lambda p: analyze_session(
-                    p, detector=service.detector, settings=service.s.analysis
-                ),
+                # Same side without reanalyse: nothing to do (InputError -> 422).
+                reanalyse=(
+                    lambda p: analyze_session(
+                        p, detector=service.detector, settings=service.s.analysis
+                    )
+                )
+                if req.reanalyse or (req.side is not None and req.side != e.side)
+                else None,
                 publisher=service.publisher,
             )
 

@@ -121,6 +121,9 @@ timeout_s = 20
     # The new session was scanned as left; it was the right side: version 2 everywhere.
     new = next(p for p in sessions if p != left_over)
     sid = results[new]["session_id"]
+    same = _cli("correct", sid, "--config", str(cfg), "--side", "left")  # already left
+    assert same.returncode != 0 and "already left" in same.stderr
+    assert "Traceback" not in same.stderr and len(same.stderr.strip().splitlines()) == 1
     proc = _cli("correct", sid, "--config", str(cfg), "--side", "right")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "version 2 (side right)" in proc.stdout

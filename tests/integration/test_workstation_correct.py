@@ -49,6 +49,9 @@ def test_correct_a_published_session(make_workstation: Any, orthanc: Orthanc,  #
         r = w.client.post(f"/api/v1/sessions/{sid}/correct", json={"side": "right"})
         assert r.status_code == 409 and "relabel it instead" in r.text  # not published yet
         assert w.client.post(f"/api/v1/sessions/{sid}/publish").status_code == 200
+        same = w.client.post(f"/api/v1/sessions/{sid}/correct",
+                             json={"side": "left", "reanalyse": False})  # fmt: skip
+        assert same.status_code == 422 and "nothing to correct" in same.text
         r = w.client.post(f"/api/v1/sessions/{sid}/correct", json={"side": "right"})
         assert r.status_code == 200, r.text
         got = r.json()
