@@ -22,6 +22,7 @@ from edge_service.clip.settings import ClipLinkSettings
 from edge_service.detector.settings import DetectorSettings
 from edge_service.dicomnet.settings import DicomSettings, WorklistSettings
 from edge_service.errors import ConfigError
+from edge_service.integration.fhirsettings import FhirSettings
 from edge_service.mqtt.settings import MqttSettings
 from edge_service.storage import StorageSettings
 from edge_service.workstation.settings import WorkstationSettings
@@ -63,6 +64,7 @@ class AppConfig(BaseModel):
     workstation: WorkstationSettings = Field(default_factory=WorkstationSettings)
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
+    fhir: FhirSettings = Field(default_factory=FhirSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
 
 

@@ -200,6 +200,9 @@ def preflight(cfg: AppConfig, *, check_model: bool = True) -> list[Problem]:
     out += _check_tls(cfg)
     out += _check_port(cfg)
     out += _unused_keys(cfg)
+    from edge_service.integration.fhirsettings import fhir_problems
+
+    out += [Problem(k, m) for k, m in fhir_problems(cfg.fhir)]
     src = cfg.source
     if src.kind in ("dicom", "video", "folder", "recording") and not Path(src.device).exists():
         out.append(Problem("source.device", f"{src.device}: no such file or directory"))

@@ -53,6 +53,10 @@ def publish_session(
     publisher: EventPublisher, meta: SessionMeta, result: Mapping[str, Any], out_dir: Path
 ) -> list[str]:
     """Queue every message of a finished session (stable ids) and mark it queued."""
+    from edge_service.integration.hook import before_publish
+
+    # Hospital: SR/PDF/FHIR written and queued first, so the result carries order + UIDs.
+    result = before_publish(out_dir, result)
     sid = meta.session_id
     ids = [publisher.event(sid, "started", {"side": meta.side, "protocol": meta.protocol}, "")]
     for i, m in enumerate(result.get("maneuvers", []) or []):

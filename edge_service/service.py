@@ -28,6 +28,7 @@ class Service:
         self.watchdog = Watchdog(self.notifier)
         self.detector: Any = None
         self.pub: Any = None
+        self.delivery: Any = None  # edge_service.integration.delivery.HospitalDelivery
         self._lock: StateLock | None = None
         self._umask: int | None = None
         self._status: dict[str, Any] = {}
@@ -66,6 +67,9 @@ class Service:
         self.pub = Publisher(self.cfg.mqtt, s.state_dir / "outbox.sqlite")
         self.update_disk()
         self.pub.start(status=self._status)
+        from edge_service.integration.hook import open_delivery
+
+        self.delivery = open_delivery(self.cfg)  # [dicom]/[fhir] queues; export before publish
         timeout = connect_timeout_s or max(5.0, self.cfg.mqtt.connack_timeout_s + 3.0)
         ok = bool(self.pub.wait_connected(timeout))
         if not ok:
@@ -80,6 +84,10 @@ class Service:
         if self.pub is not None:
             self.pub.stop()
             self.pub = None
+        from edge_service.integration.hook import close_delivery
+
+        close_delivery(self.delivery)
+        self.delivery = None
         if self._lock is not None:
             self._lock.release()
         if self._umask is not None:

@@ -11,6 +11,7 @@ COMMANDS = [
     "edge_service.cli.edge_demo",
     "edge_service.cli.edge_run",
     "edge_service.cli.edge_recover",
+    "edge_service.cli.edge_correct",
     "edge_service.cli.edge_simulate",
     "edge_service.cli.edge_analyze",
     "edge_service.cli.edge_compare",

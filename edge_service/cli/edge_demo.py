@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="destination dicom://AET@HOST:PORT or dicomweb+http://HOST:PORT/PATH "
                    "(repeatable)")  # fmt: skip
     p.add_argument("--uid-root", default="2.25", help="UID root for new UIDs (default 2.25)")
+    p.add_argument("--fhir", metavar="http://HOST:PORT/PATH",
+                   help="with --worklist/--pacs: also POST each side's FHIR bundle there")  # fmt: skip
     p.add_argument(
         "--state-dir",
         type=Path,

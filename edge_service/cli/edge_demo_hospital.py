@@ -14,8 +14,11 @@ from edge_service.pipeline import SessionProgress
 
 
 def run_hospital(args: argparse.Namespace, out: Path) -> int:
+    from pydantic import ValidationError
+
     from edge_service.dicomnet.urls import parse_destination, parse_dicom_url
     from edge_service.integration.demo import run_hospital_demo
+    from edge_service.integration.fhirsettings import FhirSettings
 
     console = Console()
     try:
@@ -23,6 +26,11 @@ def run_hospital(args: argparse.Namespace, out: Path) -> int:
             parse_dicom_url(args.worklist)
         for d in args.pacs:
             parse_destination(d)
+        if getattr(args, "fhir", None):
+            FhirSettings(url=args.fhir)
+    except ValidationError as exc:
+        print(f"error: --fhir: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -36,7 +44,8 @@ def run_hospital(args: argparse.Namespace, out: Path) -> int:
 
     try:
         res = run_hospital_demo(base, worklist_url=args.worklist, destinations=args.pacs,
-                                uid_root=args.uid_root, progress=line)  # fmt: skip
+                                uid_root=args.uid_root, progress=line,
+                                fhir_url=getattr(args, "fhir", None))  # fmt: skip
     except DgsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ re-run never files a second copy as something new. A row is marked sent only aft
 destination confirmed it (C-STORE success/warning status, STOW-RS 200/202 without failures);
 a transient failure is retried with exponential back-off; a permanent refusal parks the row
 with the reason (shown in status/health; `retry_parked()` requeues after a fix). Rows are
-never deleted, so what was sent where stays auditable."""
+never deleted, so what was sent where stays auditable. The same queue carries the FHIR
+bundles (edge_service/integration/delivery.py: one row per destination x result version,
+an older version still unsent is marked `superseded` so it never overwrites a newer one)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge_service.dicomnet.send import PermanentSendError, SendError, send_file
 from edge_service.dicomnet.settings import DicomSettings
@@ -45,6 +47,21 @@ CREATE TABLE IF NOT EXISTS items (
 Sender = Callable[[str, Path], str]
 
 
+class QueueSettings(Protocol):
+    """What the queue reads of its settings ([dicom] or [fhir])."""
+
+    @property
+    def destinations(self) -> list[str]: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def retry_min_s(self) -> float: ...
+    @property
+    def retry_max_s(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+
+
 class ForwardQueueError(DgsError):
     """The forward queue file cannot be opened or written."""
 
@@ -61,12 +78,17 @@ class Item:
 
 
 class ForwardQueue:
-    def __init__(self, path: Path | str, settings: DicomSettings,
+    def __init__(self, path: Path | str, settings: DicomSettings | QueueSettings,
                  sender: Sender | None = None) -> None:  # fmt: skip
         self.path = Path(path)
         self.s = settings
-        self._send = sender or (lambda dest, p: send_file(
-            dest, p, calling_aet=settings.calling_aet, timeout_s=settings.timeout_s))  # fmt: skip
+        if sender is None:
+            if not isinstance(settings, DicomSettings):
+                raise TypeError("a queue for something other than DICOM needs its sender")
+            dicom = settings
+            sender = lambda dest, p: send_file(  # noqa: E731
+                dest, p, calling_aet=dicom.calling_aet, timeout_s=dicom.timeout_s)  # fmt: skip
+        self._send = sender
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -148,6 +170,17 @@ class ForwardQueue:
                  now if state == "sent" else None, it.id),
             )  # fmt: skip
 
+    def supersede(self, session_id: str, kind: str, keep_uid: str) -> int:
+        """Mark this session's unsent `kind` rows other than `keep_uid` as superseded (a
+        newer version replaces them; sending the old one after it would undo the fix)."""
+        with self._lock:
+            n = self._db.execute(
+                "UPDATE items SET state = 'superseded', last_error = ? WHERE session_id = ?"
+                " AND kind = ? AND sop_uid != ? AND state IN ('pending', 'parked')",
+                (f"superseded by {keep_uid}", session_id, kind, keep_uid),
+            ).rowcount
+        return int(n)
+
     def retry_parked(self) -> int:
         with self._lock:
             n = self._db.execute(
@@ -163,11 +196,11 @@ class ForwardQueue:
             for dest, state, n in self._db.execute(
                 "SELECT destination, state, COUNT(*) FROM items GROUP BY destination, state"
             ):
-                d = out.setdefault(dest, {"pending": 0, "sent": 0, "parked": 0,
+                d = out.setdefault(dest, {"pending": 0, "sent": 0, "parked": 0, "superseded": 0,
                                           "last_error": None, "last_sent_t": None})  # fmt: skip
                 d[state] = n
             for dest, err in self._db.execute(
-                "SELECT destination, last_error FROM items WHERE state != 'sent'"
+                "SELECT destination, last_error FROM items WHERE state IN ('pending', 'parked')"
                 " AND last_error IS NOT NULL ORDER BY id"
             ):
                 out[dest]["last_error"] = err
@@ -219,10 +252,17 @@ class ForwardQueue:
         self._thread = threading.Thread(target=run, name="dicom-forward", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, flush: bool = False) -> None:
+        """Stop the sender; flush=True first tries every due item once more (bounded by the
+        send timeouts), so a short-lived process still sends what it just queued."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(self.s.timeout_s + 5)
+        if flush and (self._thread is None or not self._thread.is_alive()):
+            try:
+                self.process_due()
+            except sqlite3.Error as exc:
+                log.error("forward queue: %s", exc)
         with self._lock:
             self._db.close()

@@ -1,6 +1,8 @@
-"""`dgs-edge demo --worklist ... --pacs ...`: the first worklist order scanned on both sides
-(phantom + virtual clip, the normal demo chain), then cine, SR and PDF of each side queued
-durably and sent to every PACS destination."""
+"""`dgs-edge demo --worklist ... --pacs ... [--fhir URL]`: the first worklist order scanned on
+both sides (phantom + virtual clip, the normal demo chain). Each side's cine, SR and PDF are
+written and queued durably for every PACS destination (and its FHIR bundle for the FHIR
+server) *before* its result is published, through the same hook as the headless run, so the
+MQTT result carries the order (accession number) and the DICOM references."""
 
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_service.demo import DemoOptions, DemoOutcome, run_demo
-from edge_service.dicomnet.queue import ForwardQueue
+from edge_service.demo import DEVICE, SITE, DemoOptions, DemoOutcome, run_demo
 from edge_service.dicomnet.settings import DicomSettings, WorklistSettings
 from edge_service.dicomnet.worklist import WorklistError, query_worklist
 from edge_service.errors import InputError
-from edge_service.integration.export import export_session
+from edge_service.integration import hook
+from edge_service.integration.delivery import HospitalDelivery
+from edge_service.integration.fhirsettings import FhirSettings
 from edge_service.integration.order import Order
 from edge_service.integration.session import attach_order
 from edge_service.integration.uids import make_uid
@@ -51,6 +54,7 @@ def run_hospital_demo(
     order: Order | None = None,
     send_timeout_s: float = 120.0,
     progress: Callable[[str, SessionProgress], None] | None = None,
+    fhir_url: str | None = None,
 ) -> HospitalOutcome:
     settings = DicomSettings(uid_root=uid_root, destinations=destinations)
     if order is None:
@@ -63,8 +67,11 @@ def run_hospital_demo(
     out = base.out_dir
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} is not empty; choose a new --out folder")
-    queue = ForwardQueue(out / ".state" / "dicom-forward.sqlite", settings)
+    delivery = HospitalDelivery(settings, FhirSettings(url=fhir_url), out / ".state",
+                                site=SITE, device=DEVICE, scope=out)  # fmt: skip
     res = HospitalOutcome(order)
+    delivery.start()
+    hook.activate(delivery)
     try:
         for side in ("left", "right"):
             o = order
@@ -76,11 +83,13 @@ def run_hospital_demo(
             cb = (lambda p, s=side: progress(s, p)) if progress else None  # type: ignore[misc]
             outcome = run_demo(opts, progress=cb)
             res.outcomes[side] = outcome
-            res.sides[side] = export_session(out / side, settings, queue)
-        res.delivered = queue.drain(send_timeout_s)
-        res.destinations = queue.status()
+            # Exported by the hook before publishing; again here (idempotent: same files, same
+            # queue rows) for a run that published nothing.
+            res.sides[side] = delivery.export(out / side)[0]
+        res.delivered = delivery.drain(send_timeout_s)
+        res.destinations = delivery.status()
     finally:
-        queue.close()
+        hook.close_delivery(delivery)
     return res
 
 

@@ -1,29 +1,47 @@
 """`dgs-edge demo --worklist dicom://... --pacs dicom://... --pacs dicomweb+http://...`
 against a real Orthanc: the first worklist order scanned on both sides, and Orthanc holds the
-cine, SR and PDF of each side under that accession number and patient."""
+cine, SR and PDF of each side under that accession number and patient; each side's MQTT
+result (published after the export) carries the order and the DICOM references, and the
+FHIR server holds both reports under the patient."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.harness.fhirserver import have_fhir_server, start_fhir_server
 from tests.harness.orthanc import Orthanc
 from tests.harness.worklist import write_wl
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 
-def test_demo_worklist_to_pacs(orthanc: Orthanc, tmp_path: Path) -> None:
+@pytest.mark.skipif(not have_fhir_server(), reason="scripts/setup installs tools/fhir")
+def test_demo_worklist_to_pacs(orthanc: Orthanc, mosquitto: Any, collector_factory: Any,
+                               tmp_path: Path) -> None:  # fmt: skip
+    fhir = start_fhir_server()
+    try:
+        _demo(orthanc, mosquitto, collector_factory, tmp_path, fhir)
+    finally:
+        fhir.stop()
+
+
+def _demo(orthanc: Orthanc, mosquitto: Any, collector_factory: Any, tmp_path: Path,
+          fhir: Any) -> None:  # fmt: skip
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/#")
     write_wl(orthanc.worklists, "later", accession="ACC-2", patient_id="PID-2", time="150000")
     write_wl(orthanc.worklists, "first", accession="ACC-1", patient_id="PID-1",
              patient_name="Øster^Åsa", time="083000")  # fmt: skip
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "edge_service.cli.edge", "demo", "--out", str(out), "--fps", "4",
-         "--seed", "3", "--worklist", orthanc.dicom_url, "--pacs", orthanc.dicom_url],
+         "--seed", "3", "--worklist", orthanc.dicom_url, "--pacs", orthanc.dicom_url,
+         "--broker", mosquitto.url, "--state-dir", str(tmp_path / "state"), "--fhir", fhir.url],
         capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,6 +60,18 @@ def test_demo_worklist_to_pacs(orthanc: Orthanc, tmp_path: Path) -> None:
     kinds = sorted(sop[c] for c in classes)
     assert kinds == ["cine", "cine", "pdf", "pdf", "sr", "sr"]
     assert not orthanc.find("Study", AccessionNumber="ACC-2")
+    # The published results carry the order and what was sent to the PACS.
+    pubs = {d["result"]["side"]: d["result"] for d in col.wait_docs("/result", 2, timeout_s=30)}
+    for side in ("left", "right"):
+        res = json.loads((out / side / "result.json").read_text())
+        assert pubs[side]["order"] == {"accession_number": "ACC-1"}
+        assert pubs[side]["dicom"] == res["dicom"]
+        assert res["order"]["patient_id"] == "PID-1"  # the full order stays on the box
+    (pat,) = fhir.resources("Patient")
+    assert pat["identifier"][0]["value"] == "PID-1"
+    reps = fhir.resources("DiagnosticReport")
+    assert len(reps) == 2 and {r["subject"]["reference"] for r in reps} == {f"Patient/{pat['id']}"}
+    assert {r["basedOn"][0]["identifier"]["value"] for r in reps} == {"ACC-1"}
 
 
 @pytest.mark.parametrize(

