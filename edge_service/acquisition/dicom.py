@@ -280,13 +280,33 @@ def acquisition_epoch(ds: Dataset) -> float | None:
         return None
 
 
+# A file's own calibration and a user spacing agree when within 1 % (rounding in exports).
+SPACING_AGREE_REL = 0.01
+
+
+def spacing_conflict(
+    user: tuple[float, float], own: tuple[float, float], own_origin: str | None
+) -> str | None:
+    """The one line saying that `user` contradicts the file's calibration `own`, or None."""
+    if all(abs(u - f) <= SPACING_AGREE_REL * f for u, f in zip(user, own, strict=True)):
+        return None
+    return (
+        f"--spacing {user[0]:g},{user[1]:g} contradicts the file's own calibration "
+        f"{own[0]:.4g},{own[1]:.4g} mm/px ({own_origin})"
+    )
+
+
 def dicom_info(
     ds: Dataset,
     path: str,
     spacing_mm: tuple[float, float] | None = None,
     layout: PixelLayout | None = None,
+    spacing_override: bool = False,
 ) -> SourceInfo:
-    """What the file says about itself; `layout` is the header checked by dicomguard."""
+    """What the file says about itself; `layout` is the header checked by dicomguard.
+
+    A user spacing that contradicts the file's own calibration is an InputError (which of
+    them is right cannot be known here); with `spacing_override` the user's value wins."""
     if layout is None:
         layout = check_layout(ds, path)
     spacing, roi, origin = us_calibration(ds, path)
@@ -299,8 +319,13 @@ def dicom_info(
     user = check_spacing(spacing_mm)
     if spacing is None and user is not None:
         spacing, origin = user, "user"
-    elif spacing is not None and user is not None and not np.allclose(spacing, user, rtol=1e-6):
-        log.warning("%s: file spacing %s used; --spacing %s ignored", path, spacing, user)
+    elif spacing is not None and user is not None:
+        why = spacing_conflict(user, spacing, origin)
+        if why is not None and not spacing_override:
+            raise InputError(f"{why} (give --spacing-override to use yours)")
+        if why is not None:
+            log.warning("%s: %s; overridden by the user", path, why)
+            spacing, origin = user, "user"
     n = layout.n_frames
     _, fps = frame_offsets_s(ds, n)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -338,8 +363,8 @@ def _bits_stored(ds: Dataset, layout: PixelLayout) -> int:
 class DicomSource(FrameSource):
     """Frames of one DICOM file as grayscale uint8 with the file's calibration.
 
-    spacing_mm: the user's spacing, used only when the file has none (a file's own
-    calibration wins). t0: epoch of frame 0 (default: the file's acquisition time, else 0).
+    spacing_mm: the user's spacing, used when the file has none; one that contradicts the
+    file's own calibration is an InputError unless spacing_override (then the user's wins). t0: epoch of frame 0 (default: the file's acquisition time, else 0).
     budget: what the file may cost (dicomguard.DicomBudget); frames are decoded one at a
     time, so peak memory stays within `budget.peak_bytes` of the baseline.
     """
@@ -349,6 +374,7 @@ class DicomSource(FrameSource):
         path: str | os.PathLike[str],
         *,
         spacing_mm: tuple[float, float] | None = None,
+        spacing_override: bool = False,
         t0: float | None = None,
         times: list[float] | None = None,
         default_t0: float = 0.0,
@@ -360,7 +386,9 @@ class DicomSource(FrameSource):
             warnings.simplefilter("always")
             # The header proves itself against the bytes before anything is allocated for it.
             self._layout = check_dicom_pixels(self._path, self._ds, budget)
-            self._info = dicom_info(self._ds, self._path, spacing_mm, self._layout)
+            self._info = dicom_info(
+                self._ds, self._path, spacing_mm, self._layout, spacing_override
+            )
         for w in caught:  # pydicom's notes on odd headers: for the debug log, not the user
             log.debug("%s: %s", self._path, w.message)
         n = self._layout.n_frames

@@ -200,9 +200,17 @@ def test_no_spacing_refused_unless_user_gives_it() -> None:
     assert next(iter(DicomSource(path))).spacing_mm is None
     user = DicomSource(path, spacing_mm=(0.3, 0.3))
     assert user.info.spacing_mm == (0.3, 0.3) and user.info.spacing_origin == "user"
-    # The file's own calibration always wins over a user guess.
-    own = DicomSource(get_testdata_file("OBXXXX1A.dcm"), spacing_mm=(1.5, 1.5))
+    # A user value that contradicts the file's own calibration is an error naming both;
+    # agreeing within 1 % keeps the file's; spacing_override makes the user's win.
+    ob = get_testdata_file("OBXXXX1A.dcm")
+    with pytest.raises(InputError, match=r"--spacing 1.5,1.5 contradicts .* 0.2623,0.2623"):
+        DicomSource(ob, spacing_mm=(1.5, 1.5))
+    own = DicomSource(ob, spacing_mm=(0.263, 0.263))
     assert own.info.spacing_mm == pytest.approx((0.26228787, 0.26228787))
+    assert own.info.spacing_origin == "us-regions"
+    forced = DicomSource(ob, spacing_mm=(1.5, 1.5), spacing_override=True)
+    assert forced.info.spacing_mm == (1.5, 1.5) and forced.info.spacing_origin == "user"
+    assert next(iter(forced)).spacing_mm == (1.5, 1.5)
     with pytest.raises(InputError, match="positive"):
         DicomSource(path, spacing_mm=(0.0, 0.3))
 
