@@ -79,15 +79,18 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def _thp_mb() -> float:
-    """Anonymous memory backed by transparent huge pages (khugepaged collapses)."""
+def _rollup() -> dict[str, float]:
+    """Anonymous vs file-backed resident memory, and what of it is transparent huge pages."""
+    want = {"Anonymous:": "anon_mb", "Pss_File:": "file_mb", "AnonHugePages:": "thp_mb"}
+    out: dict[str, float] = {}
     try:
         for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-            if line.startswith("AnonHugePages:"):
-                return int(line.split()[1]) / 1024
+            key = line.split(" ", 1)[0]
+            if key in want:
+                out[want[key]] = round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
-    return float("nan")
+    return out
 
 
 def _memdiag(out: Path, every_s: float, trace: bool) -> None:
@@ -105,7 +108,7 @@ def _memdiag(out: Path, every_s: float, trace: bool) -> None:
             doc: dict[str, Any] = {
                 "t": round(time.monotonic() - t0, 1),
                 "rss_mb": round(_rss_mb(), 1),
-                "thp_mb": round(_thp_mb(), 1),
+                **_rollup(),
                 **{k: round(v, 1) for k, v in _mallinfo().items()},
                 "gc_objects": sum(types.values()),
                 "top_types": types.most_common(12),

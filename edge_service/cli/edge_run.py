@@ -191,7 +191,7 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
                 f"session {meta.session_id}: {out} "
                 f"(restricted gliding: {result.get('gliding', {}).get('restricted')})"
             )
-            svc.retention()
+            svc.after_session()
         left = svc.wait_delivered(10.0)
         if left:
             print(
