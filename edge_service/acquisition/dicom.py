@@ -23,6 +23,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from edge_service.acquisition.colour import chroma_fraction, frame_to_gray
+from edge_service.acquisition.dicomframes import (
+    check_decoder_budget,
+    direct_frames,
+    ybr_to_rgb_inplace,
+)
 from edge_service.acquisition.dicomguard import (
     DEFAULT_BUDGET,
     DicomBudget,
@@ -37,6 +42,7 @@ from edge_service.acquisition.source import (
     FrameSource,
     SourceInfo,
     check_spacing,
+    spacing_conflict,
     spacing_problem,
 )
 from edge_service.errors import InputError
@@ -280,22 +286,6 @@ def acquisition_epoch(ds: Dataset) -> float | None:
         return None
 
 
-# A file's own calibration and a user spacing agree when within 1 % (rounding in exports).
-SPACING_AGREE_REL = 0.01
-
-
-def spacing_conflict(
-    user: tuple[float, float], own: tuple[float, float], own_origin: str | None
-) -> str | None:
-    """The one line saying that `user` contradicts the file's calibration `own`, or None."""
-    if all(abs(u - f) <= SPACING_AGREE_REL * f for u, f in zip(user, own, strict=True)):
-        return None
-    return (
-        f"--spacing {user[0]:g},{user[1]:g} contradicts the file's own calibration "
-        f"{own[0]:.4g},{own[1]:.4g} mm/px ({own_origin})"
-    )
-
-
 def dicom_info(
     ds: Dataset,
     path: str,
@@ -386,6 +376,7 @@ class DicomSource(FrameSource):
             warnings.simplefilter("always")
             # The header proves itself against the bytes before anything is allocated for it.
             self._layout = check_dicom_pixels(self._path, self._ds, budget)
+            check_decoder_budget(self._path, self._ds, self._layout, budget)
             self._info = dicom_info(
                 self._ds, self._path, spacing_mm, self._layout, spacing_override
             )
@@ -458,7 +449,15 @@ class DicomSource(FrameSource):
             # access: its dataset is already inflated in memory (bounded by check_deflated).
             deflated = str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_TS
             src: str | Dataset = ds if deflated else self._path
-            frames = pydicom.pixels.iter_pixels(src)
+            # Native and RLE grayscale/palette frames straight into their own array (peak
+            # memory; see dicomframes); everything else through pydicom's decoders.
+            direct = None if deflated else direct_frames(self._path, ds, self._layout)
+            out = Dataset()  # pydicom writes each frame's photometric interpretation here
+            frames = (
+                direct
+                if direct is not None
+                else pydicom.pixels.iter_pixels(src, ds_out=out, as_rgb=False)
+            )
             while True:
                 # pydicom warns about odd-but-decodable data (padding, bad VRs) per frame:
                 # for the debug log, not the user's terminal (one line per error, no noise).
@@ -469,6 +468,9 @@ class DicomSource(FrameSource):
                     log.debug("%s: %s", self._path, w.message)
                 if arr is None:
                     return
+                ybr = str(out.get("PhotometricInterpretation", ""))
+                if direct is None and arr.ndim == 3 and ybr in ("YBR_FULL", "YBR_FULL_422"):
+                    arr = ybr_to_rgb_inplace(arr, ybr)  # what as_rgb=True does, in blocks
                 yield arr if lut is None else lut[arr]
         except InputError:
             raise

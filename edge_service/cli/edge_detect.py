@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     spacing = own
     origin = own_origin
     if args.spacing is not None:
-        from edge_service.acquisition.dicom import spacing_conflict
+        from edge_service.acquisition.source import spacing_conflict
 
         why = None if own is None else spacing_conflict(args.spacing, own, own_origin)
         if why is not None and not args.spacing_override:
