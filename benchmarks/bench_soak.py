@@ -111,14 +111,14 @@ def _fit_per_hour(samples: list[tuple[float, float]]) -> float:
 
 
 def _freeze(counter: _Counter, flag: Path) -> tuple[float, str | None]:
-    """Freeze the probe image until the service raises probe_frozen (or 30 s pass: a freeze
+    """Freeze the probe image until the service raises probe_frozen (or 60 s pass: a freeze
     that starts during analysis only counts once the next session acquires)."""
     with counter.lock:
         before = set(counter.frozen)
     flag.touch()
     t0 = time.monotonic()
     try:
-        while time.monotonic() - t0 < 30:
+        while time.monotonic() - t0 < 60:
             with counter.lock:
                 new = [(t, sid) for sid, t in counter.frozen.items() if sid not in before]
             if new:
@@ -235,7 +235,7 @@ check_interval_s = 1.0
                     + (
                         f"probe_frozen alarm after {secs:.1f} s"
                         if secs >= 0
-                        else "NO alarm in 30 s"
+                        else "NO alarm in 60 s"
                     )
                     + f" ({rss_now})"
                 )

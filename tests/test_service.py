@@ -201,3 +201,62 @@ def test_systemd_unit_sets_the_same_memory_settings() -> None:
     )
     assert int(env["MALLOC_MMAP_THRESHOLD_"]) == memtune.MMAP_THRESHOLD_BYTES
     assert env["NUMPY_MADVISE_HUGEPAGE"] == "0"
+
+
+@pytest.mark.sim
+def test_floor_crossed_before_the_first_frame_keeps_the_service_running(
+    tmp_path: Path,
+    mosquitto,
+    collector_factory,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """Found by the soak: the disk filled between the free-space check before a session and
+    its first frame; the service exited 2. Now the empty session is parked (a `parked` event
+    tells the consumer that saw `started`), disk_low is raised and the service goes on
+    waiting for space. The race is forced: the pre-session check is told there is space
+    while the floor (min_free_mb far above any disk) stops acquisition at once."""
+    import argparse
+    import threading
+
+    from edge_service.cli import edge_run
+
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    cfg = tmp_path / "dgs.toml"
+    cfg.write_text(
+        f"""
+[session]
+recordings_dir = "{tmp_path / "rec"}"
+state_dir = "{tmp_path / "state"}"
+use_clip = false
+max_duration_s = 5
+[source]
+kind = "phantom"
+fps_hz = 4
+[mqtt]
+url = "{mosquitto.url}"
+site = "ward-3"
+device = "box-1"
+[storage]
+min_free_mb = 100000000
+"""
+    )
+    answers = iter([True, False])  # space for one session (the race), then stop waiting
+    monkeypatch.setattr(edge_run, "_wait_for_space", lambda svc, stop, finite: next(answers))
+    monkeypatch.setattr(edge_run.signal, "signal", lambda *a: None)  # not the main thread's
+    rc: list[int] = []
+    t = threading.Thread(
+        target=lambda: rc.append(
+            edge_run.run(argparse.Namespace(config=cfg, validate_config=False, sessions=0))
+        )
+    )
+    t.start()
+    t.join(120)
+    assert rc == [0]  # not exit 2
+    (session,) = list((tmp_path / "rec").iterdir())
+    parked = json.loads((session / "parked.json").read_text())
+    assert "free-space floor before the first frame" in parked["reason"]
+    events = col.wait_docs("/events", 2, timeout_s=20)
+    assert [e["event"] for e in events] == ["started", "parked"]
+    assert events[1]["data"]["result_msg_id"] is None
+    status = [d for d in col.docs("/status") if d.get("alarms")]
+    assert any("disk_low" in d["alarms"] for d in status)
