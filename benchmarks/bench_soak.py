@@ -9,12 +9,12 @@ its recordings and outbox on a small tmpfs. Meanwhile this harness:
   behind the same configured path (a symlink) every ~7 min (quick: once);
 - fills the disk under the free-space floor for 60 s once (the service must stop cleanly,
   raise the alarm, wait and resume; retention deletes delivered sessions for space);
+- freezes the probe image (the phantom repeats its last frame, see benchmarks/soak_service.py)
+  every ~5 min until the service raises the probe_frozen alarm (quick: once);
 - samples the service's RSS, open fds and threads every 10 s.
 
 A subscriber with a persistent session counts distinct session ids of `started` events and
-distinct result msg_ids: sessions started vs delivered. Probe freezes are not simulated (the
-phantom source lives inside the service process; there is no way to freeze it from outside
-without a test hook) and are listed as not covered.
+distinct result msg_ids: sessions started vs delivered, and which sessions had a freeze.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class _Counter:
         self.started: set[str] = set()
         self.results: dict[str, set[str]] = {}
         self.status: list[dict[str, Any]] = []
+        self.last_started = ""
+        self.frozen: dict[str, float] = {}  # session id -> when probe_frozen was first seen
         self.lock = threading.Lock()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, "soak-counter", protocol=mqtt.MQTTv5)
         props = Properties(PacketTypes.CONNECT)
@@ -63,8 +65,11 @@ class _Counter:
         with self.lock:
             if m.topic.endswith("/status"):
                 self.status.append(d)
+                if "probe_frozen" in d.get("alarms", []) and self.last_started:
+                    self.frozen.setdefault(self.last_started, time.monotonic())
             elif m.topic.endswith("/events") and d.get("event") == "started":
                 self.started.add(d["session_id"])
+                self.last_started = d["session_id"]
             elif m.topic.endswith("/result"):
                 self.results.setdefault(d["session_id"], set()).add(d["msg_id"])
 
@@ -105,6 +110,40 @@ def _fit_per_hour(samples: list[tuple[float, float]]) -> float:
     return (sxy / sxx) * 3600 if sxx > 0 else float("nan")
 
 
+def _freeze(counter: _Counter, flag: Path) -> tuple[float, str | None]:
+    """Freeze the probe image until the service raises probe_frozen (or 60 s pass: a freeze
+    that starts during analysis only counts once the next session acquires)."""
+    with counter.lock:
+        before = set(counter.frozen)
+    flag.touch()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 60:
+            with counter.lock:
+                new = [(t, sid) for sid, t in counter.frozen.items() if sid not in before]
+            if new:
+                t, sid = new[0]
+                return t - t0, sid
+            time.sleep(0.2)
+        return -1.0, None
+    finally:
+        flag.unlink(missing_ok=True)
+
+
+def _floor(
+    samples: list[tuple[float, float]], window_s: float = 120.0
+) -> list[tuple[float, float]]:
+    """The lowest sample of each window: RSS between analyses. A 10 s sample lands in
+    acquisition or in an analysis (large arrays, mmap'd and returned after it) by chance;
+    the window minimum is the steady level that a leak would raise."""
+    out: dict[int, tuple[float, float]] = {}
+    for t, v in samples:
+        k = int(t // window_s)
+        if k not in out or v < out[k][1]:
+            out[k] = (t, v)
+    return [out[k] for k in sorted(out)]
+
+
 def run(quick: bool = False) -> str:
     from edge_service.mqtt.broker import Mosquitto
     from edge_service.sim.motion import manoeuvre
@@ -113,6 +152,7 @@ def run(quick: bool = False) -> str:
     duration_s = 150.0 if quick else float(os.environ.get("DGS_SOAK_S", "1860"))
     broker_every = 60.0 if quick else 360.0
     clip_every = 80.0 if quick else 420.0
+    freeze_first, freeze_every = (40.0, 1e9) if quick else (150.0, 300.0)
     fill_at = 0.45 * duration_s
     work = Path(tempfile.mkdtemp(prefix="dgs-soak-"))
     disk = work / "disk"
@@ -148,15 +188,19 @@ check_interval_s = 1.0
 """
     )
     log = (work / "service.log").open("w")
+    freeze_flag = work / "freeze"  # while it exists the phantom repeats its last image
+    freezes: list[tuple[float, str | None]] = []  # (seconds to the alarm or -1, session id)
     svc = subprocess.Popen(
-        [sys.executable, "-m", "edge_service.cli.edge", "-v", "run",
+        [sys.executable, "-m", "benchmarks.soak_service", "-v", "run",
          "--config", str(cfg), "--sessions", "0"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=log, stderr=subprocess.STDOUT, cwd=HERE.parent,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", DGS_SOAK_FREEZE_FILE=str(freeze_flag)),
         preexec_fn=lambda: os.nice(10),  # the machine is shared: the soak is background work
     )  # fmt: skip
     t0 = time.monotonic()
     samples: list[tuple[float, dict[str, float]]] = []
     next_broker, next_clip, filled, unfill_at = broker_every, clip_every, False, None
+    next_freeze = freeze_first
     filler = disk / "filler.bin"
     try:
         while (el := time.monotonic() - t0) < duration_s:
@@ -183,6 +227,19 @@ check_interval_s = 1.0
                 os.symlink(clip.port, clip_link)
                 events.append(f"{el:.0f} s: clip unplugged 5 s, new clip plugged in ({rss_now})")
                 next_clip += clip_every
+            if el >= next_freeze:
+                freezes.append(_freeze(counter, freeze_flag))
+                secs = freezes[-1][0]
+                events.append(
+                    f"{el:.0f} s: probe frozen: "
+                    + (
+                        f"probe_frozen alarm after {secs:.1f} s"
+                        if secs >= 0
+                        else "NO alarm in 60 s"
+                    )
+                    + f" ({rss_now})"
+                )
+                next_freeze += freeze_every
             if tmpfs and not filled and el >= fill_at:
                 free = shutil.disk_usage(disk).free
                 with filler.open("wb") as f:  # leave ~20 MB: under the 40 MB floor
@@ -230,9 +287,13 @@ check_interval_s = 1.0
         results = {k: len(v) for k, v in counter.results.items()}
         bdseqs = [d.get("bdSeq") for d in counter.status if d.get("bdSeq") is not None]
         alarms = sorted({a for d in counter.status for a in d.get("alarms", [])})
+        frozen_sids = [sid for _, sid in freezes if sid]
+        cleared = not any("probe_frozen" in d.get("alarms", []) for d in counter.status[-1:])
     delivered = sum(1 for sid in started if results.get(sid, 0) >= 1)
+    frozen_delivered = sum(1 for sid in frozen_sids if results.get(sid, 0) >= 1)
     dup = sum(1 for n in results.values() if n > 1)
     rss = [(t, s["rss_mb"]) for t, s in samples]
+    floor = _floor(rss)
     first, last = samples[0][1], samples[-1][1]
     if tmpfs:
         subprocess.run(["umount", str(disk)], capture_output=True)
@@ -253,18 +314,21 @@ check_interval_s = 1.0
         f"| samples (every 10 s after the first delivered session) | {len(samples)} |",
         f"| RSS start → end (MB) | {first['rss_mb']:.0f} → {last['rss_mb']:.0f} |",
         f"| RSS growth, 2nd half, least squares (MB/h) | {_fit_per_hour(rss):.1f} |",
+        f"| RSS floor (lowest per 2 min) first → last window (MB) | {floor[0][1]:.0f} → {floor[-1][1]:.0f} |",
+        f"| RSS floor growth, 2nd half, least squares (MB/h) | {_fit_per_hour(floor):.1f} |",
+        f"| RSS min / max over the run (MB) | {min(v for _, v in rss):.0f} / {max(v for _, v in rss):.0f} |",
         f"| open fds start → end | {first['fds']:.0f} → {last['fds']:.0f} |",
         f"| threads start → end | {first['threads']:.0f} → {last['threads']:.0f} |",
         f"| tracebacks in the service log | {tracebacks} |",
         f"| status births seen (bdSeq first → last) | {len(bdseqs)} ({bdseqs[0] if bdseqs else '—'} → {bdseqs[-1] if bdseqs else '—'}) |",
         f"| alarms seen in the retained status | {', '.join(alarms) or 'none'} |",
         f"| free-space floor reached (log lines) / sessions deleted by retention | {floor_stops} / {retention_deletes} |",
+        f"| probe freezes injected / detected (probe_frozen alarm) | {len(freezes)} / {len(frozen_sids)} |",
+        f"| sessions with a freeze delivered / alarm cleared at the end | {frozen_delivered} of {len(frozen_sids)} / {'yes' if cleared else 'no'} |",
         "",
         "Events:",
         "",
         *(f"- {e}" for e in events),
-        "",
-        "Not covered: probe freezes (no way to freeze the in-process phantom from outside).",
         "",
         ratio,
     ]

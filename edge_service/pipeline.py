@@ -33,6 +33,10 @@ from edge_service.storage import DiskGuard
 log = logging.getLogger(__name__)
 
 
+class NothingRecorded(StorageError):
+    """The disk stopped the session before its first frame (nothing to analyse)."""
+
+
 class DetectorLike(Protocol):
     def detect(self, frame: Frame) -> Any: ...
 
@@ -206,7 +210,7 @@ def _run(
             prog.extra["stopped"] = "disk_low"
         if prog.frames == 0:
             if "stopped" in prog.extra:
-                raise StorageError(f"{out_dir}: no frame could be recorded (disk full)")
+                raise NothingRecorded(f"{out_dir}: no frame could be recorded (disk full)")
             raise InputError("the probe delivered no frames")
         if timeline is not None and last_t is not None:
             # The clip stream lags the probe by the USB latency: wait (bounded) until it

@@ -72,13 +72,57 @@ def publish_session(
     return ids
 
 
-def park(path: Path, reason: str) -> None:
-    """Give up on a session that cannot be finished, saying why (kept for an operator)."""
+def park(path: Path, reason: str, publisher: EventPublisher | None = None) -> bool:
+    """Give up on a session that cannot be finished, saying why (kept for an operator).
+
+    With a publisher, consumers are told too (they saw `started` and would otherwise wait
+    for a result forever): its result if one exists and can be sent, then a `parked` event
+    with the reason, both with stable ids. Returns False when that could not be queued (disk
+    full): the session is then left unparked, so the next recovery parks it again."""
+    from edge_service.mqtt.outbox import OutboxError
+
+    # Consumers get the reason without the local recordings path (only the folder name).
+    reason = reason.replace(f"{path.parent}{os.sep}", "")
     log.error("session %s parked: %s", path.name, reason)
+    event_id = None
+    if publisher is not None:
+        try:
+            event_id = _announce_parked(path, reason, publisher)
+        except (OSError, OutboxError) as exc:
+            log.error("session %s: cannot queue its parked event yet: %s", path.name, exc)
+            return False
     try:
-        write_json_atomic(path / PARKED, {"parked_t": time.time(), "reason": reason})
+        write_json_atomic(
+            path / PARKED, {"parked_t": time.time(), "reason": reason, "event_msg_id": event_id}
+        )
     except OSError as exc:
         log.error("cannot write %s: %s", path / PARKED, exc.strerror)
+    return True
+
+
+def _announce_parked(path: Path, reason: str, publisher: EventPublisher) -> str | None:
+    import json
+
+    try:
+        meta = read_meta(path / SESSION_JSON)
+    except InputError as exc:  # no session id to publish under
+        log.error("session %s: no parked event (%s)", path.name, exc)
+        return None
+    data: dict[str, Any] = {"reason": reason[:500], "result_msg_id": None}
+    try:
+        result = json.loads((path / RESULT).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        result = None
+    if isinstance(result, dict):
+        from edge_service.mqtt.outbox import OutboxError
+
+        try:
+            data["result_msg_id"] = publisher.result(meta.session_id, result)
+        except OutboxError:
+            raise  # disk full: retried by the next recovery
+        except DgsError as exc:  # the result itself may be what cannot be sent
+            data["result_error"] = str(exc)[:500]
+    return publisher.event(meta.session_id, "parked", data, "")
 
 
 def stage(path: Path, pending: set[str] | None = None) -> str:
@@ -271,14 +315,16 @@ def recover(
                 log.error("session %s cannot be finished yet: %s", path.name, exc)
                 report.waiting[path.name] = str(exc)
                 continue
-            park(path, str(exc))
-            report.parked.append(path.name)
-            continue
+            why = str(exc)
         except Exception as exc:  # a bug must not stop the other sessions being delivered
-            park(path, f"{type(exc).__name__}: {exc}")
-            report.parked.append(path.name)
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            (report.held if held else report.published).append(path.name)
             continue
-        (report.held if held else report.published).append(path.name)
+        if park(path, why, publisher):
+            report.parked.append(path.name)
+        else:
+            report.waiting[path.name] = "parked, but its parked event cannot be queued yet"
     return report
 
 

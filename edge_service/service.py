@@ -37,9 +37,12 @@ class Service:
     def open(self, connect_timeout_s: float | None = None) -> bool:
         """Lock the state dir, load the model, start the publisher. Returns whether the
         broker answered; raises BrokerError when it never can with this configuration."""
+        from edge_service import memtune
         from edge_service.detector import Detector
         from edge_service.mqtt import Publisher
 
+        memtune.configure()  # flat RSS over months of sessions (see edge_service.memtune)
+        memtune.trim()  # what imports left free on the heap would otherwise serve big blocks
         # Recordings and the outbox are health data: owner-only, whatever systemd says.
         self._umask = os.umask(0o077)
         s = self.cfg.session
@@ -163,6 +166,14 @@ class Service:
             for p in session_dirs(self.cfg.session.recordings_dir)
             if stage(p, pending) not in ("delivered", "parked")
         ]
+
+    def after_session(self) -> list[Path]:
+        """Between sessions: retention, and free heap pages back to the kernel."""
+        from edge_service import memtune
+
+        deleted = self.retention()
+        memtune.trim()
+        return deleted
 
     def retention(self) -> list[Path]:
         pending = self.pub.outbox.pending_sessions()

@@ -290,3 +290,65 @@ def test_workstation_recovery_holds_unpublished_sessions_for_review(
         assert svc.recover(hold=held_for_review).held == ["a-workstation"]
     finally:
         svc.close()
+
+
+@pytest.mark.sim
+def test_parked_sessions_tell_the_consumer_why(
+    tmp_path: Path, mosquitto: Any, collector_factory: Any
+) -> None:
+    """A parked session is announced over the real broker, so a consumer that saw `started`
+    is not left waiting: a `parked` event with the reason, preceded by the result when one
+    exists and can be sent; an unsendable result is named in the event instead."""
+    from edge_service.analysis.session import analyze_session
+    from edge_service.phantom import simulate_session
+    from edge_service.recording import RecordingWriter, SessionMeta
+
+    col = collector_factory("127.0.0.1", mosquitto.port, "dgs/v1/ward-3/box-1/#")
+    rec = tmp_path / "rec"
+    empty = rec / "a-empty"
+    RecordingWriter(empty, SessionMeta(side="left", protocol="fair"))  # killed: no frame
+    # Analysed, but a manoeuvre entry is corrupt: its events cannot be built, the result can.
+    bad_events = simulate_session(rec / "b-bad-events", seed=5, fps=4.0)
+    doc = analyze_session(bad_events)
+    doc["maneuvers"] = ["not a manoeuvre"]
+    (bad_events / "result.json").write_text(json.dumps(doc))
+    # Analysed, but the result carries a patient-identifying field: it must never be sent.
+    pii = simulate_session(rec / "c-pii", seed=6, fps=4.0)
+    doc = analyze_session(pii)
+    doc["patient_name"] = "DOE^JANE"
+    (pii / "result.json").write_text(json.dumps(doc))
+    cfg = _service_config(tmp_path, mosquitto.url, None, min_free_mb=0)
+    out = subprocess.run(
+        [*DGS_EDGE, "recover", "--config", str(cfg), "--timeout", "30"],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 parked" in out.stdout and "Traceback" not in out.stderr
+    sids = {p.name: _sid(p) for p in (empty, bad_events, pii)}
+
+    def parked() -> dict[str, dict[str, Any]] | None:
+        got = {d["session_id"]: d for d in col.docs("/events") if d["event"] == "parked"}
+        return got if set(sids.values()) <= got.keys() else None
+
+    events = wait_for(parked, 30, "parked events")
+    e = events[sids["a-empty"]]["data"]
+    assert e["reason"] == "no frame was recorded" and e["result_msg_id"] is None
+    e = events[sids["b-bad-events"]]["data"]
+    assert "manoeuvre" in e["reason"] or "Error" in e["reason"]
+    results = results_by_session(col)
+    assert results[sids["b-bad-events"]] == {e["result_msg_id"]}
+    e = events[sids["c-pii"]]["data"]
+    assert "patient" in e["reason"] and "patient" in e["result_error"]
+    assert e["result_msg_id"] is None and sids["c-pii"] not in results
+    assert "DOE" not in json.dumps(col.docs(""))
+    for p in (empty, bad_events, pii):
+        on_disk = json.loads((p / "parked.json").read_text())
+        assert on_disk["event_msg_id"] == events[sids[p.name]]["msg_id"]
+        assert str(tmp_path) not in on_disk["reason"]
+    # Parked is final: a second recover announces nothing again.
+    n = len(col.docs("/events"))
+    again = subprocess.run(
+        [*DGS_EDGE, "recover", "--config", str(cfg), "--timeout", "30"],
+        env=_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert again.returncode == 0 and len(col.docs("/events")) == n

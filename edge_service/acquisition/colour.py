@@ -25,9 +25,19 @@ def chroma_fraction(rgb: np.ndarray, box: tuple[int, int, int, int] | None = Non
         rgb = rgb[y0:y1, x0:x1]
     if rgb.size == 0 or rgb.ndim != 3 or rgb.shape[-1] < 3:
         return 0.0
-    c = rgb[..., :3].astype(np.int16)
-    spread = c.max(axis=-1) - c.min(axis=-1)
-    return float((spread > 30).mean())
+    if rgb.dtype != np.uint8:
+        c = rgb[..., :3].astype(np.int32)
+        spread = c.max(axis=-1) - c.min(axis=-1)
+        return float((spread > 30).mean())
+    # uint8: max - min cannot wrap; in blocks of rows, so a frame near the memory budget
+    # needs no full-size temporaries (the int16 copy alone was twice the frame).
+    h, w = rgb.shape[:2]
+    step = max(1, (4 << 20) // (w * 3))
+    hits = 0
+    for y in range(0, h, step):
+        blk = rgb[y : y + step, :, :3]
+        hits += int(np.count_nonzero(blk.max(axis=-1) - blk.min(axis=-1) > 30))
+    return hits / (h * w)
 
 
 def to_uint8(

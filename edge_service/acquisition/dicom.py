@@ -23,6 +23,11 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from edge_service.acquisition.colour import chroma_fraction, frame_to_gray
+from edge_service.acquisition.dicomframes import (
+    check_decoder_budget,
+    direct_frames,
+    ybr_to_rgb_inplace,
+)
 from edge_service.acquisition.dicomguard import (
     DEFAULT_BUDGET,
     DicomBudget,
@@ -37,6 +42,7 @@ from edge_service.acquisition.source import (
     FrameSource,
     SourceInfo,
     check_spacing,
+    spacing_conflict,
     spacing_problem,
 )
 from edge_service.errors import InputError
@@ -285,8 +291,12 @@ def dicom_info(
     path: str,
     spacing_mm: tuple[float, float] | None = None,
     layout: PixelLayout | None = None,
+    spacing_override: bool = False,
 ) -> SourceInfo:
-    """What the file says about itself; `layout` is the header checked by dicomguard."""
+    """What the file says about itself; `layout` is the header checked by dicomguard.
+
+    A user spacing that contradicts the file's own calibration is an InputError (which of
+    them is right cannot be known here); with `spacing_override` the user's value wins."""
     if layout is None:
         layout = check_layout(ds, path)
     spacing, roi, origin = us_calibration(ds, path)
@@ -299,8 +309,13 @@ def dicom_info(
     user = check_spacing(spacing_mm)
     if spacing is None and user is not None:
         spacing, origin = user, "user"
-    elif spacing is not None and user is not None and not np.allclose(spacing, user, rtol=1e-6):
-        log.warning("%s: file spacing %s used; --spacing %s ignored", path, spacing, user)
+    elif spacing is not None and user is not None:
+        why = spacing_conflict(user, spacing, origin)
+        if why is not None and not spacing_override:
+            raise InputError(f"{why} (give --spacing-override to use yours)")
+        if why is not None:
+            log.warning("%s: %s; overridden by the user", path, why)
+            spacing, origin = user, "user"
     n = layout.n_frames
     _, fps = frame_offsets_s(ds, n)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -338,8 +353,8 @@ def _bits_stored(ds: Dataset, layout: PixelLayout) -> int:
 class DicomSource(FrameSource):
     """Frames of one DICOM file as grayscale uint8 with the file's calibration.
 
-    spacing_mm: the user's spacing, used only when the file has none (a file's own
-    calibration wins). t0: epoch of frame 0 (default: the file's acquisition time, else 0).
+    spacing_mm: the user's spacing, used when the file has none; one that contradicts the
+    file's own calibration is an InputError unless spacing_override (then the user's wins). t0: epoch of frame 0 (default: the file's acquisition time, else 0).
     budget: what the file may cost (dicomguard.DicomBudget); frames are decoded one at a
     time, so peak memory stays within `budget.peak_bytes` of the baseline.
     """
@@ -349,6 +364,7 @@ class DicomSource(FrameSource):
         path: str | os.PathLike[str],
         *,
         spacing_mm: tuple[float, float] | None = None,
+        spacing_override: bool = False,
         t0: float | None = None,
         times: list[float] | None = None,
         default_t0: float = 0.0,
@@ -360,7 +376,10 @@ class DicomSource(FrameSource):
             warnings.simplefilter("always")
             # The header proves itself against the bytes before anything is allocated for it.
             self._layout = check_dicom_pixels(self._path, self._ds, budget)
-            self._info = dicom_info(self._ds, self._path, spacing_mm, self._layout)
+            check_decoder_budget(self._path, self._ds, self._layout, budget)
+            self._info = dicom_info(
+                self._ds, self._path, spacing_mm, self._layout, spacing_override
+            )
         for w in caught:  # pydicom's notes on odd headers: for the debug log, not the user
             log.debug("%s: %s", self._path, w.message)
         n = self._layout.n_frames
@@ -430,7 +449,15 @@ class DicomSource(FrameSource):
             # access: its dataset is already inflated in memory (bounded by check_deflated).
             deflated = str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DEFLATED_TS
             src: str | Dataset = ds if deflated else self._path
-            frames = pydicom.pixels.iter_pixels(src)
+            # Native and RLE grayscale/palette frames straight into their own array (peak
+            # memory; see dicomframes); everything else through pydicom's decoders.
+            direct = None if deflated else direct_frames(self._path, ds, self._layout)
+            out = Dataset()  # pydicom writes each frame's photometric interpretation here
+            frames = (
+                direct
+                if direct is not None
+                else pydicom.pixels.iter_pixels(src, ds_out=out, as_rgb=False)
+            )
             while True:
                 # pydicom warns about odd-but-decodable data (padding, bad VRs) per frame:
                 # for the debug log, not the user's terminal (one line per error, no noise).
@@ -441,6 +468,9 @@ class DicomSource(FrameSource):
                     log.debug("%s: %s", self._path, w.message)
                 if arr is None:
                     return
+                ybr = str(out.get("PhotometricInterpretation", ""))
+                if direct is None and arr.ndim == 3 and ybr in ("YBR_FULL", "YBR_FULL_422"):
+                    arr = ybr_to_rgb_inplace(arr, ybr)  # what as_rgb=True does, in blocks
                 yield arr if lut is None else lut[arr]
         except InputError:
             raise

@@ -8,12 +8,13 @@ with one line (`InputError`) instead of a MemoryError, a multi-GB allocation or 
 
 Memory bound (measured: `python -m benchmarks fuzz`, table "Peak memory on hostile DICOM
 inputs"; asserted in tests/acquisition/test_dicom_hostile.py): frames are decoded one at a
-time, so reading any single file holds one frame's encoded bytes, the decoded frame
-(<= `max_frame_bytes`), its in-place grey conversion (half a frame more at 16 bits) and the
-per-frame times (8 bytes x frames). The documented bound on peak memory growth for any single
-input is `DicomBudget.peak_bytes` = 3 x `max_frame_bytes` (192 MiB with the defaults);
-measured at the largest allowed frame (8192 x 4096 x 16 bit = 64 MiB): 2.0 x native,
-2.5 x RLE. Hostile headers are refused before any allocation (< 1 MiB).
+time. The documented bound on peak memory growth for any single input is
+`DicomBudget.peak_bytes` = 2 x `max_frame_bytes` (128 MiB with the defaults). Unsigned grey
+(8/16 bit) and 8-bit RGB frames, native or RLE, are read into their own array without an
+intermediate copy (acquisition/dicomframes.py): measured at the largest allowed frames
+(64 MiB) 1.3-1.55 x. Frames that go through pydicom's codec plugins (JPEG, JPEG-LS,
+JPEG 2000, ...) cost ~2.5-3.2 x their size, so they are limited to `max_decoder_frame_bytes`
+(32 MiB). Hostile headers are refused before any allocation (< 1 MiB).
 """
 
 from __future__ import annotations
@@ -72,17 +73,23 @@ class DicomBudget:
         (typically <= 1280 x 1024 RGB = 3.75 MiB).
     max_frames: frames of one cine. 250 000 = the longest session (3600 s) at ~70 fps.
     max_side_px: Rows and Columns each; 8192 covers every scanner and screen capture.
+    max_decoder_frame_bytes: one frame that pydicom and its codec plugins decode (JPEG,
+        JPEG-LS, JPEG 2000, deflate, big endian, signed, YBR or 32-bit samples): their own
+        buffers hold ~2.5-3.2x the frame, so such frames are kept to 32 MiB to stay within
+        `peak_bytes`. Unsigned 8/16-bit grey and 8-bit RGB, native or RLE, are read by
+        acquisition/dicomframes.py straight into their array (<= 1.6x) up to the full budget.
     """
 
     max_frame_bytes: int = 64 << 20
     max_frames: int = 250_000
     max_side_px: int = 8192
+    max_decoder_frame_bytes: int = 32 << 20
 
     @property
     def peak_bytes(self) -> int:
-        """Documented bound on peak memory growth while reading one input: the frame's
-        encoded bytes + the decoded frame + its conversion, each <= one frame."""
-        return 3 * self.max_frame_bytes
+        """Documented bound on peak memory growth while reading one input: 2 x the frame
+        budget (measured: benchmarks/results/fuzz.md, 'Peak memory')."""
+        return 2 * self.max_frame_bytes
 
 
 DEFAULT_BUDGET = DicomBudget()

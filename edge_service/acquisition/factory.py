@@ -118,6 +118,7 @@ def open_path(
     *,
     spacing_mm: tuple[float, float] | None = None,
     fps_hz: float | None = None,
+    spacing_override: bool = False,
 ) -> FrameSource:
     """Pick the source for a file or directory: session dir, image folder, DICOM, video."""
     p = Path(path)
@@ -127,12 +128,14 @@ def open_path(
         if any(c.suffix.lower() in IMAGE_EXTS for c in p.iterdir()):
             return ImageFolderSource(p, spacing_mm=spacing_mm, fps_hz=fps_hz)
         if (p / "cine.dcm").exists():
-            return DicomSource(p / "cine.dcm", spacing_mm=spacing_mm)
+            return DicomSource(
+                p / "cine.dcm", spacing_mm=spacing_mm, spacing_override=spacing_override
+            )
         raise InputError(f"{p}: neither a session recording nor a folder of images")
     if not p.exists():
         raise InputError(f"{p}: no such file or directory")
     if is_dicom_file(p):
-        return DicomSource(p, spacing_mm=spacing_mm)
+        return DicomSource(p, spacing_mm=spacing_mm, spacing_override=spacing_override)
     return VideoFileSource(p, spacing_mm=spacing_mm)
 
 

@@ -115,3 +115,19 @@ def check_spacing(spacing_mm: tuple[float, float] | None) -> tuple[float, float]
         if why is not None:
             raise InputError(f"spacing {axis}: {why} (must be positive mm/px)")
     return (float(dx), float(dy))
+
+
+# A file's own calibration and a user spacing agree when within 1 % (rounding in exports).
+SPACING_AGREE_REL = 0.01
+
+
+def spacing_conflict(
+    user: tuple[float, float], own: tuple[float, float], own_origin: str | None
+) -> str | None:
+    """The one line saying that `user` contradicts the file's calibration `own`, or None."""
+    if all(abs(u - f) <= SPACING_AGREE_REL * f for u, f in zip(user, own, strict=True)):
+        return None
+    return (
+        f"--spacing {user[0]:g},{user[1]:g} contradicts the file's own calibration "
+        f"{own[0]:.4g},{own[1]:.4g} mm/px ({own_origin})"
+    )

@@ -21,8 +21,6 @@ from edge_service.errors import InputError
 # A B-mode pixel is between ~0.01 mm (high-frequency, small field) and ~2 mm (a 300 mm deep
 # image in 150 px); anything outside is a typo (cm, um, px/mm) and is refused.
 SPACING_RANGE_MM = (0.01, 2.0)
-# A file's own calibration and --spacing agree when within 1 % (rounding in exports).
-SPACING_AGREE_REL = 0.01
 
 
 def parse_spacing(text: str) -> tuple[float, float]:
@@ -54,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=parse_spacing,
         metavar="DX,DY",
         help="mm/px when the source has no calibration of its own (must agree with it if it has)",
+    )
+    p.add_argument(
+        "--spacing-override",
+        action="store_true",
+        help="use --spacing even where it contradicts the file's own calibration",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per line and frame")
     p.add_argument(
@@ -119,21 +122,20 @@ def run(args: argparse.Namespace) -> int:
     spacing = own
     origin = own_origin
     if args.spacing is not None:
-        if own is not None:
-            if any(
-                abs(u - f) > SPACING_AGREE_REL * f for u, f in zip(args.spacing, own, strict=True)
-            ):
-                raise InputError(
-                    f"--spacing {args.spacing[0]:g},{args.spacing[1]:g} contradicts the file's "
-                    f"own calibration {own[0]:.4g},{own[1]:.4g} mm/px ({own_origin})"
-                )
-        else:
+        from edge_service.acquisition.source import spacing_conflict
+
+        why = None if own is None else spacing_conflict(args.spacing, own, own_origin)
+        if why is not None and not args.spacing_override:
+            raise InputError(f"{why} (give --spacing-override to use yours)")
+        if own is None or why is not None:
             spacing, origin = args.spacing, "user"
+    elif args.spacing_override:
+        raise InputError("--spacing-override needs --spacing DX,DY")
     det = Detector.load(settings=DetectorSettings(precision=args.precision))
     n = rejected = nerves = calcs = 0
     with open_path(args.path) as src:
         for frame in src.frames():
-            if frame.spacing_mm is None and spacing is not None:
+            if spacing is not None and (frame.spacing_mm is None or origin == "user"):
                 frame = dataclasses.replace(frame, spacing_mm=spacing)
             d = det.detect(frame, require_spacing=False)
             rec = frame_record(d, frame.spacing_mm, origin if frame.spacing_mm else None)

@@ -26,7 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--spacing",
         type=_spacing,
         metavar="DX,DY",
-        help="mm/px to use when the source has no calibration of its own",
+        help="mm/px to use when the source has no calibration of its own (one that "
+        "contradicts the file's own calibration is an error, exit 2)",
+    )
+    p.add_argument(
+        "--spacing-override",
+        action="store_true",
+        help="use --spacing even where it contradicts the file's own calibration",
     )
     p.add_argument("--count", action="store_true", help="decode every frame to count them exactly")
     p.set_defaults(func=run)
@@ -44,8 +50,13 @@ def _fmt(v: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from edge_service.acquisition.factory import open_path
+    from edge_service.errors import InputError
 
-    with open_path(args.path, spacing_mm=args.spacing) as src:
+    if args.spacing_override and args.spacing is None:
+        raise InputError("--spacing-override needs --spacing DX,DY")
+    with open_path(
+        args.path, spacing_mm=args.spacing, spacing_override=args.spacing_override
+    ) as src:
         info: dict[str, Any] = src.info.to_dict()
         if args.count:
             info["n_frames"] = sum(1 for _ in src.frames())

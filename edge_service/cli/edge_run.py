@@ -107,7 +107,7 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
     from edge_service.analysis.session import analyze_session
     from edge_service.clip.timeline import AngleTimeline
     from edge_service.mqtt.outbox import OutboxError
-    from edge_service.pipeline import SessionProgress, run_session
+    from edge_service.pipeline import NothingRecorded, SessionProgress, run_session
     from edge_service.recording import SessionMeta
     from edge_service.storage import DiskGuard
 
@@ -177,7 +177,22 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
                         compression=cfg.storage.cine_compression,
                         on_freeze=lambda on: _probe_frozen(svc, on),
                     )
-            except (StorageError, OutboxError):
+            except StorageError as exc:
+                if n_sessions != 0 or guard.tripped is None or not isinstance(exc, NothingRecorded):
+                    pub.set_alarm("disk_full", True)
+                    svc.set_status(probe={"state": "stopped", "kind": cfg.source.kind})
+                    raise
+                # The floor was crossed between the check before this session and its first
+                # frame (found by the soak): nothing was recorded, the service is fine. The
+                # empty session is parked (its consumers are told) and the loop waits for space.
+                from edge_service.recovery import park
+
+                log.error("%s; waiting for space", exc)
+                park(out, "acquisition stopped at the free-space floor before the first frame", pub)
+                pub.set_alarm("disk_low", True)
+                svc.set_status(probe={"state": "idle", "kind": cfg.source.kind})
+                continue
+            except OutboxError:
                 # Disk full (recording, result or outbox): what exists is kept for recover.
                 pub.set_alarm("disk_full", True)
                 svc.set_status(probe={"state": "stopped", "kind": cfg.source.kind})
@@ -191,7 +206,7 @@ def _serve(svc: Service, n_sessions: int, stop: threading.Event) -> int:
                 f"session {meta.session_id}: {out} "
                 f"(restricted gliding: {result.get('gliding', {}).get('restricted')})"
             )
-            svc.retention()
+            svc.after_session()
         left = svc.wait_delivered(10.0)
         if left:
             print(

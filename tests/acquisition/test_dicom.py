@@ -200,9 +200,17 @@ def test_no_spacing_refused_unless_user_gives_it() -> None:
     assert next(iter(DicomSource(path))).spacing_mm is None
     user = DicomSource(path, spacing_mm=(0.3, 0.3))
     assert user.info.spacing_mm == (0.3, 0.3) and user.info.spacing_origin == "user"
-    # The file's own calibration always wins over a user guess.
-    own = DicomSource(get_testdata_file("OBXXXX1A.dcm"), spacing_mm=(1.5, 1.5))
+    # A user value that contradicts the file's own calibration is an error naming both;
+    # agreeing within 1 % keeps the file's; spacing_override makes the user's win.
+    ob = get_testdata_file("OBXXXX1A.dcm")
+    with pytest.raises(InputError, match=r"--spacing 1.5,1.5 contradicts .* 0.2623,0.2623"):
+        DicomSource(ob, spacing_mm=(1.5, 1.5))
+    own = DicomSource(ob, spacing_mm=(0.263, 0.263))
     assert own.info.spacing_mm == pytest.approx((0.26228787, 0.26228787))
+    assert own.info.spacing_origin == "us-regions"
+    forced = DicomSource(ob, spacing_mm=(1.5, 1.5), spacing_override=True)
+    assert forced.info.spacing_mm == (1.5, 1.5) and forced.info.spacing_origin == "user"
+    assert next(iter(forced)).spacing_mm == (1.5, 1.5)
     with pytest.raises(InputError, match="positive"):
         DicomSource(path, spacing_mm=(0.0, 0.3))
 
@@ -278,3 +286,110 @@ def test_native_ybr_full_converted_like_rgb(tmp_path: Path) -> None:
     ds.save_as(p)
     diff = np.abs(_gray(p).astype(int) - _gray("US1_UNCR.dcm").astype(int))
     assert diff.max() <= 1
+
+
+_DIRECT_FILES = [
+    "OBXXXX1A.dcm",  # native 8-bit palette
+    "OBXXXX1A_2frame.dcm",
+    "OBXXXX1A_rle_2frame.dcm",  # RLE 8-bit palette
+    "emri_small.dcm",  # native 16-bit, 10 frames
+    "emri_small_RLE.dcm",  # RLE 16-bit
+    "gdcm-US-ALOKA-16.dcm",  # implicit VR, 16-bit ultrasound
+    "SC_rgb.dcm",  # native RGB
+    "SC_rgb_rle_2frame.dcm",  # RLE RGB
+]
+
+
+@pytest.mark.parametrize("lean", [False, True], ids=["plugin", "plane-by-plane"])
+@pytest.mark.parametrize("name", _DIRECT_FILES)
+def test_direct_frames_equal_pydicom(
+    name: str, lean: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy-free native/RLE readers (dicomframes) give exactly pydicom's arrays, also
+    when every RLE frame takes the plane-by-plane path meant for frames near the budget."""
+    from edge_service.acquisition import dicomframes
+    from edge_service.acquisition.dicomguard import check_dicom_pixels
+
+    monkeypatch.setattr(dicomframes, "LEAN_RLE_BYTES", 0 if lean else 16 << 20)
+    path = str(get_testdata_file(name))
+    ds = pydicom.dcmread(path, defer_size=64)  # deferred like a large file
+    frames = dicomframes.direct_frames(path, ds, check_dicom_pixels(path, ds))
+    assert frames is not None, "this layout should take the direct path"
+    mine = list(frames)
+    ref = list(pydicom.pixels.iter_pixels(path))
+    assert len(mine) == len(ref)
+    for a, b in zip(mine, ref, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["US1_J2KR.dcm", "color3d_jpeg_baseline.dcm", "MR_small.dcm"])
+def test_other_layouts_go_through_pydicom(name: str) -> None:
+    """Codec-compressed, YBR and signed data are not read directly (None)."""
+    from edge_service.acquisition.dicomframes import direct_frames
+    from edge_service.acquisition.dicomguard import check_dicom_pixels
+
+    path = str(get_testdata_file(name))
+    ds = pydicom.dcmread(path, defer_size=64)
+    assert direct_frames(path, ds, check_dicom_pixels(path, ds)) is None
+
+
+def test_ybr_frames_converted_like_pydicom() -> None:
+    """YBR_FULL_422 JPEG: pydicom's own colour conversion, done in blocks of rows."""
+    from edge_service.acquisition.colour import frame_to_gray
+
+    path = get_testdata_file("examples_ybr_color.dcm")
+    ref = [frame_to_gray(a, "RGB", 8) for a in pydicom.pixels.iter_pixels(path)]
+    mine = [f.pixels for f in DicomSource(path).frames()]
+    assert len(mine) == len(ref) and all(
+        np.array_equal(a, b) for a, b in zip(mine, ref, strict=True)
+    )
+
+
+def _damaged_rle(tmp_path: Path, damage: str) -> Path:
+    """A copy of a two-frame 8-bit RLE file with its second frame damaged."""
+    import struct
+
+    data = bytearray(Path(get_testdata_file("OBXXXX1A_rle_2frame.dcm")).read_bytes())
+    first = data.find(b"\xfe\xff\x00\xe0", data.find(b"\xe0\x7f\x10\x00") + 12)  # the BOT
+    bot_len = struct.unpack_from("<L", data, first + 4)[0]
+    f1 = first + 8 + bot_len  # item header of frame 0
+    f2 = f1 + 8 + struct.unpack_from("<L", data, f1 + 4)[0]  # item header of frame 1
+    hdr = f2 + 8  # frame 1's RLE header
+    if damage == "segments":
+        struct.pack_into("<L", data, hdr, 2)  # claims 2 segments for 8-bit samples
+    elif damage == "offset":
+        struct.pack_into("<L", data, hdr + 4, 10_000_000)  # segment past the frame
+    elif damage == "runs":
+        seg = hdr + struct.unpack_from("<L", data, hdr + 4)[0]
+        data[seg : f2 + 8 + struct.unpack_from("<L", data, f2 + 4)[0]] = b"\x82\x00" * (
+            (f2 + 8 + struct.unpack_from("<L", data, f2 + 4)[0] - seg) // 2
+        )  # runs of 127 zeros: overshoot the plane
+    out = tmp_path / f"{damage}.dcm"
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("segments", "2 RLE segments for 1 x 1-byte samples"),
+        ("offset", "outside the frame"),
+        ("runs", "past the end of the segment"),
+    ],
+)
+def test_damaged_rle_frame_is_one_line(
+    tmp_path: Path, damage: str, says: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plane-by-plane RLE reader refuses damaged frames with one InputError line."""
+    from edge_service.acquisition import dicomframes
+    from edge_service.acquisition.dicomguard import check_dicom_pixels
+
+    monkeypatch.setattr(dicomframes, "LEAN_RLE_BYTES", 0)
+    path = str(_damaged_rle(tmp_path, damage))
+    ds = pydicom.dcmread(path, defer_size=64)
+    frames = dicomframes.direct_frames(path, ds, check_dicom_pixels(path, ds))
+    assert frames is not None
+    assert next(frames).shape == (ds.Rows, ds.Columns)  # frame 0 is intact
+    with pytest.raises(InputError, match=says) as exc:
+        next(frames)
+    assert "\n" not in str(exc.value) and path in str(exc.value)

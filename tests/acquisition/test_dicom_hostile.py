@@ -264,9 +264,39 @@ def test_calibration_error_names_the_source_for_us_calibration() -> None:
 
 def largest_frame(path: Path, rle: bool = False) -> Path:
     """One frame of exactly the frame budget: 8192 x 4096 at 16 bits = 64 MiB."""
+    return big_frame(path, "rle16" if rle else "native16")
+
+
+#: Frames at the limits of DicomBudget: 64 MiB for the direct paths (grey/RGB, native/RLE),
+#: 32 MiB (max_decoder_frame_bytes) for frames pydicom's codec plugins decode.
+BIG_FRAMES = {
+    "native16": "largest allowed frame, native grey (8192x4096x16 bit = 64 MiB)",
+    "rle16": "largest allowed frame, RLE grey 16 bit (64 MiB)",
+    "rgb": "largest allowed frame, native RGB (8192x2730x3 = 64 MiB)",
+    "rgb_rle": "largest allowed frame, RLE RGB (64 MiB)",
+    "jls32": "largest codec frame, JPEG-LS 16 bit (4096x4096 = 32 MiB)",
+    "jpeg32": "largest codec frame, JPEG baseline YBR_FULL_422 (4096x2730x3 = 32 MiB)",
+    "j2k32": "largest codec frame, JPEG 2000 lossless 16 bit (32 MiB)",
+    "jls64": "JPEG-LS frame of 64 MiB (over the codec limit)",
+}
+
+
+def big_frame(path: Path, kind: str) -> Path:
+    """A one-frame file of `kind` (see BIG_FRAMES): ramps, so every codec has real work."""
+    import io
+
     import numpy as np
+    from PIL import Image
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        JPEG2000Lossless,
+        JPEGBaseline8Bit,
+        JPEGLSLossless,
+        RLELossless,
+        generate_uid,
+    )
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -274,41 +304,67 @@ def largest_frame(path: Path, rle: bool = False) -> Path:
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
     ds.SOPInstanceUID = generate_uid()
     ds.Modality = "US"
-    ramp = (np.arange(8192 * 4096, dtype=np.uint32) % 4096).astype(np.uint16)
-    ds.set_pixel_data(ramp.reshape(8192, 4096), "MONOCHROME2", 12)
-    if rle:
-        ds.compress(RLELossless)
+    if kind in ("rgb", "rgb_rle"):
+        rgb = (np.arange(8192 * 2730 * 3, dtype=np.uint32) % 251).astype(np.uint8)
+        ds.set_pixel_data(rgb.reshape(8192, 2730, 3), "RGB", 8)
+    elif kind == "jpeg32":
+        rgb = ((np.arange(4096 * 2730 * 3, dtype=np.uint32) * 7) % 251).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(rgb.reshape(4096, 2730, 3)).save(buf, "JPEG", quality=90)
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = 4096, 2730, 3
+        ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_FULL_422", 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+    else:
+        rows = 4096 if kind.endswith("32") else 8192
+        ramp = (np.arange(rows * 4096, dtype=np.uint32) % 4096).astype(np.uint16)
+        ds.set_pixel_data(ramp.reshape(rows, 4096), "MONOCHROME2", 12)
+    codec = {"rle16": RLELossless, "rgb_rle": RLELossless, "jls32": JPEGLSLossless,
+             "jls64": JPEGLSLossless, "j2k32": JPEG2000Lossless}.get(kind)  # fmt: skip
+    if codec is not None:
+        ds.compress(codec)
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
 def test_peak_memory_within_documented_bound(tmp_path: Path) -> None:
-    """Adversarial inputs, the largest real cine and a frame of exactly the budget, decoded in
-    a child: tracemalloc peak per input and peak resident-set growth (VmHWM) stay under the documented bound
-    (3 x the 64 MiB frame budget); hostile headers cost < 2 MiB; the 120-frame cine (110 MB
-    decoded as a whole) stays near a few frames, which shows decoding is lazy."""
+    """Adversarial inputs, the largest real cine and frames at the limits of the budget,
+    decoded in a child: tracemalloc peak per input and peak resident-set growth (VmHWM) stay
+    under the documented bound (2 x the 64 MiB frame budget); hostile headers cost < 2 MiB;
+    the 120-frame cine (110 MB decoded as a whole) stays near a few frames (lazy decoding);
+    a codec frame over its 32 MiB limit is refused before decoding."""
+    kinds = ["native16", "rle16", "rgb", "jls32", "jls64"]
     paths = [str(make(tmp_path / f"{name}.dcm")) for name, make, _ in HOSTILE]
     paths.append(str(H.vendor("color3d_jpeg_baseline.dcm")))
-    paths.append(str(largest_frame(tmp_path / "largest.dcm")))
+    paths += [str(big_frame(tmp_path / f"{k}.dcm", k)) for k in kinds]
     res = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_memory_child.py")), *paths],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(rows) == len(paths)
     bound = DEFAULT_BUDGET.peak_bytes
+    assert bound == 2 * DEFAULT_BUDGET.max_frame_bytes
     for r in rows:
         assert r["traced_peak"] < bound, r
         assert r["rss_growth"] < bound, r
     assert all(r["traced_peak"] < 2 << 20 for r in rows[: len(HOSTILE)])
-    cine, largest = rows[-2], rows[-1]
-    assert largest["outcome"] == "ok: 1 frames"
+    assert all(r["outcome"].startswith("InputError") for r in rows[: len(HOSTILE)])
+    cine = rows[len(HOSTILE)]
+    big = dict(zip(kinds, rows[len(HOSTILE) + 1 :], strict=True))
     assert cine["outcome"] == "ok: 120 frames"
     one_frame = 480 * 640 * 3
     # The whole cine decoded at once would be 120 frames (110 MB); lazily it is a few frames
     # plus the compressed bytes pydicom buffers.
     assert cine["traced_peak"] < 16 * one_frame, cine
-    assert all(r["outcome"].startswith("InputError") for r in rows[: len(HOSTILE)])
+    for k in ("native16", "rle16", "rgb"):  # read straight into the frame: <= 1.6x
+        assert big[k]["outcome"] == "ok: 1 frames", big[k]
+        assert big[k]["rss_growth"] < 1.6 * DEFAULT_BUDGET.max_frame_bytes, big[k]
+    assert big["jls32"]["outcome"] == "ok: 1 frames"
+    assert "over the 32 MiB limit" in big["jls64"]["outcome"], big["jls64"]
+    assert big["jls64"]["rss_growth"] < 2 << 20

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -98,3 +100,38 @@ def test_inspect_unfinished_recording(tmp_path: Path, capsys: pytest.CaptureFixt
     assert info["extra"]["complete"] is False and "unfinished" in info["transfer_syntax"]
     assert (info["width"], info["height"]) == (10, 8) and info["spacing_mm"] == [0.3, 0.3]
     w.close()
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("dgs-edge")
+    return subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=120)
+
+
+def test_spacing_contradicting_the_file_is_the_same_error_as_detect() -> None:
+    """Through the installed CLI: `inspect --spacing` that contradicts the file's own
+    calibration fails like `detect` (exit 2, the same one line); --spacing-override lets the
+    user's value win in both; a value agreeing within 1 % is not a conflict."""
+    path = str(get_testdata_file("OBXXXX1A.dcm"))  # its own 0.262 mm/px tissue region
+    ins = _cli("inspect", path, "--spacing", "0.5,0.5")
+    det = _cli("detect", path, "--spacing", "0.5,0.5")
+    assert ins.returncode == det.returncode == 2
+    assert ins.stdout == det.stdout == ""
+    ins_err, det_err = ins.stderr.strip().splitlines(), det.stderr.strip().splitlines()
+    assert len(ins_err) == len(det_err) == 1 and ins_err == det_err
+    assert "--spacing 0.5,0.5 contradicts the file's own calibration 0.2623,0.2623" in ins_err[0]
+    assert "--spacing-override" in ins_err[0] and "Traceback" not in ins.stderr
+    # The override: the user's spacing is used (origin "user"), a warning says so.
+    ok = _cli("inspect", path, "--json", "--spacing", "0.5,0.5", "--spacing-override")
+    assert ok.returncode == 0, ok.stderr
+    info = json.loads(ok.stdout)
+    assert info["spacing_mm"] == [0.5, 0.5] and info["spacing_origin"] == "user"
+    det_ok = _cli("detect", path, "--json", "--spacing", "0.5,0.5", "--spacing-override")
+    assert det_ok.returncode == 0, det_ok.stderr
+    rec = json.loads(det_ok.stdout.splitlines()[0])
+    assert rec["spacing_mm"] == [0.5, 0.5] and rec["spacing_origin"] == "user"
+    # Agreeing within 1 %: the file's calibration, no error.
+    same = _cli("inspect", path, "--json", "--spacing", "0.2630,0.2630")
+    assert same.returncode == 0 and json.loads(same.stdout)["spacing_origin"] == "us-regions"
+    # The override alone is a usage error (one line), not silently ignored.
+    alone = _cli("inspect", path, "--spacing-override")
+    assert alone.returncode == 2 and len(alone.stderr.strip().splitlines()) == 1
