@@ -47,13 +47,16 @@ MODELS = Path(__file__).resolve().parent
 FIT_SEED_BASE = 20_000
 NULL_SEED_BASE = 21_000
 IN_HW = (128, 192)
+# Fraction of calibration patients drawn with the phantom's realism knobs, as in training
+# (models/train/__main__.py --realism): the gate describes the training distribution.
+REALISM = 0.7
 
 
 def _render(args: tuple[int, int]) -> np.ndarray:
     from models.train.data import _patient
 
     seed, frames = args
-    x, _ = _patient((seed, frames, IN_HW[0], IN_HW[1]))
+    x, _ = _patient((seed, frames, IN_HW[0], IN_HW[1], REALISM))
     return x.astype(np.float32)
 
 
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or [MODELS / "dgs_seg.onnx", MODELS / "dgs_seg.int8.onnx"]
     t0 = time.time()
     cache = Path("/tmp/dgs_view_calib_cache.npz")
-    key = f"{PHANTOM_REVISION}-{args.patients}-{args.null_patients}-{args.frames}"
+    key = f"{PHANTOM_REVISION}-{args.patients}-{args.null_patients}-{args.frames}-{REALISM:g}"
     if args.cache and cache.exists() and str(np.load(cache)["key"]) == key:
         z = np.load(cache)
         x_fit, x_null = z["fit"], z["null"]

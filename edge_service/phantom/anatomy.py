@@ -134,14 +134,33 @@ class Anatomy:
         else:
             tip = [(sx + lat * 3.0, sy + 3.0), (sx + lat * 0.8, sy + 0.4), (sx, sy)]
             tip.append((sx - lat * 1.5, sy + 2.5))
+        gap = self.cfg.medial_shelf_mm
+        if gap > 0.0:
+            # A bony shelf medial to the spine running just under the ligament: a long
+            # bright cortical line with a shadow right next to where calcifications sit.
+            ux, uy = self.lig_dir
+            nxv, nyv = -uy, ux
+            if nyv < 0:
+                nxv, nyv = -nxv, -nyv
+            if self.calc is not None:  # keep the calcification in soft tissue above it
+                gap = max(gap, self.calc.b - self.lig_thick / 2.0 + 0.8)
+            off = self.lig_thick + gap
+            medial = [
+                (
+                    sx + ux * u + nxv * off * min(1.0, u / 3.0),
+                    sy + uy * u + nyv * off * min(1.0, u / 3.0),
+                )
+                for u in (2.0, 3.0, 8.0, 20.0, 50.0, 120.0)
+            ]
+        else:
+            medial = [(sx - lat * 3.0, sy + 14.0), (sx - lat * 5.0, sy + 40.0)]
         pts = [
             (far_lat, bn + 6.0),
             (nx + lat * 8.0, bn + 1.0),
             (nx, bn),
             (nx - lat * (self.nerve.a + 2.0), bn - 1.0),
             *tip,
-            (sx - lat * 3.0, sy + 14.0),
-            (sx - lat * 5.0, sy + 40.0),
+            *medial,
             (far_med, bottom),
             (far_lat, bottom),
         ]

@@ -37,6 +37,8 @@ class PhantomConfig(BaseModel):
         and thickness; real cortex is specular and can be as bright as a calcification.
     calcification_echo: calcification reflectivity (overlaps bright cortex when drawn).
     spine_hump_mm: width of a rounded ischial-spine top (0 = a pointed spine).
+    medial_shelf_mm: 0 = the bone drops steeply medial to the spine; > 0 = a bony shelf
+        runs medially this far under the ligament (a bright line next to the calcification).
     fascia_mm / fascia_echo: deep gluteus-maximus fascia line thickness and reflectivity;
     superficial_fascia_echo: a fascia line at the fat/muscle boundary (0 = none).
     attenuation_db_cm_mhz: soft-tissue attenuation (TGC still compensates the nominal
@@ -73,6 +75,7 @@ class PhantomConfig(BaseModel):
     cortex_mm: float = Field(default=1.0, ge=0.2, le=4.0)
     calcification_echo: float = Field(default=16.0, ge=2.0, le=40.0)
     spine_hump_mm: float = Field(default=0.0, ge=0.0, le=20.0)
+    medial_shelf_mm: float = Field(default=0.0, ge=0.0, le=10.0)
     fascia_mm: float = Field(default=1.2, ge=0.2, le=5.0)
     fascia_echo: float = Field(default=1.1, ge=0.2, le=6.0)
     superficial_fascia_echo: float = Field(default=0.0, ge=0.0, le=6.0)
@@ -118,6 +121,7 @@ class PhantomConfig(BaseModel):
             "cortex_mm": float(rng.uniform(0.6, 2.0)),
             "calcification_echo": float(np.exp(rng.uniform(math.log(8.0), math.log(24.0)))),
             "spine_hump_mm": float(rng.choice([0.0, rng.uniform(6.0, 16.0)])),
+            "medial_shelf_mm": float(rng.choice([0.0, rng.uniform(0.8, 4.0)])),
             "fascia_mm": float(rng.uniform(0.8, 2.6)),
             "fascia_echo": float(rng.uniform(1.1, 3.0)),
             "superficial_fascia_echo": float(rng.choice([0.0, rng.uniform(0.8, 2.0)])),

@@ -16,6 +16,7 @@ KNOBS = (
     "cortex_mm",
     "calcification_echo",
     "spine_hump_mm",
+    "medial_shelf_mm",
     "fascia_mm",
     "fascia_echo",
     "superficial_fascia_echo",
@@ -132,3 +133,26 @@ def test_wider_beam_blurs_laterally(wide: float) -> None:
         return float(gx / gy)
 
     assert lateral_grad(wide) < 0.85 * lateral_grad(1.0)
+
+
+def test_medial_shelf_runs_under_the_ligament_below_the_calcification() -> None:
+    from edge_service.phantom.anatomy import fill_poly
+
+    for seed in range(6):
+        cfg = PhantomConfig(calcification=True, medial_shelf_mm=0.8, **STILL)
+        sim = PhantomSimulator(cfg, seed=seed)
+        an = sim.anatomy
+        pose = sim._pose(0.0)
+        bone = np.zeros((sim.geom.height_px, sim.geom.width_px), np.uint8)
+        fill_poly(bone, sim._shape_px(an.bone, pose), 1)
+        calc = sim.render(np.zeros(3)).masks["calcification"]
+        assert calc.any() and not (calc & (bone > 0)).any()
+        # 10 mm medial of the spine there is bone within ~ligament + 5 mm (steep: none)
+        ux, uy = an.lig_dir
+        x, y = an.spine[0] + ux * 10.0, an.spine[1] + uy * 10.0 + an.lig_thick + 5.0
+        col, row = sim.geom.mm_to_px(*sim._to_probe(np.array([x]), np.array([y]), pose))
+        assert bone[int(row[0]), int(col[0])]
+        steep = PhantomSimulator(cfg.model_copy(update={"medial_shelf_mm": 0.0}), seed=seed)
+        bone0 = np.zeros_like(bone)
+        fill_poly(bone0, steep._shape_px(steep.anatomy.bone, pose), 1)
+        assert not bone0[int(row[0]), int(col[0])]
