@@ -46,7 +46,14 @@ def _gauss_kernel(sigma: float) -> np.ndarray:
 class EchoModel:
     """PSF, attenuation and display chain for one probe setting."""
 
-    def __init__(self, geom: FanGeometry, frequency_mhz: float, focus_mm: float) -> None:
+    def __init__(
+        self,
+        geom: FanGeometry,
+        frequency_mhz: float,
+        focus_mm: float,
+        beam_width: float = 1.0,
+        alpha_db_cm_mhz: float = SOFT_ALPHA_DB_CM_MHZ,
+    ) -> None:
         self.geom = geom
         self.f = frequency_mhz
         self.wavelength_mm = SOUND_SPEED_MM_US / frequency_mhz
@@ -54,8 +61,9 @@ class EchoModel:
         sigma_ax = 0.5 * self.wavelength_mm / geom.dr_mm
         self.ky = _gauss_kernel(sigma_ax)
         # Lateral beam: narrowest at the focus, widening like a Gaussian beam.
-        sigma_focus = 1.6 * self.wavelength_mm
-        z_rayleigh = 20.0
+        sigma_focus = 1.6 * beam_width * self.wavelength_mm
+        # A Gaussian beam's Rayleigh range grows with its waist squared.
+        z_rayleigh = 20.0 * beam_width**2
         depths = np.linspace(0.0, geom.depth_mm, N_PSF_BANDS)
         self.band_depths = depths
         self.kx = []
@@ -72,7 +80,9 @@ class EchoModel:
         w[i0, np.arange(z.size)] = 1 - frac
         w[i0 + 1, np.arange(z.size)] += frac
         self.band_w = w[:, :, None, None]
-        self.soft_loss_db_per_sample = 2.0 * SOFT_ALPHA_DB_CM_MHZ * self.f * geom.dr_mm / 10.0
+        self.soft_loss_db_per_sample = 2.0 * alpha_db_cm_mhz * self.f * geom.dr_mm / 10.0
+        # The scanner's TGC assumes the nominal soft-tissue attenuation, not the patient's.
+        self.tgc_db_per_sample = 2.0 * SOFT_ALPHA_DB_CM_MHZ * self.f * geom.dr_mm / 10.0
 
     def deposit(
         self, s: np.ndarray, line: np.ndarray, r_mm: np.ndarray, amp: np.ndarray
@@ -111,7 +121,7 @@ class EchoModel:
         """Receive gain per sample: compensates the nominal soft-tissue slope; `tgc_error`
         leaves a residual brightening or darkening with depth, as a real user setting does."""
         n = np.arange(self.geom.n_samples, dtype=np.float32)[:, None]
-        return (self.soft_loss_db_per_sample * n * (1.0 + tgc_error)).astype(np.float32)
+        return (self.tgc_db_per_sample * n * (1.0 + tgc_error)).astype(np.float32)
 
     def psf(self, grid: np.ndarray) -> np.ndarray:
         """Depth-dependent separable PSF: blend of N_PSF_BANDS Gaussian beams."""

@@ -123,17 +123,44 @@ class Anatomy:
         bn = self.bone_under_nerve
         nx = self.nerve.cx
         bottom = self.y1 + 20.0
+        hump = self.cfg.spine_hump_mm
+        if hump > 0.0:
+            # Rounded spine (a broad convex bony hump): a parabolic top over `hump` mm
+            # laterally, then a shorter rounded medial shoulder before the steep drop.
+            u = np.linspace(1.0, 0.0, 9)
+            top = [(sx + lat * hump / 2.0 * v, sy + 3.0 * v * v) for v in u]
+            med = [(sx - lat * hump / 8.0, sy + 0.6), (sx - lat * hump / 4.0, sy + 2.5)]
+            tip = [*top, *med]
+        else:
+            tip = [(sx + lat * 3.0, sy + 3.0), (sx + lat * 0.8, sy + 0.4), (sx, sy)]
+            tip.append((sx - lat * 1.5, sy + 2.5))
+        gap = self.cfg.medial_shelf_mm
+        if gap > 0.0:
+            # A bony shelf medial to the spine running just under the ligament: a long
+            # bright cortical line with a shadow right next to where calcifications sit.
+            ux, uy = self.lig_dir
+            nxv, nyv = -uy, ux
+            if nyv < 0:
+                nxv, nyv = -nxv, -nyv
+            if self.calc is not None:  # keep the calcification in soft tissue above it
+                gap = max(gap, self.calc.b - self.lig_thick / 2.0 + 0.8)
+            off = self.lig_thick + gap
+            medial = [
+                (
+                    sx + ux * u + nxv * off * min(1.0, u / 3.0),
+                    sy + uy * u + nyv * off * min(1.0, u / 3.0),
+                )
+                for u in (2.0, 3.0, 8.0, 20.0, 50.0, 120.0)
+            ]
+        else:
+            medial = [(sx - lat * 3.0, sy + 14.0), (sx - lat * 5.0, sy + 40.0)]
         pts = [
             (far_lat, bn + 6.0),
             (nx + lat * 8.0, bn + 1.0),
             (nx, bn),
             (nx - lat * (self.nerve.a + 2.0), bn - 1.0),
-            (sx + lat * 3.0, sy + 3.0),
-            (sx + lat * 0.8, sy + 0.4),
-            (sx, sy),
-            (sx - lat * 1.5, sy + 2.5),
-            (sx - lat * 3.0, sy + 14.0),
-            (sx - lat * 5.0, sy + 40.0),
+            *tip,
+            *medial,
             (far_med, bottom),
             (far_lat, bottom),
         ]
@@ -193,9 +220,13 @@ class Anatomy:
                 _SHIFT,
             )
         m[muscle] = np.maximum(m[muscle], sept[muscle])
+        if cfg.superficial_fascia_echo > 0:
+            # superficial fascia on the muscle at the fat boundary (thinner than the deep one)
+            sband = np.abs(ys[:, None] - wave[None, :]) < 0.3 * cfg.fascia_mm
+            m[sband] = cfg.superficial_fascia_echo
         # fascial line at the deep surface of gluteus maximus
-        band = np.abs(ys[:, None] - gwave[None, :]) < 0.6
-        m[band] = 1.1
+        band = np.abs(ys[:, None] - gwave[None, :]) < 0.5 * cfg.fascia_mm
+        m[band] = cfg.fascia_echo
         # obturator internus / gemelli between nerve and ischium: muscle texture
         deep = np.broadcast_to(ys[:, None] > (self.nerve.cy + self.nerve.b + 1.5), m.shape)
         m[deep] = np.where(sept[deep] > 0, 0.8, 0.32)
@@ -212,11 +243,13 @@ class Anatomy:
         bpts = self._to_map(self.bone)
         fill_poly(bone, bpts, 1.0)
         cortex = np.zeros_like(m)
+        # the outline is drawn centred on the surface and kept inside the bone: ~half of it
+        th = max(2, round(cfg.cortex_mm / MAP_RES_MM))
         cv2.polylines(
-            cortex, [np.round(bpts * 16).astype(np.int32)], True, 1.0, 10, cv2.LINE_8, _SHIFT
+            cortex, [np.round(bpts * 16).astype(np.int32)], True, 1.0, th, cv2.LINE_8, _SHIFT
         )
         m = np.where(bone > 0, 0.4, m)
-        m = np.where((cortex > 0) & (bone > 0), 4.0, m)
+        m = np.where((cortex > 0) & (bone > 0), np.float32(cfg.cortex_echo), m)
         # sciatic nerve: hyperechoic epineurium with hypoechoic fascicles (honeycomb);
         # swollen: diffusely hypoechoic and the fascicular pattern is lost.
         nerve = np.zeros_like(m)
@@ -270,8 +303,9 @@ class Anatomy:
         if self.calc is not None:
             calc = np.zeros_like(m)
             fill_poly(calc, self._to_map(self.calc.points()), 1.0)
-            # strongly hyperechoic: ~+14 dB over the bright epineurium and bone cortex
-            m = np.where(calc > 0, np.float32(16.0), m)
+            # strongly hyperechoic: by default ~+14 dB over the epineurium and bone cortex
+            # (realistic() draws cortex and calcification so that they overlap)
+            m = np.where(calc > 0, np.float32(cfg.calcification_echo), m)
         # tissue heterogeneity: smooth +-20 % modulation, so no two patients look alike
         het = cv2.GaussianBlur(
             rng.normal(0, 1, (h // 10 + 1, w // 10 + 1)).astype(np.float32), (0, 0), 2.0

@@ -6,6 +6,7 @@ inside the clinical range of its class (see docs/model.md), so one seed = one pa
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -29,6 +30,21 @@ class PhantomConfig(BaseModel):
     noise_db: electronic noise level relative to a mid-depth soft-tissue echo.
     jitter_mm / jitter_deg: amplitude of the hand-held probe's slow wander.
     gain_wander_db: amplitude of the sonographer's slow gain changes.
+
+    Realism knobs (phantom revision 3; the defaults reproduce revision 2 exactly, and
+    `realistic()` draws them wide for training and the realism benchmark column):
+    cortex_echo / cortex_mm: bone cortex reflectivity (relative to soft tissue ~0.3-0.6)
+        and thickness; real cortex is specular and can be as bright as a calcification.
+    calcification_echo: calcification reflectivity (overlaps bright cortex when drawn).
+    spine_hump_mm: width of a rounded ischial-spine top (0 = a pointed spine).
+    medial_shelf_mm: 0 = the bone drops steeply medial to the spine; > 0 = a bony shelf
+        runs medially this far under the ligament (a bright line next to the calcification).
+    fascia_mm / fascia_echo: deep gluteus-maximus fascia line thickness and reflectivity;
+    superficial_fascia_echo: a fascia line at the fat/muscle boundary (0 = none).
+    attenuation_db_cm_mhz: soft-tissue attenuation (TGC still compensates the nominal
+        0.6 dB/cm/MHz, so a different value leaves a depth-dependent residual).
+    beam_width: factor on the lateral beam width (aperture / apodisation);
+    focus_offset_mm: transmit focus relative to the nerve depth.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -55,6 +71,17 @@ class PhantomConfig(BaseModel):
     jitter_deg: float = Field(default=0.5, ge=0.0, le=5.0)
     gain_wander_db: float = Field(default=1.5, ge=0.0, le=10.0)
     scatterers_per_mm2: float = Field(default=6.0, ge=1.0, le=30.0)
+    cortex_echo: float = Field(default=4.0, ge=0.5, le=40.0)
+    cortex_mm: float = Field(default=1.0, ge=0.2, le=4.0)
+    calcification_echo: float = Field(default=16.0, ge=2.0, le=40.0)
+    spine_hump_mm: float = Field(default=0.0, ge=0.0, le=20.0)
+    medial_shelf_mm: float = Field(default=0.0, ge=0.0, le=10.0)
+    fascia_mm: float = Field(default=1.2, ge=0.2, le=5.0)
+    fascia_echo: float = Field(default=1.1, ge=0.2, le=6.0)
+    superficial_fascia_echo: float = Field(default=0.0, ge=0.0, le=6.0)
+    attenuation_db_cm_mhz: float = Field(default=0.6, ge=0.2, le=1.5)
+    beam_width: float = Field(default=1.0, ge=0.5, le=4.0)
+    focus_offset_mm: float = Field(default=0.0, ge=-40.0, le=40.0)
 
     @classmethod
     def randomized(cls, rng: np.random.Generator, **fixed: object) -> PhantomConfig:
@@ -82,3 +109,25 @@ class PhantomConfig(BaseModel):
         }
         draw.update(fixed)
         return cls.model_validate(draw)
+
+    def realistic(self, rng: np.random.Generator) -> PhantomConfig:
+        """A copy with the revision-3 realism knobs drawn wide: bone cortex from moderately
+        to calcification-bright (log-uniform, so "the brightest echo" is no longer a
+        calcification cue), a pointed or rounded spine, thicker/brighter fasciae, patient
+        attenuation 0.45-0.85 dB/cm/MHz under the nominal TGC, a wider or narrower beam
+        focused above or below the nerve. Explicitly set fields are kept."""
+        draw = {
+            "cortex_echo": float(np.exp(rng.uniform(math.log(4.0), math.log(24.0)))),
+            "cortex_mm": float(rng.uniform(0.6, 2.0)),
+            "calcification_echo": float(np.exp(rng.uniform(math.log(8.0), math.log(24.0)))),
+            "spine_hump_mm": float(rng.choice([0.0, rng.uniform(6.0, 16.0)])),
+            "medial_shelf_mm": float(rng.choice([0.0, rng.uniform(0.8, 4.0)])),
+            "fascia_mm": float(rng.uniform(0.8, 2.6)),
+            "fascia_echo": float(rng.uniform(1.1, 3.0)),
+            "superficial_fascia_echo": float(rng.choice([0.0, rng.uniform(0.8, 2.0)])),
+            "attenuation_db_cm_mhz": float(rng.uniform(0.45, 0.85)),
+            "beam_width": float(rng.uniform(0.8, 2.2)),
+            "focus_offset_mm": float(rng.uniform(-25.0, 15.0)),
+        }
+        keep = self.model_fields_set & set(draw)
+        return self.model_copy(update={k: v for k, v in draw.items() if k not in keep})

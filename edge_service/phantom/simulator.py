@@ -83,7 +83,13 @@ class PhantomSimulator:
         half_w = (g.radius_mm + g.depth_mm) * math.sin(g.half_angle_rad) + 8.0
         extent = (-half_w, half_w, g.y_top_mm - 6.0, g.depth_mm + 6.0)
         self.anatomy = an = Anatomy(cfg, rng, extent)
-        self.echo = EchoModel(g, cfg.frequency_mhz, focus_mm=an.nerve.cy)
+        self.echo = EchoModel(
+            g,
+            cfg.frequency_mhz,
+            focus_mm=float(np.clip(an.nerve.cy + cfg.focus_offset_mm, 10.0, cfg.depth_mm)),
+            beam_width=cfg.beam_width,
+            alpha_db_cm_mhz=cfg.attenuation_db_cm_mhz,
+        )
         # Scatterers: uniform over the tissue extent, strength ~ N(0, echogenicity^2).
         area = (extent[1] - extent[0]) * (extent[3] - extent[2])
         n = int(area * cfg.scatterers_per_mm2)

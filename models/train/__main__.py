@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from edge_service.phantom import PHANTOM_REVISION
 from models.train.augment import augment
-from models.train.data import TRAIN_SEED_BASE, VAL_SEED_BASE, generate
+from models.train.data import TRAIN_SEED_BASE, VAL_REAL_SEED_BASE, VAL_SEED_BASE, generate
 from models.train.net import CLASSES, UNet, count_macs
 
 log = logging.getLogger("models.train")
@@ -95,6 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         help="only the basic augmentation (no domain randomisation: augment.py)",
     )
     ap.add_argument(
+        "--realism",
+        type=float,
+        default=0.7,
+        help="fraction of training patients with the phantom's realism knobs "
+        "(PhantomConfig.realistic: bright cortex, rounded spine, fasciae, attenuation, beam)",
+    )
+    ap.add_argument(
+        "--val-every",
+        type=int,
+        default=150,
+        help="validate every N steps and keep the best weights (own generator only)",
+    )
+    ap.add_argument(
         "--export-dir",
         type=Path,
         default=HERE.parent,
@@ -113,19 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    key = f"r{PHANTOM_REVISION}-{args.seed}-{args.patients}-{args.frames_per_patient}-{args.val_patients}-{in_h}x{in_w}"
+    key = (
+        f"r{PHANTOM_REVISION}-{args.seed}-{args.patients}-{args.frames_per_patient}-"
+        f"{args.val_patients}-{in_h}x{in_w}-real{args.realism:g}"
+    )
     if args.cache.exists() and str(np.load(args.cache)["key"]) == key:
         z = np.load(args.cache)
-        xtr, ytr, xva, yva = z["xtr"], z["ytr"], z["xva"], z["yva"]
+        xtr, ytr = z["xtr"], z["ytr"]
+        xva, yva, xvr, yvr = z["xva"], z["yva"], z["xvr"], z["yvr"]
         log.info("loaded cache %s", args.cache)
     else:
         base = TRAIN_SEED_BASE + 1000 * args.seed
-        tr = generate(base, args.patients, args.frames_per_patient, (in_h, in_w), args.workers)
-        va = generate(VAL_SEED_BASE, args.val_patients, 2, (in_h, in_w), args.workers)
-        xtr, ytr, xva, yva = tr.x, tr.y, va.x, va.y
-        np.savez(args.cache, key=key, xtr=xtr, ytr=ytr, xva=xva, yva=yva)
+        hw = (in_h, in_w)
+        tr = generate(base, args.patients, args.frames_per_patient, hw, args.workers, args.realism)
+        va = generate(VAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.0)
+        vr = generate(VAL_REAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 1.0)
+        xtr, ytr, xva, yva, xvr, yvr = tr.x, tr.y, va.x, va.y, vr.x, vr.y
+        np.savez(args.cache, key=key, xtr=xtr, ytr=ytr, xva=xva, yva=yva, xvr=xvr, yvr=yvr)
     gen_s = time.time() - t0
-    log.info("data: %d train, %d val frames in %.0f s", len(xtr), len(xva), gen_s)
+    log.info("data: %d train, %d + %d val frames in %.0f s", len(xtr), len(xva), len(xvr), gen_s)
+
+    def validate() -> dict[str, float]:
+        """Dice on both own-generator validation splits; `score` (their mean) selects."""
+        a = dice_scores(model, xva, yva)
+        b = dice_scores(model, xvr, yvr)
+        out = {**a, "real_nerve": b["nerve"], "real_calcification": b["calcification"]}
+        out["score"] = float(np.mean(list(out.values())))
+        return out
 
     model = UNet(widths, len(CLASSES))
     if args.init is not None:
@@ -134,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init {args.init}: widths/input differ from --widths/--input")
         model.load_state_dict(ck["state"])
         log.info("fine-tuning from %s", args.init)
+    best = validate()
+    best_step = 0
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    log.info("val at start %s", best)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr / 10, weight_decay=1e-4)
     g = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -188,15 +219,25 @@ def main(argv: list[str] | None = None) -> int:
                 loss.item(),
                 step * args.batch / el,
             )
-        if step % 300 == 0:
-            d = dice_scores(model, xva, yva)
+        if step % args.val_every == 0:
+            d = validate()
             history.append({"step": step, "loss": float(loss.item()), **d})
             log.info("val dice %s", d)
+            if d["score"] > best["score"]:
+                best, best_step = d, step
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if args.max_minutes and time.time() - t1 > args.max_minutes * 60:
             log.warning("max-minutes reached at step %d", step)
             break
     train_s = time.time() - t1
-    val = dice_scores(model, xva, yva)
+    d = validate()
+    history.append({"step": step, "loss": float(loss.item()), **d})
+    if d["score"] > best["score"]:
+        best, best_step = d, step
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    # Model selection on the own generator's validation splits only (never the foreign set).
+    model.load_state_dict(best_state)
+    val = best
     torch.save(
         {"state": model.state_dict(), "widths": widths, "input": [in_h, in_w]}, args.out / "unet.pt"
     )
@@ -205,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         "phantom_revision": PHANTOM_REVISION,
         "train_frames": len(xtr),
         "train_patients": args.patients,
-        "val_frames": len(xva),
+        "val_frames": len(xva) + len(xvr),
+        "realism_fraction": args.realism,
+        "selected_step": best_step,
         "steps_run": step,
         "schedule": f"time-based, {args.minutes} min" if args.minutes else f"{args.steps} steps",
         "warm_steps": args.warm_steps,
@@ -228,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.train.export import export_all
 
     args.export_dir.mkdir(parents=True, exist_ok=True)
-    export_all(args.out / "unet.pt", args.export_dir, xva[:64])
+    export_all(args.out / "unet.pt", args.export_dir, np.concatenate([xva[:32], xvr[:32]]))
     return 0
 
 

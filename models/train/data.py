@@ -6,7 +6,8 @@ density, side, nerve class, calcification) and a few frames at random hip angles
 are reduced to the model input with the detector's own preprocessing; masks become soft
 per-class area fractions at the same resolution (sub-pixel boundary information).
 
-Seed ranges (documented in the model card): training 10_000+, validation 5_000+, and the
+Seed ranges (documented in the model card): training 10_000+, validation 5_000+ (revision-2
+appearance) and 6_000+ (every patient with the revision-3 realism knobs), and the
 benchmark/tests hold out 0-999, so reported metrics never see a training patient.
 """
 
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 TRAIN_SEED_BASE = 10_000
 VAL_SEED_BASE = 5_000
+# Validation with the realism knobs drawn on every patient (phantom revision 3).
+VAL_REAL_SEED_BASE = 6_000
+REALISM_STREAM = 0x5EA1
 
 
 @dataclass
@@ -33,10 +37,14 @@ class Batch:
     y: np.ndarray  # (N, 2, H, W) uint8: nerve and calcification area fraction * 255
 
 
-def _patient(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    seed, frames, in_h, in_w = args
+def _patient(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, np.ndarray]:
+    seed, frames, in_h, in_w, realism = args
     rng = np.random.default_rng(seed)
     cfg = PhantomConfig.randomized(rng)
+    # Realism knobs from their own stream, so the revision-2 draws of a seed stay the same.
+    real_rng = np.random.default_rng([seed, REALISM_STREAM])
+    if real_rng.random() < realism:
+        cfg = cfg.realistic(real_rng)
     sim = PhantomSimulator(cfg, seed=seed)
     xs, ys = [], []
     for _ in range(frames):
@@ -55,9 +63,17 @@ def _patient(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate(
-    seed_base: int, patients: int, frames_per_patient: int, in_hw: tuple[int, int], workers: int = 2
+    seed_base: int,
+    patients: int,
+    frames_per_patient: int,
+    in_hw: tuple[int, int],
+    workers: int = 2,
+    realism: float = 0.0,
 ) -> Batch:
-    jobs = [(seed_base + i, frames_per_patient, in_hw[0], in_hw[1]) for i in range(patients)]
+    """`realism`: fraction of patients drawn with PhantomConfig.realistic() on top."""
+    jobs = [
+        (seed_base + i, frames_per_patient, in_hw[0], in_hw[1], realism) for i in range(patients)
+    ]
     xs, ys = [], []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, (x, y) in enumerate(pool.map(_patient, jobs, chunksize=4)):
