@@ -33,6 +33,8 @@ def measure(pelvis: bool, native: tuple[str, ...] = (), rate_hz: int = RATE_HZ) 
     for line in out.splitlines():
         if line.startswith("NATIVE"):
             res["viper"] = int(line.split()[1])
+        elif line.startswith("FXNATIVE"):
+            res["fx_viper"] = int(line.split()[1])
         elif line.startswith("STEP"):
             f = line.split()
             ticks, nsamp, fake, alloc, nbytes, per, free, ring = (int(x) for x in f[2:10])

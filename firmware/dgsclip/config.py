@@ -23,7 +23,7 @@ SCHEMA = {
     "accel_range_g": (4, int, (2, 16)),
     "gyro_range_dps": (500, int, (250, 2000)),
     "kp": (0.5, float, (0.0, 20.0)),
-    "ki": (0.0, float, (0.0, 5.0)),
+    "ki": (0.0, float, (0.0, 0.0)),  # integral term not in the fixed-point filter
     "accel_reject_g": (0.1, float, (0.01, 1.0)),
     "still_gyro_dps": (3.0, float, (0.5, 20.0)),
     "bias_tau_s": (2.0, float, (0.1, 60.0)),

@@ -7,6 +7,8 @@ would be reused). Without `write_nb` (tests, the virtual clip's scripted IO) `io
 taken to accept everything.
 """
 
+from dgsclip.compat import heap_lock, heap_unlock
+
 
 class Output:
     def _tx_idle(self):
@@ -77,8 +79,15 @@ class Output:
             skipped = ring.s[i]
             if skipped:
                 enc.seq = (enc.seq + skipped) & 0xFFFFFFFF  # host counts them as lost
-            self._send(
-                enc.sample(
+            # Framing allocates nothing once warm: with the heap locked (see compat) its
+            # call frames live on the C stack. The sampler skips a tick landing in here.
+            locked = self._lock_ok
+            seq0 = enc.seq
+            if locked:
+                self._locked = True
+                heap_lock()
+            try:
+                fr = enc.sample(
                     None,
                     ring.t[i],
                     v[b],
@@ -90,7 +99,24 @@ class Output:
                     u[i * 3 + 2],
                     pq,
                 )
-            )
+            except MemoryError:
+                if not locked:
+                    raise
+                fr = None  # e.g. the encoder's first frame of a length makes its view
+            finally:
+                if locked:
+                    heap_unlock()
+                self._locked = False
+            if fr is None:
+                self._frame_faults += 1
+                if self._frame_faults > 4:  # not a warm-up: something allocates each time
+                    self._lock_failed()
+                enc.seq = seq0
+                fr = enc.sample(
+                    None, ring.t[i], v[b], v[b + 1], v[b + 2], q14, u[i * 3], u[i * 3 + 1],
+                    u[i * 3 + 2], pq,
+                )  # fmt: skip
+            self._send(fr)
             ring.pop()
             self.samples += 1
             sent = True

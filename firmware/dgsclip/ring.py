@@ -45,8 +45,9 @@ class SampleRing:
         while self.count:
             self.pop()
 
-    def push(self, t_us, angles, q14, flags, i2c_errors, overruns, pq14):
-        """Copy one fused sample in; False (and counted) when full."""
+    def push(self, t_us, cd, q14, flags, i2c_errors, overruns, pq14):
+        """Copy one fused sample in (angles cd in centidegrees, quaternions in Q14: ints);
+        False (and counted) when full."""
         n = (self.n_in - self.n_out) & _MASK
         if n >= self.capacity:
             self.dropped += 1
@@ -56,9 +57,9 @@ class SampleRing:
         self.t[i] = t_us
         v = self.v
         b = i * NQ
-        v[b] = _i16(angles[0] * 100.0)
-        v[b + 1] = _i16(angles[1] * 100.0)
-        v[b + 2] = _i16(angles[2] * 100.0)
+        v[b] = cd[0]  # |angle| <= 180 deg: always an int16
+        v[b + 1] = cd[1]
+        v[b + 2] = cd[2]
         v[b + 3] = q14[0]
         v[b + 4] = q14[1]
         v[b + 5] = q14[2]
@@ -89,12 +90,3 @@ class SampleRing:
         i = self.tail + 1
         self.tail = 0 if i == self.capacity else i
         self.n_out = (self.n_out + 1) & _MASK
-
-
-def _i16(x):
-    v = int(x)
-    if v > 32767:
-        return 32767
-    if v < -32768:
-        return -32768
-    return v

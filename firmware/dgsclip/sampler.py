@@ -5,6 +5,7 @@ with micropython.schedule (or from `step()` when no timer is injected); it never
 the port (replies and LOGs belong to the main loop) and is held while commands run.
 """
 
+from dgsclip.compat import heap_lock, heap_unlock
 from dgsclip.drivers.base import ImuError
 from dgsclip.output import Output
 from dgsclip.pipeline import FLAG_I2C_ERROR, FLAG_OVERRUN, FLAG_PELVIS_ERROR
@@ -38,7 +39,9 @@ class Sampler(Output):
             self._t_fifo = None  # timestamp of the last sample taken from the FIFO
 
     def service(self):
-        if self._hold or not self.running:
+        if self._hold or self._locked or not self.running:
+            # _locked: this scheduled callback interrupted the main loop while the heap is
+            # locked (framing); the FIFO keeps the samples for the next tick.
             return
         clock = self.clock
         now = clock.ticks_us()
@@ -90,8 +93,34 @@ class Sampler(Output):
         if last is None or not 0 <= clock.ticks_diff(now, last) < 2 * period:
             t = clock.ticks_add(now, -(n + 1) * period)
             self._facc = 0
-        dt = 1.0 / self._fodr
-        for _ in range(n):
+        # The drain runs with the heap locked once the pipeline is settled (compat): no
+        # allocation can slip in unnoticed and call frames stay off the heap.
+        locked = self._lock_ok and self.pipe.settled()
+        if locked:
+            imu.defer_recovery = True
+            if pel is not None:
+                pel.defer_recovery = True
+            heap_lock()
+        try:
+            self._drain(now, n, t, period, errs, pel, locked)
+        except MemoryError:
+            if not locked:
+                raise
+            self._lock_failed()
+            self._t_fifo = None
+        finally:
+            if locked:
+                heap_unlock()
+                imu.defer_recovery = False
+                if pel is not None:
+                    pel.defer_recovery = False
+
+    def _drain(self, now, n, t, period, errs, pel, locked):
+        clock = self.clock
+        imu = self.imu
+        pipe = self.pipe
+        while n > 0:
+            n -= 1
             if not imu.fifo_read(self.gyro, self.accel):
                 self._bus_failed(now)
                 self._t_fifo = None
@@ -103,13 +132,24 @@ class Sampler(Output):
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
             t = clock.ticks_add(t, period)
+            dt = period
             self._facc += self._frem
             if self._facc >= self._fodr:
                 self._facc -= self._fodr
                 t = clock.ticks_add(t, 1)
+                dt += 1
             if self.i2c_errors() != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
                 errs = self.i2c_errors()
+            if locked and not pipe.settled():
+                # The fusion has once-only float work to do (e.g. the accel bias as the
+                # first bias learning ends): this sample runs unlocked.
+                heap_unlock()
+                try:
+                    self._process(t, dt, pg, pa)
+                finally:
+                    heap_lock()
+                continue
             self._process(t, dt, pg, pa)
         self._t_fifo = t
         self._backoff = 0
@@ -173,31 +213,42 @@ class Sampler(Output):
             self._bus_failed(now)
             return
         self._backoff = 0
-        dt = 0.0
+        dt = 0
         if self._have_last:
-            dt = clock.ticks_diff(now, self.t_last) * 1e-6
+            dt = clock.ticks_diff(now, self.t_last)
         self.t_last = now
         self._have_last = True
         self.t_sample = now
-        self._process(now, dt, pg, pa)
+        if self._lock_ok and self.pipe.settled():
+            heap_lock()
+            try:
+                self._process(now, dt, pg, pa)
+            except MemoryError:
+                self._lock_failed()
+            finally:
+                heap_unlock()
+        else:
+            self._process(now, dt, pg, pa)
 
     def _process(self, t, dt, pg, pa):
-        """Fuse one sample taken at device time t and queue it for output."""
+        """Fuse one sample taken at device time t (dt µs after the previous one) and queue
+        it for output. Integers all the way (dgsclip.fxcore): nothing allocated once the
+        pipeline is settled."""
         pipe = self.pipe
-        flags = pipe.update(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
+        flags = pipe.update_fx(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
         self._flags_extra = 0
         self.fused += 1
         if not self.streaming:
             return
-        q = pipe.q_thigh_seg
-        q14 = self.q14
-        for i in range(4):
-            q14[i] = int(q[i] * 16384.0)
         pq = None
         if pg is not None:
-            pq = self.pq14
-            qp = pipe.q_pelvis_seg
-            for i in range(4):
-                pq[i] = int(qp[i] * 16384.0)
+            pq = pipe.pq14
             flags |= 0x20
-        self.ring.push(t, pipe.angles, q14, flags & 0xFF, self.i2c_errors(), self.overruns, pq)
+        self.ring.push(t, pipe.cd, pipe.q14, flags & 0xFF, self.i2c_errors(), self.overruns, pq)
+
+    def _lock_failed(self):
+        # No allocation here either (the heap is still locked): attribute stores only.
+        self._lock_ok = False
+        self.alloc_faults += 1
+        self.overruns += 1  # the sample may be lost: count it like a missed period
+        self._fifo_note = "an allocation in the sampling path; heap locking switched off"
