@@ -110,6 +110,7 @@ class App(Sampler):
         self._lock_ok = True  # sampling/framing run with the heap locked (compat)
         self.alloc_faults = 0  # allocations met there (a bug): locking then switched off
         self._frame_faults = 0  # framing redone unlocked (first frame of each length)
+        self._drain_lock = None  # FIFO drains with the heap locked: None = not probed yet
         self._write_nb = getattr(io, "write_nb", None)
         self._txbuf = bytearray(P.MAX_ENCODED)
         self._tx = None  # the rest of a frame the port took only partly, and progress

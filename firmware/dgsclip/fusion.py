@@ -85,8 +85,9 @@ class Mahony:
             bias_learn_s=bias_learn_s,
             still_track_s=still_track_s,
         )
-        step, _qmul, _hip, self.native = fx.load()
-        self._step = step
+        k = fx.load()
+        self._step = k[0]
+        self.native = k[3]
         # Float views for replay, calibration and tests (refreshed by update() and sync()).
         self.q = array("f", (1.0, 0.0, 0.0, 0.0))
         self.bias = array("f", (0.0, 0.0, 0.0))  # deg/s
@@ -249,10 +250,10 @@ class Mahony:
         s = self.S
         if not self._started:
             self._started = self._init_from_accel(A[0] / fx.G1, A[1] / fx.G1, A[2] / fx.G1)
-        if s[fx.S_EVENT]:
+        if s[22]:  # fx.S_EVENT (a literal: no module lookups per sample)
             # The first learning ended on the previous sample: its run's sums are still
             # those of the rest it ended in (one sample later than the step itself).
-            s[fx.S_EVENT] = 0
+            s[22] = 0
             self._learnt()
         return self._step(s, G, A, self.C, dt_us)
 

@@ -601,13 +601,140 @@ def hip_cd(R, Q, T, mirror):
     return 0
 
 
+def sample_frame(OUT, RAW, T, V, U, PQ, i, seq, ver, TAB):
+    """A whole SAMPLE frame of ring slot i (dgsclip.ring), as protocol.Encoder.sample
+    builds it: header, payload, CRC-16/CCITT-FALSE into RAW, COBS + delimiter into OUT.
+    PQ: the ring's pelvis quaternions, or None-like V when the slot has none (then pass
+    V; `i` selects the slot; the flag 0x20 in U says which). Returns the encoded length
+    including the 0x00 delimiter. TAB: the CRC table (array 'H')."""
+    out = OUT  # viper: ptr8
+    r = RAW  # viper: ptr8
+    t = T  # viper: ptr32
+    v = V  # viper: ptr16
+    u = U  # viper: ptr16
+    pq = PQ  # viper: ptr16
+    tb = TAB  # viper: ptr16
+    k = i * 3
+    flags = u[k]
+    pel = flags & 32
+    plen = 20
+    if pel != 0:
+        plen = 28
+    r[0] = ver & 255
+    r[1] = 2
+    r[2] = seq & 255
+    r[3] = (seq >> 8) & 255
+    r[4] = (seq >> 16) & 255
+    r[5] = (seq >> 24) & 255
+    x = t[i] & 1073741823
+    r[6] = x & 255
+    r[7] = (x >> 8) & 255
+    r[8] = (x >> 16) & 255
+    r[9] = (x >> 24) & 255
+    r[10] = plen
+    r[11] = flags & 255
+    r[12] = (flags >> 8) & 255
+    b = i * 7
+    j = 0
+    while j < 7:
+        x = v[b + j]
+        r[13 + 2 * j] = x & 255
+        r[14 + 2 * j] = (x >> 8) & 255
+        j += 1
+    x = u[k + 1]
+    r[27] = x & 255
+    r[28] = (x >> 8) & 255
+    x = u[k + 2]
+    r[29] = x & 255
+    r[30] = (x >> 8) & 255
+    if pel != 0:
+        b = i * 4
+        j = 0
+        while j < 4:
+            x = pq[b + j]
+            r[31 + 2 * j] = x & 255
+            r[32 + 2 * j] = (x >> 8) & 255
+            j += 1
+    m = 11 + plen
+    c = 65535
+    j = 0
+    while j < m:
+        c = ((c << 8) & 65535) ^ tb[((c >> 8) ^ r[j]) & 255]
+        j += 1
+    r[m] = c & 255
+    r[m + 1] = (c >> 8) & 255
+    m += 2
+    # COBS (frames are far below 254 bytes: one code byte per zero, no 0xFF runs)
+    code_pos = 0
+    code = 1
+    o = 1
+    j = 0
+    while j < m:
+        x = r[j]
+        if x == 0:
+            out[code_pos] = code
+            code_pos = o
+            o += 1
+            code = 1
+        else:
+            out[o] = x
+            o += 1
+            code += 1
+        j += 1
+    out[code_pos] = code
+    out[o] = 0
+    return o + 1
+
+
+def ring_put(V, U, CD, Q14, i, flags, errs, ovr):
+    """Copy one fused sample into ring slot i (dgsclip.ring): angles (centidegrees) and
+    the Q14 quaternion into V (7 int16 per slot), flags / I2C errors / overruns (u16)
+    into U (3 per slot)."""
+    v = V  # viper: ptr16
+    u = U  # viper: ptr16
+    cd = CD  # viper: ptr32
+    q = Q14  # viper: ptr16
+    b = i * 7
+    v[b] = cd[0]
+    v[b + 1] = cd[1]
+    v[b + 2] = cd[2]
+    v[b + 3] = q[0]
+    v[b + 4] = q[1]
+    v[b + 5] = q[2]
+    v[b + 6] = q[3]
+    b = i * 3
+    u[b] = flags & 65535
+    u[b + 1] = errs & 65535
+    u[b + 2] = ovr & 65535
+    return 0
+
+
+def be6_into(BUF, G, A, gs, as_):
+    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) into A and G in
+    the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
+    b = BUF  # viper: ptr8
+    g = G  # viper: ptr32
+    a = A  # viper: ptr32
+    j = 0
+    while j < 6:
+        x = (b[2 * j] << 8) | b[2 * j + 1]
+        if x >= 32768:
+            x = x - 65536
+        if j < 3:
+            a[j] = x * as_
+        else:
+            g[j - 3] = x * gs
+        j += 1
+    return 0
+
+
 _loaded = None
 
 
 def load():
     """The kernels to use: the viper versions if this port compiles them and they agree
-    with these on a set of inputs, else these. Returns (mahony_step, qmul, hip_cd, native);
-    decided once per boot."""
+    with these on a set of inputs, else these. Returns (mahony_step, qmul, hip_cd, native,
+    sample_frame, ring_put, be6_into); decided once per boot."""
     global _loaded
     if _loaded is None:
         _loaded = _load()
@@ -618,13 +745,16 @@ def _load():
     try:
         from dgsclip import fxnative as nat
     except Exception:  # no native emitter (CPython, the WebAssembly port): SyntaxError etc.
-        return mahony_step, qmul, hip_cd, False
+        return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into
     try:
         if _agree(nat):
-            return nat.mahony_step, nat.qmul, nat.hip_cd, True
+            return (
+                nat.mahony_step, nat.qmul, nat.hip_cd, True, nat.sample_frame, nat.ring_put,
+                nat.be6_into,
+            )  # fmt: skip
     except Exception:  # noqa: S110  (a native build that cannot run them: fall back)
         pass
-    return mahony_step, qmul, hip_cd, False
+    return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into
 
 
 def _agree(nat):

@@ -533,3 +533,133 @@ def hip_cd(R, Q, T, mirror: int) -> int:
         o[k] = cd
         k += 1
     return 0
+
+
+@micropython.viper
+def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
+    """A whole SAMPLE frame of ring slot i (dgsclip.ring), as protocol.Encoder.sample
+    builds it: header, payload, CRC-16/CCITT-FALSE into RAW, COBS + delimiter into OUT.
+    PQ: the ring's pelvis quaternions, or None-like V when the slot has none (then pass
+    V; `i` selects the slot; the flag 0x20 in U says which). Returns the encoded length
+    including the 0x00 delimiter. TAB: the CRC table (array 'H')."""
+    out = ptr8(OUT)  # noqa: F821  (viper built-in)
+    r = ptr8(RAW)  # noqa: F821  (viper built-in)
+    t = ptr32(T)  # noqa: F821  (viper built-in)
+    v = ptr16(V)  # noqa: F821  (viper built-in)
+    u = ptr16(U)  # noqa: F821  (viper built-in)
+    pq = ptr16(PQ)  # noqa: F821  (viper built-in)
+    tb = ptr16(TAB)  # noqa: F821  (viper built-in)
+    k = i * 3
+    flags = u[k]
+    pel = flags & 32
+    plen = 20
+    if pel != 0:
+        plen = 28
+    r[0] = ver & 255
+    r[1] = 2
+    r[2] = seq & 255
+    r[3] = (seq >> 8) & 255
+    r[4] = (seq >> 16) & 255
+    r[5] = (seq >> 24) & 255
+    x = t[i] & 1073741823
+    r[6] = x & 255
+    r[7] = (x >> 8) & 255
+    r[8] = (x >> 16) & 255
+    r[9] = (x >> 24) & 255
+    r[10] = plen
+    r[11] = flags & 255
+    r[12] = (flags >> 8) & 255
+    b = i * 7
+    j = 0
+    while j < 7:
+        x = v[b + j]
+        r[13 + 2 * j] = x & 255
+        r[14 + 2 * j] = (x >> 8) & 255
+        j += 1
+    x = u[k + 1]
+    r[27] = x & 255
+    r[28] = (x >> 8) & 255
+    x = u[k + 2]
+    r[29] = x & 255
+    r[30] = (x >> 8) & 255
+    if pel != 0:
+        b = i * 4
+        j = 0
+        while j < 4:
+            x = pq[b + j]
+            r[31 + 2 * j] = x & 255
+            r[32 + 2 * j] = (x >> 8) & 255
+            j += 1
+    m = 11 + plen
+    c = 65535
+    j = 0
+    while j < m:
+        c = ((c << 8) & 65535) ^ tb[((c >> 8) ^ r[j]) & 255]
+        j += 1
+    r[m] = c & 255
+    r[m + 1] = (c >> 8) & 255
+    m += 2
+    # COBS (frames are far below 254 bytes: one code byte per zero, no 0xFF runs)
+    code_pos = 0
+    code = 1
+    o = 1
+    j = 0
+    while j < m:
+        x = r[j]
+        if x == 0:
+            out[code_pos] = code
+            code_pos = o
+            o += 1
+            code = 1
+        else:
+            out[o] = x
+            o += 1
+            code += 1
+        j += 1
+    out[code_pos] = code
+    out[o] = 0
+    return o + 1
+
+
+@micropython.viper
+def ring_put(V, U, CD, Q14, i: int, flags: int, errs: int, ovr: int) -> int:
+    """Copy one fused sample into ring slot i (dgsclip.ring): angles (centidegrees) and
+    the Q14 quaternion into V (7 int16 per slot), flags / I2C errors / overruns (u16)
+    into U (3 per slot)."""
+    v = ptr16(V)  # noqa: F821  (viper built-in)
+    u = ptr16(U)  # noqa: F821  (viper built-in)
+    cd = ptr32(CD)  # noqa: F821  (viper built-in)
+    q = ptr16(Q14)  # noqa: F821  (viper built-in)
+    b = i * 7
+    v[b] = cd[0]
+    v[b + 1] = cd[1]
+    v[b + 2] = cd[2]
+    v[b + 3] = q[0]
+    v[b + 4] = q[1]
+    v[b + 5] = q[2]
+    v[b + 6] = q[3]
+    b = i * 3
+    u[b] = flags & 65535
+    u[b + 1] = errs & 65535
+    u[b + 2] = ovr & 65535
+    return 0
+
+
+@micropython.viper
+def be6_into(BUF, G, A, gs: int, as_: int) -> int:
+    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) into A and G in
+    the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
+    b = ptr8(BUF)  # noqa: F821  (viper built-in)
+    g = ptr32(G)  # noqa: F821  (viper built-in)
+    a = ptr32(A)  # noqa: F821  (viper built-in)
+    j = 0
+    while j < 6:
+        x = (b[2 * j] << 8) | b[2 * j + 1]
+        if x >= 32768:
+            x = x - 65536
+        if j < 3:
+            a[j] = x * as_
+        else:
+            g[j - 3] = x * gs
+        j += 1
+    return 0

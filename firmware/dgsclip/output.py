@@ -60,22 +60,6 @@ class Output:
             if not self._can_send():
                 return sent
             i = ring.tail
-            b = i * 7
-            v = ring.v
-            u = ring.u
-            q14 = self.q14
-            q14[0] = v[b + 3]
-            q14[1] = v[b + 4]
-            q14[2] = v[b + 5]
-            q14[3] = v[b + 6]
-            pq = None
-            if ring.p is not None and u[i * 3] & 0x20:
-                pq = self.pq14
-                p = ring.p
-                pq[0] = p[i * 4]
-                pq[1] = p[i * 4 + 1]
-                pq[2] = p[i * 4 + 2]
-                pq[3] = p[i * 4 + 3]
             skipped = ring.s[i]
             if skipped:
                 enc.seq = (enc.seq + skipped) & 0xFFFFFFFF  # host counts them as lost
@@ -87,18 +71,7 @@ class Output:
                 self._locked = True
                 heap_lock()
             try:
-                fr = enc.sample(
-                    None,
-                    ring.t[i],
-                    v[b],
-                    v[b + 1],
-                    v[b + 2],
-                    q14,
-                    u[i * 3],
-                    u[i * 3 + 1],
-                    u[i * 3 + 2],
-                    pq,
-                )
+                fr = enc.sample_slot(ring, i)
             except MemoryError:
                 if not locked:
                     raise
@@ -112,10 +85,7 @@ class Output:
                 if self._frame_faults > 4:  # not a warm-up: something allocates each time
                     self._lock_failed()
                 enc.seq = seq0
-                fr = enc.sample(
-                    None, ring.t[i], v[b], v[b + 1], v[b + 2], q14, u[i * 3], u[i * 3 + 1],
-                    u[i * 3 + 2], pq,
-                )  # fmt: skip
+                fr = enc.sample_slot(ring, i)
             self._send(fr)
             ring.pop()
             self.samples += 1

@@ -136,8 +136,11 @@ class Pipeline:
     def settled(self):
         """True when update_fx allocates nothing: no calibration step running, no stored
         calibration waiting for its heading, both filters settled (see Mahony.settled)."""
-        if self.mode != MODE_RUN or self.cal.restore_pending or not self.thigh.settled:
+        cal = self.cal
+        if self.mode != MODE_RUN or cal.restore_pending or not self.thigh.settled:
             return False
+        if cal.ver != self._cal_ver or self.hip.mirror != self._mirror:
+            return False  # the fixed-point copies of the calibration are made first
         return self.pelvis is None or self.pelvis.settled
 
     def update(self, g, a, dt, pg=None, pa=None):
@@ -211,7 +214,7 @@ class Pipeline:
         q[1] = (seg[1] + 8192) >> 14
         q[2] = (seg[2] + 8192) >> 14
         q[3] = (seg[3] + 8192) >> 14
-        if cal.calibrated:
+        if cal.has_mount and cal.has_neutral:  # cal.calibrated, without a property call
             flags |= FLAG_CALIBRATED
         self.flags = flags
         return flags

@@ -14,6 +14,8 @@ for the pelvis quaternion when a pelvis IMU is configured: 24 or 32 bytes.
 
 from array import array
 
+from dgsclip import fxcore
+
 _MASK = 0xFFFFFF
 NQ = 7  # flex, add, rot, qw, qx, qy, qz (int16 wire units)
 
@@ -35,6 +37,7 @@ class SampleRing:
         self.peak = 0
         self.dropped = 0
         self._skip = 0  # producer side: drops since the last sample that fitted
+        self._put = fxcore.load()[5]  # the slot copy (viper where available)
 
     @property
     def count(self):
@@ -55,22 +58,13 @@ class SampleRing:
             return False
         i = self.head
         self.t[i] = t_us
-        v = self.v
-        b = i * NQ
-        v[b] = cd[0]  # |angle| <= 180 deg: always an int16
-        v[b + 1] = cd[1]
-        v[b + 2] = cd[2]
-        v[b + 3] = q14[0]
-        v[b + 4] = q14[1]
-        v[b + 5] = q14[2]
-        v[b + 6] = q14[3]
-        u = self.u
-        b = i * 3
-        u[b] = flags & 0xFFFF
-        u[b + 1] = i2c_errors & 0xFFFF
-        u[b + 2] = overruns & 0xFFFF
-        self.s[i] = self._skip if self._skip < 0xFFFF else 0xFFFF
-        self._skip = 0
+        self._put(self.v, self.u, cd, q14, i, flags, i2c_errors, overruns)
+        skip = self._skip
+        if skip:
+            self.s[i] = skip if skip < 0xFFFF else 0xFFFF
+            self._skip = 0
+        else:
+            self.s[i] = 0
         p = self.p
         if p is not None and pq14 is not None:
             b = i * 4

@@ -93,32 +93,53 @@ class Sampler(Output):
         if last is None or not 0 <= clock.ticks_diff(now, last) < 2 * period:
             t = clock.ticks_add(now, -(n + 1) * period)
             self._facc = 0
-        # The drain runs with the heap locked once the pipeline is settled (compat): no
-        # allocation can slip in unnoticed and call frames stay off the heap.
-        locked = self._lock_ok and self.pipe.settled()
-        if locked:
-            imu.defer_recovery = True
-            if pel is not None:
-                pel.defer_recovery = True
-            heap_lock()
+        lk = self._drain_lock
+        if lk is not False and self._lock_ok and self.pipe.settled():
+            # The whole drain with the heap locked: the call frames of the driver and the
+            # loop stay on the C stack (a heap frame per call costs a gc_alloc + gc_free,
+            # py/objfun.c). Only where the bus reads work with the heap locked (checked once:
+            # a Python stand-in of the bus may allocate).
+            if lk is None:
+                lk = self._drain_lock = self._probe_lock(imu, pel)
+        else:
+            lk = False
+        if not lk:
+            self._drain(now, n, t, period, errs, pel)
+            return
+        imu.defer_recovery = True
+        if pel is not None:
+            pel.defer_recovery = True
+        heap_lock()
         try:
-            self._drain(now, n, t, period, errs, pel, locked)
+            self._drain(now, n, t, period, errs, pel)
         except MemoryError:
-            if not locked:
-                raise
-            self._lock_failed()
+            self._drain_lock = False  # drains unlocked from now on; the sample is lost
+            self.overruns += 1
+            self._flags_extra |= FLAG_OVERRUN
             self._t_fifo = None
         finally:
-            if locked:
-                heap_unlock()
-                imu.defer_recovery = False
-                if pel is not None:
-                    pel.defer_recovery = False
+            heap_unlock()
+            imu.defer_recovery = False
+            if pel is not None:
+                pel.defer_recovery = False
 
-    def _drain(self, now, n, t, period, errs, pel, locked):
+    def _probe_lock(self, imu, pel):
+        """Can the FIFO level be read with the heap locked? (It pops nothing.)"""
+        heap_lock()
+        try:
+            imu.fifo_level()
+            if pel is not None:
+                pel.fifo_level()
+            ok = True
+        except MemoryError:
+            ok = False
+        finally:
+            heap_unlock()
+        return ok
+
+    def _drain(self, now, n, t, period, errs, pel):
         clock = self.clock
         imu = self.imu
-        pipe = self.pipe
         while n > 0:
             n -= 1
             if not imu.fifo_read(self.gyro, self.accel):
@@ -141,16 +162,7 @@ class Sampler(Output):
             if self.i2c_errors() != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
                 errs = self.i2c_errors()
-            if locked and not pipe.settled():
-                # The fusion has once-only float work to do (e.g. the accel bias as the
-                # first bias learning ends): this sample runs unlocked.
-                heap_unlock()
-                try:
-                    self._process(t, dt, pg, pa)
-                finally:
-                    heap_lock()
-                continue
-            self._process(t, dt, pg, pa)
+            self._fuse(t, dt, pg, pa)
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now
@@ -219,16 +231,23 @@ class Sampler(Output):
         self.t_last = now
         self._have_last = True
         self.t_sample = now
+        self._fuse(now, dt, pg, pa)
+
+    def _fuse(self, t, dt, pg, pa):
+        """_process with the heap locked once the pipeline is settled (compat): an
+        allocation there raises instead of passing unnoticed, and the call frames stay on
+        the C stack. Not the I2C reads: a bus implementation may allocate (and a recovery
+        needs the heap)."""
         if self._lock_ok and self.pipe.settled():
             heap_lock()
             try:
-                self._process(now, dt, pg, pa)
+                self._process(t, dt, pg, pa)
             except MemoryError:
                 self._lock_failed()
             finally:
                 heap_unlock()
         else:
-            self._process(now, dt, pg, pa)
+            self._process(t, dt, pg, pa)
 
     def _process(self, t, dt, pg, pa):
         """Fuse one sample taken at device time t (dt µs after the previous one) and queue

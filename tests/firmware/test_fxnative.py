@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 FW = Path(__file__).resolve().parents[2] / "firmware" / "dgsclip"
-KERNELS = ("mahony_step", "qmul", "hip_cd")
+KERNELS = ("mahony_step", "qmul", "hip_cd", "sample_frame", "ring_put", "be6_into")
 
 HEADER = '''"""GENERATED from dgsclip/fxcore.py by `python -m tests.firmware.test_fxnative`: do not edit.
 
@@ -37,9 +37,10 @@ def generate() -> str:
         lines[0] = f"def {node.name}({', '.join(params)}) -> int:"
         body = []
         for ln in lines[1:]:
-            if ln.rstrip().endswith("# viper: ptr32"):
-                name, rhs = ln.split("#")[0].split("=")
-                ln = f"{name.rstrip()} = ptr32({rhs.strip()})  # noqa: F821  (viper built-in)"
+            if "# viper: ptr" in ln:
+                code, kind = ln.split("# viper: ")
+                name, rhs = code.split("=")
+                ln = f"{name.rstrip()} = {kind.strip()}({rhs.strip()})  # noqa: F821  (viper built-in)"
             body.append(ln)
         out.append("\n\n@micropython.viper\n" + "\n".join([lines[0], *body]) + "\n")
     return "".join(out)
