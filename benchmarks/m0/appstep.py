@@ -289,6 +289,10 @@ enc = app.enc
 def frame(enc=enc, q14=q14):
     enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None)
 part("Encoder.sample (frame: CRC + COBS, active path)", frame)
+ring.push(0, ang, q14, 1, 0, 0, None)
+part("Encoder.sample_slot (SAMPLE frame of a ring slot: one viper call)",
+     lambda enc=enc, ring=ring: enc.sample_slot(ring, ring.tail))
+ring.pop()
 if framing.NATIVE:
     cn, on = framing._crc_native, framing._cobs_native
     framing._crc_native = framing._cobs_native = None

@@ -33,7 +33,8 @@ SCHEMA = {
     "wdt_timeout_ms": (4000, int, (1000, 8000)),
     "autostart": (False, bool, None),
     # Samples the ring holds while the host does not read: 3000 = 30 s at 100 Hz
-    # (72 kB, 96 kB with a pelvis IMU; allocated once at boot, halved until it fits).
+    # (78 kB, 102 kB with a pelvis IMU; allocated once at boot, halved until it fits:
+    # 750 slots in the 192 kB heap of the Cortex-M0 benchmark image).
     "ring_samples": (3000, int, (64, 12000)),
     "fifo": (True, bool, None),  # sample through the IMU's hardware FIFO where it has one
     "i2c_timeout_us": (20000, int, (1000, 1000000)),  # per transfer (machine.I2C timeout)

@@ -8,8 +8,9 @@ it has copied a slot out, so no lock is needed.
 
 When the ring is full a new sample is dropped whole and counted (`dropped`); the fusion has
 already seen it, so the angles stay right, only that frame is never sent. Memory per slot:
-4 (t_us) + 14 (angles + thigh quaternion) + 6 (flags, i2c_errors, overruns) bytes, plus 8
-for the pelvis quaternion when a pelvis IMU is configured: 24 or 32 bytes.
+4 (t_us) + 14 (angles + thigh quaternion) + 6 (flags, i2c_errors, overruns) + 2 (samples
+dropped before it) bytes, plus 8 for the pelvis quaternion when a pelvis IMU is configured:
+26 or 34 bytes.
 """
 
 from array import array
