@@ -686,14 +686,18 @@ def sample_frame(OUT, RAW, T, V, U, PQ, i, seq, ver, TAB):
     return o + 1
 
 
-def ring_put(V, U, CD, Q14, i, flags, errs, ovr):
-    """Copy one fused sample into ring slot i (dgsclip.ring): angles (centidegrees) and
-    the Q14 quaternion into V (7 int16 per slot), flags / I2C errors / overruns (u16)
-    into U (3 per slot)."""
+def ring_put(T, V, U, SK, CD, Q14, i, t, flags, errs, ovr, skip):
+    """Copy one fused sample into ring slot i (dgsclip.ring): its time into T, angles
+    (centidegrees) and the Q14 quaternion into V (7 int16 per slot), flags / I2C errors /
+    overruns (u16) into U (3 per slot), the samples dropped before it into SK (u16,
+    saturating)."""
+    tt = T  # viper: ptr32
     v = V  # viper: ptr16
     u = U  # viper: ptr16
+    sk = SK  # viper: ptr16
     cd = CD  # viper: ptr32
     q = Q14  # viper: ptr16
+    tt[i] = t
     b = i * 7
     v[b] = cd[0]
     v[b + 1] = cd[1]
@@ -706,6 +710,20 @@ def ring_put(V, U, CD, Q14, i, flags, errs, ovr):
     u[b] = flags & 65535
     u[b + 1] = errs & 65535
     u[b + 2] = ovr & 65535
+    if skip > 65535:
+        skip = 65535
+    sk[i] = skip
+    return 0
+
+
+def q14_into(Q14, Q):
+    """Q14[0..3] = Q (Q28) in the wire's Q14 unit, rounded."""
+    o = Q14  # viper: ptr16
+    q = Q  # viper: ptr32
+    o[0] = (q[0] + 8192) >> 14
+    o[1] = (q[1] + 8192) >> 14
+    o[2] = (q[2] + 8192) >> 14
+    o[3] = (q[3] + 8192) >> 14
     return 0
 
 
@@ -734,7 +752,7 @@ _loaded = None
 def load():
     """The kernels to use: the viper versions if this port compiles them and they agree
     with these on a set of inputs, else these. Returns (mahony_step, qmul, hip_cd, native,
-    sample_frame, ring_put, be6_into); decided once per boot."""
+    sample_frame, ring_put, be6_into, q14_into); decided once per boot."""
     global _loaded
     if _loaded is None:
         _loaded = _load()
@@ -745,16 +763,16 @@ def _load():
     try:
         from dgsclip import fxnative as nat
     except Exception:  # no native emitter (CPython, the WebAssembly port): SyntaxError etc.
-        return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into
+        return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into, q14_into
     try:
         if _agree(nat):
             return (
                 nat.mahony_step, nat.qmul, nat.hip_cd, True, nat.sample_frame, nat.ring_put,
-                nat.be6_into,
+                nat.be6_into, nat.q14_into,
             )  # fmt: skip
     except Exception:  # noqa: S110  (a native build that cannot run them: fall back)
         pass
-    return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into
+    return mahony_step, qmul, hip_cd, False, None, ring_put, be6_into, q14_into
 
 
 def _agree(nat):
@@ -776,6 +794,51 @@ def _agree(nat):
             nat.hip_cd(o2, qq, tab, mir)
             if list(o1) != list(o2):
                 return False
+    qa = array("h", (0, 0, 0, 0))
+    qb = array("h", (0, 0, 0, 0))
+    q14_into(qa, p)
+    nat.q14_into(qb, p)
+    if list(qa) != list(qb):  # (array == array is not in every MicroPython)
+        return False
+    # SAMPLE frames of two ring slots (thigh only, thigh + pelvis), byte for byte (the
+    # CRC table built here: framing may not be imported yet).
+    crc = array("H", [0] * 256)
+    for i in range(256):
+        x = i << 8
+        for _ in range(8):
+            x = ((x << 1) ^ 0x1021) if x & 0x8000 else (x << 1)
+        crc[i] = x & 0xFFFF
+    tt = array("i", (1000, 1073741000))
+    vv = array("h", (100, -200, 300, 16384, -5, 0, 7, -18000, 18000, 0, 11585, 0, -11585, 0))
+    uu = array("H", (3, 0, 1, 0x23, 65535, 2))
+    pp = array("h", (0, 0, 0, 0, 16000, -3000, 256, -1))
+    for i in range(2):
+        for seq in (0, 1 << 24, 123456):
+            b1 = bytearray(64)
+            b2 = bytearray(64)
+            n1 = sample_frame(b1, bytearray(64), tt, vv, uu, pp, i, seq, 0x11, crc)
+            n2 = nat.sample_frame(b2, bytearray(64), tt, vv, uu, pp, i, seq, 0x11, crc)
+            if n1 != n2 or b1 != b2:
+                return False
+    for args in ((0, 5, 0x1234, 7, 65535, 0), (1, 1073741000, 0x20, 70000, -1, 70000)):
+        r1 = (array("i", (0, 0)), array("h", [0] * 14), array("H", [0] * 6), array("H", (0, 0)))
+        r2 = (array("i", (0, 0)), array("h", [0] * 14), array("H", [0] * 6), array("H", (0, 0)))
+        cd = array("i", (-18000, 123, 17999))
+        q4 = array("h", (16384, -16384, 5, -5))
+        ring_put(r1[0], r1[1], r1[2], r1[3], cd, q4, *args)
+        nat.ring_put(r2[0], r2[1], r2[2], r2[3], cd, q4, *args)
+        for k in range(4):
+            if list(r1[k]) != list(r2[k]):
+                return False
+    pk = bytes((0x80, 0x00, 0x7F, 0xFF, 0x00, 0x01, 0xFF, 0xFF, 0x12, 0x34, 0xED, 0xCB))
+    g1 = array("i", (0, 0, 0))
+    a1 = array("i", (0, 0, 0))
+    g2 = array("i", (0, 0, 0))
+    a2 = array("i", (0, 0, 0))
+    be6_into(pk, g1, a1, 2000, 16)
+    nat.be6_into(pk, g2, a2, 2000, 16)
+    if list(g1) != list(g2) or list(a1) != list(a2):
+        return False
     c = array(
         "i", (98304, 983, 16384, 655, 100000, 300000, 400000, 2000000, 1000000, 268, 5369, 3276)
     )

@@ -622,14 +622,18 @@ def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
 
 
 @micropython.viper
-def ring_put(V, U, CD, Q14, i: int, flags: int, errs: int, ovr: int) -> int:
-    """Copy one fused sample into ring slot i (dgsclip.ring): angles (centidegrees) and
-    the Q14 quaternion into V (7 int16 per slot), flags / I2C errors / overruns (u16)
-    into U (3 per slot)."""
+def ring_put(T, V, U, SK, CD, Q14, i: int, t: int, flags: int, errs: int, ovr: int, skip: int) -> int:
+    """Copy one fused sample into ring slot i (dgsclip.ring): its time into T, angles
+    (centidegrees) and the Q14 quaternion into V (7 int16 per slot), flags / I2C errors /
+    overruns (u16) into U (3 per slot), the samples dropped before it into SK (u16,
+    saturating)."""
+    tt = ptr32(T)  # noqa: F821  (viper built-in)
     v = ptr16(V)  # noqa: F821  (viper built-in)
     u = ptr16(U)  # noqa: F821  (viper built-in)
+    sk = ptr16(SK)  # noqa: F821  (viper built-in)
     cd = ptr32(CD)  # noqa: F821  (viper built-in)
     q = ptr16(Q14)  # noqa: F821  (viper built-in)
+    tt[i] = t
     b = i * 7
     v[b] = cd[0]
     v[b + 1] = cd[1]
@@ -642,6 +646,21 @@ def ring_put(V, U, CD, Q14, i: int, flags: int, errs: int, ovr: int) -> int:
     u[b] = flags & 65535
     u[b + 1] = errs & 65535
     u[b + 2] = ovr & 65535
+    if skip > 65535:
+        skip = 65535
+    sk[i] = skip
+    return 0
+
+
+@micropython.viper
+def q14_into(Q14, Q) -> int:
+    """Q14[0..3] = Q (Q28) in the wire's Q14 unit, rounded."""
+    o = ptr16(Q14)  # noqa: F821  (viper built-in)
+    q = ptr32(Q)  # noqa: F821  (viper built-in)
+    o[0] = (q[0] + 8192) >> 14
+    o[1] = (q[1] + 8192) >> 14
+    o[2] = (q[2] + 8192) >> 14
+    o[3] = (q[3] + 8192) >> 14
     return 0
 
 

@@ -56,9 +56,9 @@ class Output:
         ring = self.ring
         sent = False
         enc = self.enc
-        while ring.count:
-            if not self._can_send():
-                return sent
+        while (ring.n_in - ring.n_out) & 0xFFFFFF:  # ring.count, without a property call
+            if self._write_nb is not None and self._tx is not None and not self._tx_idle():
+                return sent  # (self._can_send() inlined: this runs once per sample)
             i = ring.tail
             skipped = ring.s[i]
             if skipped:

@@ -16,6 +16,7 @@ quaternions), q14 / pq14 (the wire's Q14).
 from array import array
 
 from dgsclip import fxcore as fx
+from dgsclip.compat import const
 from dgsclip.calib import Calibration, CalibrationError, Calibrator
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
@@ -23,16 +24,16 @@ from dgsclip.pelvis import PelvisAlign
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
-FLAG_CALIBRATED = 0x0001
-FLAG_I2C_ERROR = 0x0008
-FLAG_OVERRUN = 0x0010
-FLAG_PELVIS = 0x0020
-FLAG_CALIBRATING = 0x0040
-FLAG_PELVIS_ERROR = 0x0080
+FLAG_CALIBRATED = const(0x0001)
+FLAG_I2C_ERROR = const(0x0008)
+FLAG_OVERRUN = const(0x0010)
+FLAG_PELVIS = const(0x0020)
+FLAG_CALIBRATING = const(0x0040)
+FLAG_PELVIS_ERROR = const(0x0080)
 
-MODE_RUN = 0
-MODE_NEUTRAL = 1
-MODE_FUNCTIONAL = 2
+MODE_RUN = const(0)
+MODE_NEUTRAL = const(1)
+MODE_FUNCTIONAL = const(2)
 
 __all__ = [
     "FLAG_ACCEL_REJECTED",
@@ -61,7 +62,8 @@ class Pipeline:
         self.q_pelvis_seg = array("f", (1.0, 0.0, 0.0, 0.0))
         self.angles = self.hip.out
         # Fixed-point state of the hot path (Q28 quaternions, centidegree angles).
-        self._qmul, self._hip = fx.load()[1:3]
+        k = fx.load()
+        self._qmul, self._hip, self._q14 = k[1], k[2], k[7]
         self._tab = fx.cordic_table()
         self.seg = array("i", (fx.ONE, 0, 0, 0))
         self.pseg = array("i", (fx.ONE, 0, 0, 0))
@@ -137,11 +139,14 @@ class Pipeline:
         """True when update_fx allocates nothing: no calibration step running, no stored
         calibration waiting for its heading, both filters settled (see Mahony.settled)."""
         cal = self.cal
-        if self.mode != MODE_RUN or cal.restore_pending or not self.thigh.settled:
+        th = self.thigh
+        # Mahony.settled inlined (S[22] is fxcore.S_EVENT): this runs once per sample.
+        if self.mode != MODE_RUN or cal.restore_pending or not th._started or th.S[22]:
             return False
         if cal.ver != self._cal_ver or self.hip.mirror != self._mirror:
             return False  # the fixed-point copies of the calibration are made first
-        return self.pelvis is None or self.pelvis.settled
+        pel = self.pelvis
+        return pel is None or (pel._started and not pel.S[22])
 
     def update(self, g, a, dt, pg=None, pa=None):
         """g, a: thigh gyro (deg/s) and accel (g) 3-sequences; pg/pa: pelvis. -> flags."""
@@ -193,28 +198,21 @@ class Pipeline:
             cal.restore_heading(self.q_thigh_seg)
             self.calibrator.restored(cal.up)
             self._sync_cal()
+        calibrated = cal.has_mount and cal.has_neutral  # cal.calibrated, no property call
         pa = self.palign
         rel = self._rel
-        if pa is not None and cal.calibrated and pa.ready:
+        if pa is not None and calibrated and pa.ready:
             t = self._t
             pseg = self.pseg
             qmul(t, pel.S, self._pmount, 0)
             qmul(pseg, self._pframe, t, 0)
             qmul(rel, pseg, seg, 1)
-            pq = self.pq14
-            pq[0] = (pseg[0] + 8192) >> 14
-            pq[1] = (pseg[1] + 8192) >> 14
-            pq[2] = (pseg[2] + 8192) >> 14
-            pq[3] = (pseg[3] + 8192) >> 14
+            self._q14(self.pq14, pseg)
         else:
             qmul(rel, self._pref, seg, 1)
         self._hip(self.cd, rel, self._tab, self._mirror)
-        q = self.q14
-        q[0] = (seg[0] + 8192) >> 14
-        q[1] = (seg[1] + 8192) >> 14
-        q[2] = (seg[2] + 8192) >> 14
-        q[3] = (seg[3] + 8192) >> 14
-        if cal.has_mount and cal.has_neutral:  # cal.calibrated, without a property call
+        self._q14(self.q14, seg)
+        if calibrated:
             flags |= FLAG_CALIBRATED
         self.flags = flags
         return flags

@@ -312,7 +312,8 @@ class Encoder:
         p = ring.p
         pel = p is not None and u[i * 3] & FLAG_PELVIS_PRESENT
         if _slot_native:
-            seq = self._next_seq(None)
+            seq = self.seq  # _next_seq(None) inlined (once per sample)
+            self.seq = 0 if seq >= 0xFFFFFFFF else seq + 1
             n = _slot_native(
                 self._out, self._raw, ring.t, ring.v, u, p if pel else ring.v, i, seq,
                 self._ver, _crc_table(),

@@ -16,8 +16,9 @@ dropped before it) bytes, plus 8 for the pelvis quaternion when a pelvis IMU is 
 from array import array
 
 from dgsclip import fxcore
+from dgsclip.compat import const
 
-_MASK = 0xFFFFFF
+_MASK = const(0xFFFFFF)
 NQ = 7  # flex, add, rot, qw, qx, qy, qz (int16 wire units)
 
 
@@ -58,14 +59,11 @@ class SampleRing:
             self._skip += 1
             return False
         i = self.head
-        self.t[i] = t_us
-        self._put(self.v, self.u, cd, q14, i, flags, i2c_errors, overruns)
-        skip = self._skip
-        if skip:
-            self.s[i] = skip if skip < 0xFFFF else 0xFFFF
-            self._skip = 0
-        else:
-            self.s[i] = 0
+        self._put(
+            self.t, self.v, self.u, self.s, cd, q14, i, t_us, flags, i2c_errors, overruns,
+            self._skip,
+        )  # fmt: skip
+        self._skip = 0
         p = self.p
         if p is not None and pq14 is not None:
             b = i * 4

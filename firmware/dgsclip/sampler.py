@@ -5,13 +5,13 @@ with micropython.schedule (or from `step()` when no timer is injected); it never
 the port (replies and LOGs belong to the main loop) and is held while commands run.
 """
 
-from dgsclip.compat import heap_lock, heap_unlock
+from dgsclip.compat import const, heap_lock, heap_unlock
 from dgsclip.drivers.base import ImuError
 from dgsclip.output import Output
 from dgsclip.pipeline import FLAG_I2C_ERROR, FLAG_OVERRUN, FLAG_PELVIS_ERROR
 
-BACKOFF_MIN_US = 20000  # first pause after the bus failed all retries
-BACKOFF_MAX_US = 500000
+BACKOFF_MIN_US = const(20000)  # first pause after the bus failed all retries
+BACKOFF_MAX_US = const(500000)
 
 
 class Sampler(Output):
@@ -104,14 +104,14 @@ class Sampler(Output):
         else:
             lk = False
         if not lk:
-            self._drain(now, n, t, period, errs, pel)
+            self._drain(now, n, t, period, errs, pel, False)
             return
         imu.defer_recovery = True
         if pel is not None:
             pel.defer_recovery = True
         heap_lock()
         try:
-            self._drain(now, n, t, period, errs, pel)
+            self._drain(now, n, t, period, errs, pel, True)
         except MemoryError:
             self._drain_lock = False  # drains unlocked from now on; the sample is lost
             self.overruns += 1
@@ -137,32 +137,51 @@ class Sampler(Output):
             heap_unlock()
         return ok
 
-    def _drain(self, now, n, t, period, errs, pel):
+    def _drain(self, now, n, t, period, errs, pel, locked):
+        """Read, stamp, fuse and queue n FIFO samples (locked: the caller holds the heap
+        lock; a sample whose fusion has float work to do runs unlocked)."""
         clock = self.clock
         imu = self.imu
+        pipe = self.pipe
+        g = self.gyro
+        a = self.accel
         while n > 0:
             n -= 1
-            if not imu.fifo_read(self.gyro, self.accel):
+            if not imu.fifo_read(g, a):
                 self._bus_failed(now)
                 self._t_fifo = None
                 return
             pg = pa = None
+            e = imu.i2c_errors
             if pel is not None:
                 if pel.fifo_read(self.pgyro, self.paccel):
                     pg, pa = self.pgyro, self.paccel
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
+                e += pel.i2c_errors
             t = clock.ticks_add(t, period)
             dt = period
-            self._facc += self._frem
-            if self._facc >= self._fodr:
-                self._facc -= self._fodr
+            f = self._facc + self._frem
+            if f >= self._fodr:
+                f -= self._fodr
                 t = clock.ticks_add(t, 1)
                 dt += 1
-            if self.i2c_errors() != errs:
+            self._facc = f
+            if e != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
-                errs = self.i2c_errors()
-            self._fuse(t, dt, pg, pa)
+                errs = e
+            if not locked:
+                self._fuse(t, dt, pg, pa)
+            elif pipe.settled():
+                self._process(t, dt, pg, pa, e)
+            else:
+                # The fusion has once-only float work to do (e.g. the accel bias as the
+                # first bias learning ends): this sample runs unlocked.
+                heap_unlock()
+                try:
+                    self._process(t, dt, pg, pa, e)
+                finally:
+                    heap_lock()
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now
@@ -241,15 +260,15 @@ class Sampler(Output):
         if self._lock_ok and self.pipe.settled():
             heap_lock()
             try:
-                self._process(t, dt, pg, pa)
+                self._process(t, dt, pg, pa, self.i2c_errors())
             except MemoryError:
                 self._lock_failed()
             finally:
                 heap_unlock()
         else:
-            self._process(t, dt, pg, pa)
+            self._process(t, dt, pg, pa, self.i2c_errors())
 
-    def _process(self, t, dt, pg, pa):
+    def _process(self, t, dt, pg, pa, errs):
         """Fuse one sample taken at device time t (dt µs after the previous one) and queue
         it for output. Integers all the way (dgsclip.fxcore): nothing allocated once the
         pipeline is settled."""
@@ -263,7 +282,7 @@ class Sampler(Output):
         if pg is not None:
             pq = pipe.pq14
             flags |= 0x20
-        self.ring.push(t, pipe.cd, pipe.q14, flags & 0xFF, self.i2c_errors(), self.overruns, pq)
+        self.ring.push(t, pipe.cd, pipe.q14, flags & 0xFF, errs, self.overruns, pq)
 
     def _lock_failed(self):
         # No allocation here either (the heap is still locked): attribute stores only.

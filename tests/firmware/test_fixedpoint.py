@@ -85,3 +85,10 @@ def test_fifo_packet_decode_kernel_matches_struct() -> None:
         vals = [int(x) for x in rng.integers(-32768, 32768, 6)]
         fx.be6_into(struct.pack(">6h", *vals), g, a, 500, 4)
         assert list(a) == [v * 4 for v in vals[:3]] and list(g) == [v * 500 for v in vals[3:]]
+
+
+def test_self_check_runs_clean_against_the_twins() -> None:
+    """fxcore._agree(nat) is what decides at boot whether the viper kernels are used; run
+    against the twins themselves it must pass (no exception path, e.g. an import that is
+    not there yet when load() runs)."""
+    assert fx._agree(fx) is True

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 FW = Path(__file__).resolve().parents[2] / "firmware" / "dgsclip"
-KERNELS = ("mahony_step", "qmul", "hip_cd", "sample_frame", "ring_put", "be6_into")
+KERNELS = ("mahony_step", "qmul", "hip_cd", "sample_frame", "ring_put", "be6_into", "q14_into")
 
 HEADER = '''"""GENERATED from dgsclip/fxcore.py by `python -m tests.firmware.test_fxnative`: do not edit.
 
