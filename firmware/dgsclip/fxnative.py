@@ -622,7 +622,9 @@ def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
 
 
 @micropython.viper
-def ring_put(T, V, U, SK, CD, Q14, i: int, t: int, flags: int, errs: int, ovr: int, skip: int) -> int:
+def ring_put(
+    T, V, U, SK, CD, Q14, i: int, t: int, flags: int, errs: int, ovr: int, skip: int
+) -> int:
     """Copy one fused sample into ring slot i (dgsclip.ring): its time into T, angles
     (centidegrees) and the Q14 quaternion into V (7 int16 per slot), flags / I2C errors /
     overruns (u16) into U (3 per slot), the samples dropped before it into SK (u16,

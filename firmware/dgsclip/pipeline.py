@@ -16,8 +16,8 @@ quaternions), q14 / pq14 (the wire's Q14).
 from array import array
 
 from dgsclip import fxcore as fx
-from dgsclip.compat import const
 from dgsclip.calib import Calibration, CalibrationError, Calibrator
+from dgsclip.compat import const
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
 from dgsclip.pelvis import PelvisAlign

@@ -35,6 +35,8 @@ def generate() -> str:
         for a in node.args.args:
             params.append(a.arg if a.arg.isupper() else f"{a.arg}: int")
         lines[0] = f"def {node.name}({', '.join(params)}) -> int:"
+        if len(lines[0]) > 99:  # as ruff format wraps it
+            lines[0] = f"def {node.name}(\n    {', '.join(params)}\n) -> int:"
         body = []
         for ln in lines[1:]:
             if "# viper: ptr" in ln:
