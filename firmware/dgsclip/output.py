@@ -87,7 +87,10 @@ class Output:
                 enc.seq = seq0
                 fr = enc.sample_slot(ring, i)
             self._send(fr)
-            ring.pop()
+            # ring.pop() inlined (once per sample): release the slot
+            i += 1
+            ring.tail = 0 if i == ring.capacity else i
+            ring.n_out = (ring.n_out + 1) & 0xFFFFFF
             self.samples += 1
             sent = True
         if (

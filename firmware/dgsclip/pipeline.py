@@ -217,6 +217,38 @@ class Pipeline:
         self.flags = flags
         return flags
 
+    def update_hot(self, G, A, dt_us, PG, PA):
+        """update_fx for a settled pipeline (settled() is True: no calibration step, no
+        restore pending, the fixed-point calibration current, no once-only fusion work):
+        the same result with less bytecode. The sampler's heap-locked path."""
+        th = self.thigh
+        flags = th._step(th.S, G, A, th.C, dt_us)
+        pel = self.pelvis
+        if pel is not None and PG is not None:
+            flags |= (pel._step(pel.S, PG, PA, pel.C, dt_us) & FLAG_ACCEL_REJECTED) | FLAG_PELVIS
+        qmul = self._qmul
+        seg = self.seg
+        qmul(seg, th.S, self._mount, 0)
+        cal = self.cal
+        calibrated = cal.has_mount and cal.has_neutral
+        pa = self.palign
+        rel = self._rel
+        if pa is not None and calibrated and pa.ready:
+            t = self._t
+            pseg = self.pseg
+            qmul(t, pel.S, self._pmount, 0)
+            qmul(pseg, self._pframe, t, 0)
+            qmul(rel, pseg, seg, 1)
+            self._q14(self.pq14, pseg)
+        else:
+            qmul(rel, self._pref, seg, 1)
+        self._hip(self.cd, rel, self._tab, self._mirror)
+        self._q14(self.q14, seg)
+        if calibrated:
+            flags |= FLAG_CALIBRATED
+        self.flags = flags
+        return flags
+
     def _calibrating(self, G, A, PG):
         """A calibration step collects this sample (floats: a few seconds, allocates)."""
         th = self.thigh

@@ -42,6 +42,7 @@ from dgsclip.framing import (  # noqa: F401  (re-exported: one import for the cl
 )
 
 _slot_native = None  # fxcore.sample_frame as viper, once checked (False: not available)
+_CRC_TAB = None
 
 TICKS_PERIOD = const(0x40000000)  # MicroPython ticks_us wraps at 2**30
 TICKS_MASK = const(0x3FFFFFFF)
@@ -307,6 +308,8 @@ class Encoder:
         if _slot_native is None:
             from dgsclip import fxcore
 
+            global _CRC_TAB
+            _CRC_TAB = _crc_table()
             _slot_native = fxcore.load()[4] or False
         u = ring.u
         p = ring.p
@@ -316,7 +319,7 @@ class Encoder:
             self.seq = 0 if seq >= 0xFFFFFFFF else seq + 1
             n = _slot_native(
                 self._out, self._raw, ring.t, ring.v, u, p if pel else ring.v, i, seq,
-                self._ver, _crc_table(),
+                self._ver, _CRC_TAB,
             )  # fmt: skip
             v = self._views.get(n)
             if v is None:

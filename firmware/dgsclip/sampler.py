@@ -145,6 +145,12 @@ class Sampler(Output):
         pipe = self.pipe
         g = self.gyro
         a = self.accel
+        frem = self._frem  # 0 when the ODR divides 1 s (MPU at 100/200 Hz)
+        # Locked drains start settled (checked by the caller; commands, which could change
+        # that, run in the main loop while the sampler is held): per sample only a filter's
+        # once-only work (fxcore.S_EVENT = S[22], set by the previous step) can appear.
+        ts = pipe.thigh.S
+        ps = ts if pipe.pelvis is None else pipe.pelvis.S
         while n > 0:
             n -= 1
             if not imu.fifo_read(g, a):
@@ -161,25 +167,26 @@ class Sampler(Output):
                 e += pel.i2c_errors
             t = clock.ticks_add(t, period)
             dt = period
-            f = self._facc + self._frem
-            if f >= self._fodr:
-                f -= self._fodr
-                t = clock.ticks_add(t, 1)
-                dt += 1
-            self._facc = f
+            if frem:
+                f = self._facc + frem
+                if f >= self._fodr:
+                    f -= self._fodr
+                    t = clock.ticks_add(t, 1)
+                    dt += 1
+                self._facc = f
             if e != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
                 errs = e
             if not locked:
                 self._fuse(t, dt, pg, pa)
-            elif pipe.settled():
-                self._process(t, dt, pg, pa, e)
+            elif not ts[22] and not ps[22]:
+                self._process(t, dt, pg, pa, e, True)
             else:
                 # The fusion has once-only float work to do (e.g. the accel bias as the
                 # first bias learning ends): this sample runs unlocked.
                 heap_unlock()
                 try:
-                    self._process(t, dt, pg, pa, e)
+                    self._process(t, dt, pg, pa, e, False)
                 finally:
                     heap_lock()
         self._t_fifo = t
@@ -260,20 +267,24 @@ class Sampler(Output):
         if self._lock_ok and self.pipe.settled():
             heap_lock()
             try:
-                self._process(t, dt, pg, pa, self.i2c_errors())
+                self._process(t, dt, pg, pa, self.i2c_errors(), True)
             except MemoryError:
                 self._lock_failed()
             finally:
                 heap_unlock()
         else:
-            self._process(t, dt, pg, pa, self.i2c_errors())
+            self._process(t, dt, pg, pa, self.i2c_errors(), False)
 
-    def _process(self, t, dt, pg, pa, errs):
+    def _process(self, t, dt, pg, pa, errs, hot):
         """Fuse one sample taken at device time t (dt µs after the previous one) and queue
         it for output. Integers all the way (dgsclip.fxcore): nothing allocated once the
         pipeline is settled."""
         pipe = self.pipe
-        flags = pipe.update_fx(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
+        if hot:  # settled (checked by the caller): the lean path, same result
+            flags = pipe.update_hot(self.gyro, self.accel, dt, pg, pa)
+        else:
+            flags = pipe.update_fx(self.gyro, self.accel, dt, pg, pa)
+        flags |= self._flags_extra
         self._flags_extra = 0
         self.fused += 1
         if not self.streaming:

@@ -92,3 +92,24 @@ def test_self_check_runs_clean_against_the_twins() -> None:
     against the twins themselves it must pass (no exception path, e.g. an import that is
     not there yet when load() runs)."""
     assert fx._agree(fx) is True
+
+
+def test_hot_path_matches_the_general_path_when_settled() -> None:
+    from dgsclip.pipeline import Pipeline
+
+    a, b = Pipeline("left", False), Pipeline("left", False)
+    G = array("i", (0, 0, 0))
+    A = array("i", (0, 0, 0))
+    hot = 0
+    for k in range(1200):
+        moving = k > 700
+        G[0], G[1], G[2] = 9830 + (k % 3), -6554, (983040 if moving else 3277) + (k % 5)
+        A[0], A[1], A[2] = 1638 + (k % 7), 32604 - (k % 2), 655
+        fa = a.update_fx(G, A, 5000)
+        if b.settled():
+            fb = b.update_hot(G, A, 5000, None, None)
+            hot += 1
+        else:
+            fb = b.update_fx(G, A, 5000)
+        assert fa == fb and list(a.cd) == list(b.cd) and list(a.q14) == list(b.q14), k
+    assert hot > 1000
