@@ -74,27 +74,35 @@ def brisk(m: HipMotion, factor: float = 0.25) -> HipMotion:
 
 
 class _Replayed:
-    """Stands in for a Mahony filter inside Pipeline: yields a peer's quaternions."""
+    """Stands in for a Mahony filter inside Pipeline: yields a peer's quaternions (as the
+    fixed-point state the Pipeline reads, S[0:4] in Q28)."""
 
     def __init__(self, quats: np.ndarray, biases: np.ndarray) -> None:
         self.quats, self.biases = quats, biases
         self.q = array("f", quats[0])
         self.bias = array("f", biases[0])
+        self.S = array("i", (1 << 28, 0, 0, 0))
         self.i = 0
 
     # The peers were given the neutral-window offset already (neutral_offset).
     def window_start(self) -> None:
         pass
 
-    def window_add(self, *_args: float) -> None:
+    def window_add_fx(self, *_args: object) -> None:
         pass
 
     def window_seed_bias(self) -> bool:
         return False
 
-    def update(self, *_args: float) -> int:
+    def sync(self) -> None:
+        pass
+
+    def update_fx(self, *_args: object) -> int:
         i = self.i
-        self.q[0], self.q[1], self.q[2], self.q[3] = self.quats[i]
+        q = self.quats[i]
+        self.q[0], self.q[1], self.q[2], self.q[3] = q
+        for k in range(4):
+            self.S[k] = round(float(q[k]) * (1 << 28))
         self.bias[0], self.bias[1], self.bias[2] = self.biases[i]
         self.i = i + 1
         return 0

@@ -33,6 +33,8 @@ def measure(pelvis: bool, native: tuple[str, ...] = (), rate_hz: int = RATE_HZ) 
     for line in out.splitlines():
         if line.startswith("NATIVE"):
             res["viper"] = int(line.split()[1])
+        elif line.startswith("FXNATIVE"):
+            res["fx_viper"] = int(line.split()[1])
         elif line.startswith("STEP"):
             f = line.split()
             ticks, nsamp, fake, alloc, nbytes, per, free, ring = (int(x) for x in f[2:10])
@@ -54,6 +56,11 @@ def measure(pelvis: bool, native: tuple[str, ...] = (), rate_hz: int = RATE_HZ) 
 
 def _ms(insns: float, cpi: float) -> float:
     return insns * cpi / RP2040_HZ * 1e3
+
+
+IDLE_MS = 20.0  # dgsclip.app.IDLE_MAX_US: longest idle sleep of the main loop
+ESP_HZ = 240e6
+ESP_CPI = (1.0, 2.0)  # estimate (another ISA): not measured
 
 
 def run(quick: bool = False) -> str:
@@ -80,24 +87,29 @@ def run(quick: bool = False) -> str:
             f"| {label} | {rate} Hz | {r['per_drain']:.0f} | {n / 1e3:.0f} k | "
             f"{r['fake'] * k / 1e3:.1f} k | {lo:.2f}-{hi:.2f} ms | "
             f"{100 * lo / period_ms:.0f}-{100 * hi / period_ms:.0f} % | "
+            f"{100 * n * ESP_CPI[0] / ESP_HZ * 1e3 / period_ms:.0f}-"
+            f"{100 * n * ESP_CPI[1] / ESP_HZ * 1e3 / period_ms:.0f} % | "
             f"{r['alloc_bytes']:.0f} B | {r['heap_free'] / 1024:.0f} kB, {r['ring']:.0f} |"
         )
         i = r["idle_step"] * k
         ilo, ihi = _ms(i, CPI[0]), _ms(i, CPI[1])
         idle.append(
             f"| {label} | {rate} Hz | {i / 1e3:.0f} k | {ilo:.2f}-{ihi:.2f} ms | "
-            f"{100 * ilo / (1 + ilo):.0f}-{100 * ihi / (1 + ihi):.0f} % |"
+            f"{100 * ilo / IDLE_MS:.1f}-{100 * ihi / IDLE_MS:.1f} % |"
         )
         if not native and rate == RATE_HZ:
             for key, v in r.items():
                 if key.startswith("part:"):
                     parts.append(f"| {label} | {key[5:]} | {v * k:,.0f} |")
     budget = 0.25 * (1000.0 / RATE_HZ) / 1e3 * RP2040_HZ
+    fx_native = r.get("fx_viper", 0)
     vtext = (
         [
-            "Framing: the image's native emitter compiles dgsclip/fastpath.py (viper) and",
-            "framing's import-time self-check accepts it (framing.NATIVE is True): frames use",
-            "the viper CRC-16 + COBS.",
+            "Viper: the image's native emitter compiles dgsclip/fastpath.py and",
+            "dgsclip/fxnative.py; framing's and fxcore.load()'s self-checks accept them",
+            f"(framing.NATIVE {bool(viper)}, fixed-point kernels native {bool(fx_native)}):",
+            "the Mahony step, quaternion products, hip angles (CORDIC), ring slot copy and",
+            "the whole SAMPLE frame (header, CRC-16, COBS) run as ARMv6-M machine code.",
         ]
         if viper
         else [
@@ -129,30 +141,37 @@ def run(quick: bool = False) -> str:
             "",
             "| configuration | rate | samples / drain | instructions / sample |"
             " (stand-ins, subtracted) | RP2040 @133 MHz | share of a core |"
-            " heap allocated / sample | heap free after boot, ring slots |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            " ESP32-S3 share (estimate) | heap allocated / sample |"
+            " heap free after boot, ring slots |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
             f"Goal: <= 25 % of one RP2040 core at 200 Hz = {budget / 1e3:.0f} k cycles per sample.",
-            "Instructions per sample include the collector's share (the boxed floats of the",
-            "fusion fill the heap; the default 3000-slot ring does not fit and is halved, so the",
-            "collector runs often). The heap per sample is measured over one timer period.",
-            "The heap holds what a board's does: every firmware module main.py imports (main",
-            "itself included, imported, not run), the register-map fake dropped before the App",
-            "is built, REPL chunks of <= 3 kB. The count depends on the heap's layout (where",
-            "the allocator finds free blocks, how often the collector runs): harness variants",
-            "with other layouts gave 487-530 k for the thigh row at 200 Hz.",
+            "The per-sample path is integers only (dgsclip/fxcore.py: Q28 quaternions,",
+            "2**-15 deg/s and g from the drivers' raw counts, centidegree angles) and runs with",
+            "the heap locked (micropython.heap_lock), which also keeps the call frames of",
+            "functions with many locals on the C stack instead of a gc_alloc + gc_free per",
+            "call (py/objfun.c). Heap per sample: measured over one timer period with the",
+            "collector off (the same path in the WebAssembly port measures 0 B over 200",
+            "samples, tests/firmware/test_wasm_runtime.py). The heap holds what a board's",
+            "does: every firmware module main.py imports (main itself included, imported, not",
+            "run), the register-map fake dropped before the App is built, REPL chunks of <= 3",
+            "kB. The default 3000-slot ring (26 B per slot, 78 kB) does not fit next to the",
+            "code in this 192 kB heap and is halved (with a LOG) to the number shown.",
             "",
-            "The main loop between timer periods (not per sample; it runs about once per ms:",
-            "io.read, watchdog, dead-bus check, nothing to send, sleep_us(1000)):",
+            "The main loop with nothing to send sleeps until just after the next timer tick",
+            f"(<= {IDLE_MS:.0f} ms; it used to poll every 1 ms): cost of one such pass (its share",
+            "of the once-a-second STATUS included) and its share of a core at one pass per",
+            f"{IDLE_MS:.0f} ms. While streaming, the one pass per tick that frames the samples is",
+            "in the per-sample figure above.",
             "",
-            "| configuration | rate | instructions / idle step | RP2040 @133 MHz |"
-            " share of a core (step / (step + 1 ms)) |",
+            "| configuration | rate | instructions / idle pass | RP2040 @133 MHz |"
+            f" share of a core (one pass per {IDLE_MS:.0f} ms) |",
             "|---|---:|---:|---:|---:|",
             *idle,
             "",
-            "Where it goes (each piece alone, same image, bytecode; the collector's share",
-            "varies with the heap's state, so these are indicative, +-30 %):",
+            "Where it goes (each piece alone, same image, heap not locked: the calls with",
+            "many locals pay their heap frame here, so these are indicative):",
             "",
             "| configuration | piece | instructions |",
             "|---|---|---:|",
@@ -165,7 +184,9 @@ def run(quick: bool = False) -> str:
             "soft-float of this build, which makes the low end likelier. Not included: the I2C",
             "transfers themselves (FIFO_COUNT + INT_STATUS per drain, 12 bytes per sample: bus",
             "time at 400 kHz, the CPU waits in machine.I2C) and the USB stack (TinyUSB, C).",
-            "ESP32-S3 (Xtensa LX7, FPU) has another instruction set: not converted.",
+            "ESP32-S3 (Xtensa LX7, 240 MHz): another instruction set, not measured; the",
+            f"column is an estimate only: the same instruction count at CPI {ESP_CPI[0]}-{ESP_CPI[1]}",
+            "(flash-cache misses) at 240 MHz.",
         ]
     )
 

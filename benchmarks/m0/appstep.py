@@ -260,20 +260,26 @@ g = app.gyro
 a = app.accel
 def part(name, fn):
     print("PART", name, cost(fn))
+from array import array
 mf = Mahony()
-part("Mahony.update (moving)", lambda mf=mf: mf.update(1.0, -2.0, 30.0, 0.05, 0.99, 0.1, 0.005))
+gm = array("i", (32768, -65536, 983040))  # 1, -2, 30 deg/s
+am = array("i", (1638, 32440, 3277))
+part("Mahony.update_fx (moving)", lambda mf=mf, g=gm, a=am: mf.update_fx(g, a, 5000))
 ms = Mahony()
-part("Mahony.update (still)", lambda ms=ms: ms.update(0.3, -0.2, 0.1, 0.05, 0.995, 0.02, 0.005))
+gs = array("i", (9830, -6554, 3277))  # 0.3, -0.2, 0.1 deg/s: at rest
+as_ = array("i", (1638, 32604, 655))
+part("Mahony.update_fx (still)", lambda ms=ms, g=gs, a=as_: ms.update_fx(g, a, 5000))
 if PELVIS:
-    part("Pipeline.update", lambda p=pipe, g=g, a=a, pg=app.pgyro, pa=app.paccel: p.update(g, a, 0.005, pg, pa))
+    part("Pipeline.update_fx", lambda p=pipe, g=g, a=a, pg=app.pgyro, pa=app.paccel: p.update_fx(g, a, 5000, pg, pa))
 else:
-    part("Pipeline.update", lambda p=pipe, g=g, a=a: p.update(g, a, 0.005))
+    part("Pipeline.update_fx", lambda p=pipe, g=g, a=a: p.update_fx(g, a, 5000))
+print("FXNATIVE", int(mf.native))
 print("PART driver fifo_read (FIFO stand-in subtracted)",
       cost(lambda i=imu, g=g, a=a: i.fifo_read(g, a)) - cd)
 print("PART driver fifo_level (FIFO stand-in subtracted)",
       cost(lambda i=imu: i.fifo_level()) - cc - cs)
 q14 = app.q14
-ang = pipe.angles
+ang = pipe.cd
 ring = app.ring
 def ring_pp(ring=ring, ang=ang, q14=q14):
     ring.push(0, ang, q14, 1, 0, 0, None)
@@ -283,6 +289,10 @@ enc = app.enc
 def frame(enc=enc, q14=q14):
     enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None)
 part("Encoder.sample (frame: CRC + COBS, active path)", frame)
+ring.push(0, ang, q14, 1, 0, 0, None)
+part("Encoder.sample_slot (SAMPLE frame of a ring slot: one viper call)",
+     lambda enc=enc, ring=ring: enc.sample_slot(ring, ring.tail))
+ring.pop()
 if framing.NATIVE:
     cn, on = framing._crc_native, framing._cobs_native
     framing._crc_native = framing._cobs_native = None
@@ -350,6 +360,9 @@ IMPORT_ORDER = (
     (("/dgsclip/__init__.mpy",), "dgsclip"),
     (("/dgsclip/compat.mpy",), "dgsclip.compat"),
     (("/dgsclip/quat.mpy",), "dgsclip.quat"),
+    # fxcore.load() decides once whether the viper kernels (fxnative) pass the self-check
+    # against the pure-Python twins: both files must be there then.
+    (("/dgsclip/fxnative.mpy", "/dgsclip/fxcore.mpy"), "dgsclip.fxcore"),
     (("/dgsclip/fusion.mpy",), "dgsclip.fusion"),
     (("/dgsclip/hip.mpy",), "dgsclip.hip"),
     (("/dgsclip/calib.mpy",), "dgsclip.calib"),
@@ -400,7 +413,8 @@ def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> 
             parts.append(f"FILES[{k!r}] = _b\n_b = None\n")
         keep = "/dgsclip/__init__.mpy", "/dgsclip/drivers/__init__.mpy"
         drop = "".join(f"FILES.pop({k!r}, None)\n" for k in names if k not in keep)
-        parts.append(f"import {module}\n{drop}import gc\ngc.collect()\n")
+        load = "dgsclip.fxcore.load()\n" if module == "dgsclip.fxcore" else ""
+        parts.append(f"import {module}\n{load}{drop}import gc\ngc.collect()\n")
     step = STEP % {"pelvis": int(pelvis), "rate": rate_hz, "n": n}
     parts.extend(step.split("#--\n"))
     return parts

@@ -83,7 +83,7 @@ def mpy_version_of(mpy_field: int) -> str:
 
 # Viper code: the board's own compiler emits it for its architecture at import (mpy-cross
 # would need -march per board, and a wrong one would not load).
-SOURCE_ONLY = {"fastpath.py"}
+SOURCE_ONLY = {"fastpath.py", "fxnative.py"}
 
 
 def build(out_dir: Path, compiler: str) -> dict[str, Path]:

@@ -44,6 +44,7 @@ from dgsclip.sampler import Sampler
 
 SELF_TEST_SAMPLES = 20
 TIMER_PERIOD_MS = 20  # FIFO drain period (the MPU FIFO holds 850 ms at 100 Hz)
+IDLE_MAX_US = 20000  # longest idle sleep of the main loop: command latency bound
 
 
 class App(Sampler):
@@ -83,10 +84,15 @@ class App(Sampler):
         self.pipe = Pipeline(cfg["side"], pelvis_imu is not None, config.fusion_settings(cfg))
         cal_problem = persist.load_calibration(fs, self.pipe.cal, config.CALIBRATION_FILE)
         self.ring = self._make_ring(cfg["ring_samples"], pelvis_imu is not None)
-        self.gyro = array("f", (0.0, 0.0, 0.0))
-        self.accel = array("f", (0.0, 1.0, 0.0))
-        self.pgyro = array("f", (0.0, 0.0, 0.0))
-        self.paccel = array("f", (0.0, 1.0, 0.0))
+        # Samples in the fixed-point units of dgsclip.fxcore (2**-15 deg/s, 2**-15 g): the
+        # drivers decode into them and the whole sampling path stays in ints (no heap).
+        for d in (imu, pelvis_imu):
+            if d is not None:
+                d.raw_units()
+        self.gyro = array("i", (0, 0, 0))
+        self.accel = array("i", (0, 32768, 0))
+        self.pgyro = array("i", (0, 0, 0))
+        self.paccel = array("i", (0, 32768, 0))
         self.q14 = array("h", (16384, 0, 0, 0))
         self.pq14 = array("h", (16384, 0, 0, 0))
         self.streaming = bool(cfg["autostart"])
@@ -100,6 +106,11 @@ class App(Sampler):
         self._last_id = -1
         self._flags_extra = 0
         self._hold = False  # a command is using the IMU: the sampler skips
+        self._locked = False  # the main loop holds the heap locked: the sampler skips
+        self._lock_ok = True  # sampling/framing run with the heap locked (compat)
+        self.alloc_faults = 0  # allocations met there (a bug): locking then switched off
+        self._frame_faults = 0  # framing redone unlocked (first frame of each length)
+        self._drain_lock = None  # FIFO drains with the heap locked: None = not probed yet
         self._write_nb = getattr(io, "write_nb", None)
         self._txbuf = bytearray(P.MAX_ENCODED)
         self._tx = None  # the rest of a frame the port took only partly, and progress
@@ -136,8 +147,11 @@ class App(Sampler):
                 30,
             )
         self.timer = timer
+        self._tick_us = 0  # timer period (µs): the idle main loop sleeps until after a tick
+        self._t_tick = t
         if timer is not None:
             ms = TIMER_PERIOD_MS if self.fifo else max(1, self.period_us // 1000)
+            self._tick_us = ms * 1000
             timer.init(period=ms, callback=self._on_timer)
 
     def _make_ring(self, n, pelvis):
@@ -237,6 +251,7 @@ class App(Sampler):
             self.step()
 
     def _on_timer(self, _t=None):
+        self._t_tick = self.clock.ticks_us()
         self.service()
 
     def step(self):
@@ -267,7 +282,24 @@ class App(Sampler):
             self.wdt.feed()  # only while samples flow: a dead bus ends in a watchdog reset
         self._check_dead(now)
         if not self._output(now):
-            clock.sleep_us(1000)  # nothing went out (idle, or the host is not reading)
+            # Nothing went out (idle, or the host is not reading): sleep until just after
+            # the sampler's next timer tick (or the next poll), not a fixed 1 ms: each
+            # idle pass of this loop costs ~25 k instructions on a Cortex-M0
+            # (benchmarks/results/m0budget.md). Commands wait at most one tick (20 ms).
+            clock.sleep_us(self._idle_us(clock, now))
+
+    def _idle_us(self, clock, now):
+        if self.timer is None:
+            if self.fifo:
+                wait = clock.ticks_diff(clock.ticks_add(self.t_sample, TIMER_PERIOD_MS * 1000), now)
+            else:
+                wait = clock.ticks_diff(self.next_due, now)
+        else:
+            # 500 µs after the next tick: the callback has filled the ring by then.
+            wait = clock.ticks_diff(clock.ticks_add(self._t_tick, self._tick_us + 500), now)
+        if wait < 1000:
+            return 1000
+        return wait if wait < IDLE_MAX_US else IDLE_MAX_US
 
     def _feed_window(self):
         return self.cfg["wdt_timeout_ms"] * 500  # half the timeout, in µs
@@ -435,8 +467,7 @@ class App(Sampler):
         self.pipe.hip.set_side(cfg["side"])
         for f in (self.pipe.thigh, self.pipe.pelvis):
             if f is not None:
-                for k, v in config.fusion_settings(cfg).items():
-                    setattr(f, k, v)
+                f.set(**config.fusion_settings(cfg))
 
     def self_test(self):
         """Read a burst: the IMU answers, |a| is ~1 g, and the gyro is quiet when still."""
@@ -447,7 +478,7 @@ class App(Sampler):
             if self.imu.read_into(self.gyro, self.accel):
                 ok_reads += 1
                 a = self.accel
-                n = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]) ** 0.5
+                n = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]) ** 0.5 / 32768.0  # g
                 amax = max(amax, n)
                 amin = min(amin, n)
             self.clock.sleep_us(self.period_us)

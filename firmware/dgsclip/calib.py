@@ -63,6 +63,9 @@ class Calibration:
         self.restore_pending = False
         self.axis_angle_deg = 0.0  # angle between functional axis and up (ideal 90)
         self.planarity = 0.0  # share of swing energy about the axis (ideal 1)
+        # Bumped whenever the quaternions above change outside a Pipeline calibration step:
+        # the Pipeline keeps fixed-point copies of them (dgsclip.pipeline._sync_cal).
+        self.ver = 0
 
     @property
     def calibrated(self):
@@ -89,6 +92,7 @@ class Calibration:
         the leg roughly where it was); flexion and adduction do not depend on it."""
         if not isinstance(d, dict) or d.get("version") != CAL_VERSION:
             raise CalibrationError("calibration file has an unknown version; recalibrate")
+        self.ver += 1
         for key in ("mount", "pelvis_mount"):
             v = d.get(key)
             if not isinstance(v, list) or len(v) != 4:
@@ -124,6 +128,7 @@ class Calibration:
         quat.mul_into(self.pelvis_ref, _yaw(c, s_), self.ref_tilt)
         self.has_neutral = True
         self.restore_pending = False
+        self.ver += 1
 
     def store_reference(self, up):
         """Keep the tilt-only neutral reference and sensor up (after pelvis_ref was set)."""

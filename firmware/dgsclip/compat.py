@@ -9,6 +9,22 @@ except ImportError:  # CPython: const() is just the identity
 
 
 try:
+    # The sampling path runs with the heap locked: any allocation there raises MemoryError
+    # instead of passing unnoticed, and MicroPython then puts the call frames of functions
+    # with many locals on the C stack instead of the heap (py/objfun.c, fun_bc_call:
+    # a heap frame costs a gc_alloc + gc_free per call, whose search grows with the heap's
+    # fragmentation).
+    from micropython import heap_lock, heap_unlock  # noqa: F401
+except ImportError:  # CPython
+
+    def heap_lock():
+        pass
+
+    def heap_unlock():
+        return 0
+
+
+try:
     import ujson as json  # noqa: F401
 except ImportError:
     import json  # noqa: F401

@@ -7,6 +7,8 @@ would be reused). Without `write_nb` (tests, the virtual clip's scripted IO) `io
 taken to accept everything.
 """
 
+from dgsclip.compat import heap_lock, heap_unlock
+
 
 class Output:
     def _tx_idle(self):
@@ -54,44 +56,41 @@ class Output:
         ring = self.ring
         sent = False
         enc = self.enc
-        while ring.count:
-            if not self._can_send():
-                return sent
+        while (ring.n_in - ring.n_out) & 0xFFFFFF:  # ring.count, without a property call
+            if self._write_nb is not None and self._tx is not None and not self._tx_idle():
+                return sent  # (self._can_send() inlined: this runs once per sample)
             i = ring.tail
-            b = i * 7
-            v = ring.v
-            u = ring.u
-            q14 = self.q14
-            q14[0] = v[b + 3]
-            q14[1] = v[b + 4]
-            q14[2] = v[b + 5]
-            q14[3] = v[b + 6]
-            pq = None
-            if ring.p is not None and u[i * 3] & 0x20:
-                pq = self.pq14
-                p = ring.p
-                pq[0] = p[i * 4]
-                pq[1] = p[i * 4 + 1]
-                pq[2] = p[i * 4 + 2]
-                pq[3] = p[i * 4 + 3]
             skipped = ring.s[i]
             if skipped:
                 enc.seq = (enc.seq + skipped) & 0xFFFFFFFF  # host counts them as lost
-            self._send(
-                enc.sample(
-                    None,
-                    ring.t[i],
-                    v[b],
-                    v[b + 1],
-                    v[b + 2],
-                    q14,
-                    u[i * 3],
-                    u[i * 3 + 1],
-                    u[i * 3 + 2],
-                    pq,
-                )
-            )
-            ring.pop()
+            # Framing allocates nothing once warm: with the heap locked (see compat) its
+            # call frames live on the C stack. The sampler skips a tick landing in here.
+            locked = self._lock_ok
+            seq0 = enc.seq
+            if locked:
+                self._locked = True
+                heap_lock()
+            try:
+                fr = enc.sample_slot(ring, i)
+            except MemoryError:
+                if not locked:
+                    raise
+                fr = None  # e.g. the encoder's first frame of a length makes its view
+            finally:
+                if locked:
+                    heap_unlock()
+                self._locked = False
+            if fr is None:
+                self._frame_faults += 1
+                if self._frame_faults > 4:  # not a warm-up: something allocates each time
+                    self._lock_failed()
+                enc.seq = seq0
+                fr = enc.sample_slot(ring, i)
+            self._send(fr)
+            # ring.pop() inlined (once per sample): release the slot
+            i += 1
+            ring.tail = 0 if i == ring.capacity else i
+            ring.n_out = (ring.n_out + 1) & 0xFFFFFF
             self.samples += 1
             sent = True
         if (

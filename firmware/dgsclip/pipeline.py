@@ -1,30 +1,39 @@
 """Per-sample processing: fusion -> segment orientation -> hip angles, plus calibration.
 
 Shared by the app loop (samples from the IMU drivers), `dgs-clip replay` (samples from a
-CSV) and the virtual clip. Inputs are gyro deg/s and accel g in the board frame; dt comes
-from device ticks.
+CSV) and the virtual clip. Inputs are gyro and accel in the board frame; dt comes from
+device ticks. Two entry points compute the same thing:
+  update_fx(G, A, dt_us, ...)  fixed-point units of dgsclip.fxcore (the drivers' raw_units
+                               mode): the clip's sampling path; allocates nothing per sample
+                               while no calibration step runs.
+  update(g, a, dt, ...)        floats (deg/s, g, s), for replay and tests: converts, calls
+                               update_fx and fills the float views angles, q_thigh_seg,
+                               q_pelvis_seg.
+Outputs of update_fx: cd (centidegrees, the wire unit), seg / pseg (Q28 segment
+quaternions), q14 / pq14 (the wire's Q14).
 """
 
 from array import array
 
-from dgsclip import quat
+from dgsclip import fxcore as fx
 from dgsclip.calib import Calibration, CalibrationError, Calibrator
+from dgsclip.compat import const
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
 from dgsclip.pelvis import PelvisAlign
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
-FLAG_CALIBRATED = 0x0001
-FLAG_I2C_ERROR = 0x0008
-FLAG_OVERRUN = 0x0010
-FLAG_PELVIS = 0x0020
-FLAG_CALIBRATING = 0x0040
-FLAG_PELVIS_ERROR = 0x0080
+FLAG_CALIBRATED = const(0x0001)
+FLAG_I2C_ERROR = const(0x0008)
+FLAG_OVERRUN = const(0x0010)
+FLAG_PELVIS = const(0x0020)
+FLAG_CALIBRATING = const(0x0040)
+FLAG_PELVIS_ERROR = const(0x0080)
 
-MODE_RUN = 0
-MODE_NEUTRAL = 1
-MODE_FUNCTIONAL = 2
+MODE_RUN = const(0)
+MODE_NEUTRAL = const(1)
+MODE_FUNCTIONAL = const(2)
 
 __all__ = [
     "FLAG_ACCEL_REJECTED",
@@ -52,6 +61,27 @@ class Pipeline:
         self.q_thigh_seg = array("f", (1.0, 0.0, 0.0, 0.0))
         self.q_pelvis_seg = array("f", (1.0, 0.0, 0.0, 0.0))
         self.angles = self.hip.out
+        # Fixed-point state of the hot path (Q28 quaternions, centidegree angles).
+        k = fx.load()
+        self._qmul, self._hip, self._q14 = k[1], k[2], k[7]
+        self._tab = fx.cordic_table()
+        self.seg = array("i", (fx.ONE, 0, 0, 0))
+        self.pseg = array("i", (fx.ONE, 0, 0, 0))
+        self._t = array("i", (fx.ONE, 0, 0, 0))
+        self._rel = array("i", (fx.ONE, 0, 0, 0))
+        self._mount = array("i", (fx.ONE, 0, 0, 0))
+        self._pmount = array("i", (fx.ONE, 0, 0, 0))
+        self._pref = array("i", (fx.ONE, 0, 0, 0))
+        self._pframe = array("i", (fx.ONE, 0, 0, 0))
+        self.cd = array("i", (0, 0, 0))
+        self.q14 = array("h", (16384, 0, 0, 0))
+        self.pq14 = array("h", (16384, 0, 0, 0))
+        self._g = array("i", (0, 0, 0))
+        self._a = array("i", (0, 0, 0))
+        self._pg = array("i", (0, 0, 0))
+        self._pa = array("i", (0, 0, 0))
+        self._cal_ver = -1
+        self._mirror = 0
         self.mode = MODE_RUN
         self._left = 0
         self.cal_done = None  # (kind, error message or None) once a calibration step ends
@@ -94,50 +124,168 @@ class Pipeline:
         except CalibrationError as exc:
             self.cal_done = (kind, str(exc))
 
+    def _sync_cal(self):
+        """Fixed-point copies of the calibration's quaternions (after any change)."""
+        cal = self.cal
+        _to_fx(self._mount, cal.mount)
+        _to_fx(self._pmount, cal.pelvis_mount)
+        _to_fx(self._pref, cal.pelvis_ref)
+        if self.palign is not None:
+            _to_fx(self._pframe, self.palign.frame)
+        self._mirror = 1 if self.hip.mirror else 0
+        self._cal_ver = cal.ver
+
+    def settled(self):
+        """True when update_fx allocates nothing: no calibration step running, no stored
+        calibration waiting for its heading, both filters settled (see Mahony.settled)."""
+        cal = self.cal
+        th = self.thigh
+        # Mahony.settled inlined (S[22] is fxcore.S_EVENT): this runs once per sample.
+        if self.mode != MODE_RUN or cal.restore_pending or not th._started or th.S[22]:
+            return False
+        if cal.ver != self._cal_ver or self.hip.mirror != self._mirror:
+            return False  # the fixed-point copies of the calibration are made first
+        pel = self.pelvis
+        return pel is None or (pel._started and not pel.S[22])
+
     def update(self, g, a, dt, pg=None, pa=None):
         """g, a: thigh gyro (deg/s) and accel (g) 3-sequences; pg/pa: pelvis. -> flags."""
+        G = self._g
+        A = self._a
+        for i in range(3):
+            G[i] = int(round(g[i] * 32768.0))
+            A[i] = int(round(a[i] * 32768.0))
+        PG = PA = None
+        if pg is not None:
+            PG = self._pg
+            PA = self._pa
+            for i in range(3):
+                PG[i] = int(round(pg[i] * 32768.0))
+                PA[i] = int(round(pa[i] * 32768.0))
+        flags = self.update_fx(G, A, int(round(dt * 1e6)), PG, PA)
+        self.thigh.sync()
+        if self.pelvis is not None:
+            self.pelvis.sync()
+        out = self.angles
+        cd = self.cd
+        for i in range(3):
+            out[i] = cd[i] * 0.01
+        _to_float(self.q_thigh_seg, self.seg)
+        _to_float(self.q_pelvis_seg, self.pseg)
+        return flags
+
+    def update_fx(self, G, A, dt_us, PG=None, PA=None):
+        """G, A: thigh gyro (2**-15 deg/s) and accel (2**-15 g) int arrays; PG/PA: pelvis;
+        dt in µs. -> flags."""
         th = self.thigh
-        flags = th.update(g[0], g[1], g[2], a[0], a[1], a[2], dt)
+        flags = th.update_fx(G, A, dt_us)
         pel = self.pelvis
-        if pel is not None and pg is not None:
-            flags |= pel.update(pg[0], pg[1], pg[2], pa[0], pa[1], pa[2], dt) & FLAG_ACCEL_REJECTED
+        if pel is not None and PG is not None:
+            flags |= pel.update_fx(PG, PA, dt_us) & FLAG_ACCEL_REJECTED
             flags |= FLAG_PELVIS
         cal = self.cal
-        mode = self.mode
-        if mode != MODE_RUN:
+        if self.mode != MODE_RUN:
             flags |= FLAG_CALIBRATING
-            if mode == MODE_NEUTRAL:
-                self.calibrator.add_neutral(
-                    a[0], a[1], a[2], th.q, pel.q if pel is not None else None
-                )
-                th.window_add(g[0], g[1], g[2])
-                if pel is not None and pg is not None:
-                    self.palign.add_neutral(pel.q)
-                    pel.window_add(pg[0], pg[1], pg[2])
-            else:
-                b = th.bias
-                gx, gy, gz = g[0] - b[0], g[1] - b[1], g[2] - b[2]
-                self.calibrator.add_functional(gx, gy, gz)
-                if pel is not None and pg is not None:
-                    pb = pel.bias
-                    self.palign.add_functional(
-                        pg[0] - pb[0], pg[1] - pb[1], pg[2] - pb[2], gx, gy, gz
-                    )
-            self._left -= 1
-            if self._left <= 0:
-                self._finish_calibration()
-        quat.mul_into(self.q_thigh_seg, th.q, cal.mount)
+            self._calibrating(G, A, PG)
+        if cal.ver != self._cal_ver or self.hip.mirror != self._mirror:
+            self._sync_cal()
+        qmul = self._qmul
+        seg = self.seg
+        qmul(seg, th.S, self._mount, 0)
         if cal.restore_pending and not flags & FLAG_INITIALISING and pel is None:
             # First settled sample after a reboot with a stored calibration (thigh mode).
+            _to_float(self.q_thigh_seg, seg)
             cal.restore_heading(self.q_thigh_seg)
             self.calibrator.restored(cal.up)
+            self._sync_cal()
+        calibrated = cal.has_mount and cal.has_neutral  # cal.calibrated, no property call
         pa = self.palign
-        if pa is not None and cal.calibrated and pa.ready:
-            pa.segment_into(self.q_pelvis_seg, pel.q, cal)
-            self.hip.compute(self.q_pelvis_seg, self.q_thigh_seg)
+        rel = self._rel
+        if pa is not None and calibrated and pa.ready:
+            t = self._t
+            pseg = self.pseg
+            qmul(t, pel.S, self._pmount, 0)
+            qmul(pseg, self._pframe, t, 0)
+            qmul(rel, pseg, seg, 1)
+            self._q14(self.pq14, pseg)
         else:
-            self.hip.compute(cal.pelvis_ref, self.q_thigh_seg)
-        if cal.calibrated:
+            qmul(rel, self._pref, seg, 1)
+        self._hip(self.cd, rel, self._tab, self._mirror)
+        self._q14(self.q14, seg)
+        if calibrated:
             flags |= FLAG_CALIBRATED
         self.flags = flags
         return flags
+
+    def update_hot(self, G, A, dt_us, PG, PA):
+        """update_fx for a settled pipeline (settled() is True: no calibration step, no
+        restore pending, the fixed-point calibration current, no once-only fusion work):
+        the same result with less bytecode. The sampler's heap-locked path."""
+        th = self.thigh
+        flags = th._step(th.S, G, A, th.C, dt_us)
+        pel = self.pelvis
+        if pel is not None and PG is not None:
+            flags |= (pel._step(pel.S, PG, PA, pel.C, dt_us) & FLAG_ACCEL_REJECTED) | FLAG_PELVIS
+        qmul = self._qmul
+        seg = self.seg
+        qmul(seg, th.S, self._mount, 0)
+        cal = self.cal
+        calibrated = cal.has_mount and cal.has_neutral
+        pa = self.palign
+        rel = self._rel
+        if pa is not None and calibrated and pa.ready:
+            t = self._t
+            pseg = self.pseg
+            qmul(t, pel.S, self._pmount, 0)
+            qmul(pseg, self._pframe, t, 0)
+            qmul(rel, pseg, seg, 1)
+            self._q14(self.pq14, pseg)
+        else:
+            qmul(rel, self._pref, seg, 1)
+        self._hip(self.cd, rel, self._tab, self._mirror)
+        self._q14(self.q14, seg)
+        if calibrated:
+            flags |= FLAG_CALIBRATED
+        self.flags = flags
+        return flags
+
+    def _calibrating(self, G, A, PG):
+        """A calibration step collects this sample (floats: a few seconds, allocates)."""
+        th = self.thigh
+        pel = self.pelvis
+        th.sync()
+        if pel is not None:
+            pel.sync()
+        if self.mode == MODE_NEUTRAL:
+            k = 1.0 / fx.G1
+            self.calibrator.add_neutral(
+                A[0] * k, A[1] * k, A[2] * k, th.q, pel.q if pel is not None else None
+            )
+            th.window_add_fx(G)
+            if pel is not None and PG is not None:
+                self.palign.add_neutral(pel.q)
+                pel.window_add_fx(PG)
+        else:
+            k = 1.0 / 32768.0
+            b = th.bias
+            gx, gy, gz = G[0] * k - b[0], G[1] * k - b[1], G[2] * k - b[2]
+            self.calibrator.add_functional(gx, gy, gz)
+            if pel is not None and PG is not None:
+                pb = pel.bias
+                self.palign.add_functional(
+                    PG[0] * k - pb[0], PG[1] * k - pb[1], PG[2] * k - pb[2], gx, gy, gz
+                )
+        self._left -= 1
+        if self._left <= 0:
+            self._finish_calibration()
+            self.cal.ver += 1
+
+
+def _to_fx(dst, src):
+    for i in range(4):
+        dst[i] = int(round(src[i] * fx.ONE))
+
+
+def _to_float(dst, src):
+    for i in range(4):
+        dst[i] = src[i] * (1.0 / fx.ONE)

@@ -8,13 +8,17 @@ it has copied a slot out, so no lock is needed.
 
 When the ring is full a new sample is dropped whole and counted (`dropped`); the fusion has
 already seen it, so the angles stay right, only that frame is never sent. Memory per slot:
-4 (t_us) + 14 (angles + thigh quaternion) + 6 (flags, i2c_errors, overruns) bytes, plus 8
-for the pelvis quaternion when a pelvis IMU is configured: 24 or 32 bytes.
+4 (t_us) + 14 (angles + thigh quaternion) + 6 (flags, i2c_errors, overruns) + 2 (samples
+dropped before it) bytes, plus 8 for the pelvis quaternion when a pelvis IMU is configured:
+26 or 34 bytes.
 """
 
 from array import array
 
-_MASK = 0xFFFFFF
+from dgsclip import fxcore
+from dgsclip.compat import const
+
+_MASK = const(0xFFFFFF)
 NQ = 7  # flex, add, rot, qw, qx, qy, qz (int16 wire units)
 
 
@@ -35,6 +39,7 @@ class SampleRing:
         self.peak = 0
         self.dropped = 0
         self._skip = 0  # producer side: drops since the last sample that fitted
+        self._put = fxcore.load()[5]  # the slot copy (viper where available)
 
     @property
     def count(self):
@@ -45,30 +50,19 @@ class SampleRing:
         while self.count:
             self.pop()
 
-    def push(self, t_us, angles, q14, flags, i2c_errors, overruns, pq14):
-        """Copy one fused sample in; False (and counted) when full."""
+    def push(self, t_us, cd, q14, flags, i2c_errors, overruns, pq14):
+        """Copy one fused sample in (angles cd in centidegrees, quaternions in Q14: ints);
+        False (and counted) when full."""
         n = (self.n_in - self.n_out) & _MASK
         if n >= self.capacity:
             self.dropped += 1
             self._skip += 1
             return False
         i = self.head
-        self.t[i] = t_us
-        v = self.v
-        b = i * NQ
-        v[b] = _i16(angles[0] * 100.0)
-        v[b + 1] = _i16(angles[1] * 100.0)
-        v[b + 2] = _i16(angles[2] * 100.0)
-        v[b + 3] = q14[0]
-        v[b + 4] = q14[1]
-        v[b + 5] = q14[2]
-        v[b + 6] = q14[3]
-        u = self.u
-        b = i * 3
-        u[b] = flags & 0xFFFF
-        u[b + 1] = i2c_errors & 0xFFFF
-        u[b + 2] = overruns & 0xFFFF
-        self.s[i] = self._skip if self._skip < 0xFFFF else 0xFFFF
+        self._put(
+            self.t, self.v, self.u, self.s, cd, q14, i, t_us, flags, i2c_errors, overruns,
+            self._skip,
+        )  # fmt: skip
         self._skip = 0
         p = self.p
         if p is not None and pq14 is not None:
@@ -89,12 +83,3 @@ class SampleRing:
         i = self.tail + 1
         self.tail = 0 if i == self.capacity else i
         self.n_out = (self.n_out + 1) & _MASK
-
-
-def _i16(x):
-    v = int(x)
-    if v > 32767:
-        return 32767
-    if v < -32768:
-        return -32768
-    return v

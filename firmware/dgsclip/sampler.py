@@ -5,12 +5,13 @@ with micropython.schedule (or from `step()` when no timer is injected); it never
 the port (replies and LOGs belong to the main loop) and is held while commands run.
 """
 
+from dgsclip.compat import const, heap_lock, heap_unlock
 from dgsclip.drivers.base import ImuError
 from dgsclip.output import Output
 from dgsclip.pipeline import FLAG_I2C_ERROR, FLAG_OVERRUN, FLAG_PELVIS_ERROR
 
-BACKOFF_MIN_US = 20000  # first pause after the bus failed all retries
-BACKOFF_MAX_US = 500000
+BACKOFF_MIN_US = const(20000)  # first pause after the bus failed all retries
+BACKOFF_MAX_US = const(500000)
 
 
 class Sampler(Output):
@@ -38,7 +39,9 @@ class Sampler(Output):
             self._t_fifo = None  # timestamp of the last sample taken from the FIFO
 
     def service(self):
-        if self._hold or not self.running:
+        if self._hold or self._locked or not self.running:
+            # _locked: this scheduled callback interrupted the main loop while the heap is
+            # locked (framing); the FIFO keeps the samples for the next tick.
             return
         clock = self.clock
         now = clock.ticks_us()
@@ -90,27 +93,102 @@ class Sampler(Output):
         if last is None or not 0 <= clock.ticks_diff(now, last) < 2 * period:
             t = clock.ticks_add(now, -(n + 1) * period)
             self._facc = 0
-        dt = 1.0 / self._fodr
-        for _ in range(n):
-            if not imu.fifo_read(self.gyro, self.accel):
+        lk = self._drain_lock
+        if lk is not False and self._lock_ok and self.pipe.settled():
+            # The whole drain with the heap locked: the call frames of the driver and the
+            # loop stay on the C stack (a heap frame per call costs a gc_alloc + gc_free,
+            # py/objfun.c). Only where the bus reads work with the heap locked (checked once:
+            # a Python stand-in of the bus may allocate).
+            if lk is None:
+                lk = self._drain_lock = self._probe_lock(imu, pel)
+        else:
+            lk = False
+        if not lk:
+            self._drain(now, n, t, period, errs, pel, False)
+            return
+        imu.defer_recovery = True
+        if pel is not None:
+            pel.defer_recovery = True
+        heap_lock()
+        try:
+            self._drain(now, n, t, period, errs, pel, True)
+        except MemoryError:
+            self._drain_lock = False  # drains unlocked from now on; the sample is lost
+            self.overruns += 1
+            self._flags_extra |= FLAG_OVERRUN
+            self._t_fifo = None
+        finally:
+            heap_unlock()
+            imu.defer_recovery = False
+            if pel is not None:
+                pel.defer_recovery = False
+
+    def _probe_lock(self, imu, pel):
+        """Can the FIFO level be read with the heap locked? (It pops nothing.)"""
+        heap_lock()
+        try:
+            imu.fifo_level()
+            if pel is not None:
+                pel.fifo_level()
+            ok = True
+        except MemoryError:
+            ok = False
+        finally:
+            heap_unlock()
+        return ok
+
+    def _drain(self, now, n, t, period, errs, pel, locked):
+        """Read, stamp, fuse and queue n FIFO samples (locked: the caller holds the heap
+        lock; a sample whose fusion has float work to do runs unlocked)."""
+        clock = self.clock
+        imu = self.imu
+        pipe = self.pipe
+        g = self.gyro
+        a = self.accel
+        frem = self._frem  # 0 when the ODR divides 1 s (MPU at 100/200 Hz)
+        # Locked drains start settled (checked by the caller; commands, which could change
+        # that, run in the main loop while the sampler is held): per sample only a filter's
+        # once-only work (fxcore.S_EVENT = S[22], set by the previous step) can appear.
+        ts = pipe.thigh.S
+        ps = ts if pipe.pelvis is None else pipe.pelvis.S
+        while n > 0:
+            n -= 1
+            if not imu.fifo_read(g, a):
                 self._bus_failed(now)
                 self._t_fifo = None
                 return
             pg = pa = None
+            e = imu.i2c_errors
             if pel is not None:
                 if pel.fifo_read(self.pgyro, self.paccel):
                     pg, pa = self.pgyro, self.paccel
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
+                e += pel.i2c_errors
             t = clock.ticks_add(t, period)
-            self._facc += self._frem
-            if self._facc >= self._fodr:
-                self._facc -= self._fodr
-                t = clock.ticks_add(t, 1)
-            if self.i2c_errors() != errs:
+            dt = period
+            if frem:
+                f = self._facc + frem
+                if f >= self._fodr:
+                    f -= self._fodr
+                    t = clock.ticks_add(t, 1)
+                    dt += 1
+                self._facc = f
+            if e != errs:
                 self._flags_extra |= FLAG_I2C_ERROR
-                errs = self.i2c_errors()
-            self._process(t, dt, pg, pa)
+                errs = e
+            if not locked:
+                self._fuse(t, dt, pg, pa)
+            elif not ts[22] and not ps[22]:
+                self._process(t, dt, pg, pa, e, True)
+            else:
+                # The fusion has once-only float work to do (e.g. the accel bias as the
+                # first bias learning ends): this sample runs unlocked.
+                heap_unlock()
+                try:
+                    self._process(t, dt, pg, pa, e, False)
+                finally:
+                    heap_lock()
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now
@@ -173,31 +251,53 @@ class Sampler(Output):
             self._bus_failed(now)
             return
         self._backoff = 0
-        dt = 0.0
+        dt = 0
         if self._have_last:
-            dt = clock.ticks_diff(now, self.t_last) * 1e-6
+            dt = clock.ticks_diff(now, self.t_last)
         self.t_last = now
         self._have_last = True
         self.t_sample = now
-        self._process(now, dt, pg, pa)
+        self._fuse(now, dt, pg, pa)
 
-    def _process(self, t, dt, pg, pa):
-        """Fuse one sample taken at device time t and queue it for output."""
+    def _fuse(self, t, dt, pg, pa):
+        """_process with the heap locked once the pipeline is settled (compat): an
+        allocation there raises instead of passing unnoticed, and the call frames stay on
+        the C stack. Not the I2C reads: a bus implementation may allocate (and a recovery
+        needs the heap)."""
+        if self._lock_ok and self.pipe.settled():
+            heap_lock()
+            try:
+                self._process(t, dt, pg, pa, self.i2c_errors(), True)
+            except MemoryError:
+                self._lock_failed()
+            finally:
+                heap_unlock()
+        else:
+            self._process(t, dt, pg, pa, self.i2c_errors(), False)
+
+    def _process(self, t, dt, pg, pa, errs, hot):
+        """Fuse one sample taken at device time t (dt µs after the previous one) and queue
+        it for output. Integers all the way (dgsclip.fxcore): nothing allocated once the
+        pipeline is settled."""
         pipe = self.pipe
-        flags = pipe.update(self.gyro, self.accel, dt, pg, pa) | self._flags_extra
+        if hot:  # settled (checked by the caller): the lean path, same result
+            flags = pipe.update_hot(self.gyro, self.accel, dt, pg, pa)
+        else:
+            flags = pipe.update_fx(self.gyro, self.accel, dt, pg, pa)
+        flags |= self._flags_extra
         self._flags_extra = 0
         self.fused += 1
         if not self.streaming:
             return
-        q = pipe.q_thigh_seg
-        q14 = self.q14
-        for i in range(4):
-            q14[i] = int(q[i] * 16384.0)
         pq = None
         if pg is not None:
-            pq = self.pq14
-            qp = pipe.q_pelvis_seg
-            for i in range(4):
-                pq[i] = int(qp[i] * 16384.0)
+            pq = pipe.pq14
             flags |= 0x20
-        self.ring.push(t, pipe.angles, q14, flags & 0xFF, self.i2c_errors(), self.overruns, pq)
+        self.ring.push(t, pipe.cd, pipe.q14, flags & 0xFF, errs, self.overruns, pq)
+
+    def _lock_failed(self):
+        # No allocation here either (the heap is still locked): attribute stores only.
+        self._lock_ok = False
+        self.alloc_faults += 1
+        self.overruns += 1  # the sample may be lost: count it like a missed period
+        self._fifo_note = "an allocation in the sampling path; heap locking switched off"

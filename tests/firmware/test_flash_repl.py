@@ -32,7 +32,7 @@ EXPECTED = {"boot.py", "main.py"} | {
     "lib/"
     + (
         p.relative_to(FIRMWARE).as_posix()  # viper code: the board compiles it (SOURCE_ONLY)
-        if p.name == "fastpath.py"
+        if p.name in ("fastpath.py", "fxnative.py")
         else p.relative_to(FIRMWARE).with_suffix(".mpy").as_posix()
     )
     for p in (FIRMWARE / "dgsclip").rglob("*.py")

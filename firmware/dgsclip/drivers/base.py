@@ -89,8 +89,11 @@ class ImuBase:
     def _recover(self, attempt):
         # First retry as is (glitch); then rebuild the bus and re-apply the configuration,
         # since a brown-out may have reset the IMU to its power-on defaults.
-        if attempt == 0 or self._reinit is None or self._recovering:
-            return  # never recurse: configure() below retries through this same path
+        if attempt == 0 or self._reinit is None or self._recovering or self.defer_recovery:
+            # never recurse: configure() below retries through this same path; and not
+            # while the sampler holds the heap locked (a new bus object needs the heap):
+            # the read fails, the sampler backs off, the next (unlocked) level read recovers.
+            return
         self._recovering = True
         try:
             bus = self._reinit()
@@ -105,6 +108,18 @@ class ImuBase:
 
     def configure(self):
         raise NotImplementedError
+
+    _be6 = None
+    defer_recovery = False
+
+    def raw_units(self):
+        """Decode into the fixed-point units of dgsclip.fxcore from now on: ints in
+        2**-15 deg/s and 2**-15 g (raw count x full-scale range, exact), into array('i')."""
+        self._g_scale = self.gyro_range_dps
+        self._a_scale = self.accel_range_g
+        from dgsclip import fxcore
+
+        self._be6 = fxcore.load()[6]  # packet decode (viper where available)
 
     def set_odr(self, hz):
         """Change the output data rate (and re-apply the configuration)."""

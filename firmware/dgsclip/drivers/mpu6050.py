@@ -81,6 +81,9 @@ class MPU6050(ImuBase):
         buf = self._fbuf
         if not self._read_block(_FIFO_R_W, buf):
             return False
+        if self._be6 is not None:  # raw_units: one call, no per-value bytecode
+            self._be6(buf, gyro, accel, self._g_scale, self._a_scale)
+            return True
         a = self._a_scale
         g = self._g_scale
         accel[0] = _be16(buf, 0) * a
