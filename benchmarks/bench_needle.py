@@ -380,7 +380,7 @@ def run(quick: bool = False) -> str:
     lines += [
         "### No needle on foreign data (false-needle frames)",
         "",
-        "| source | files | frames | learned (raw) | classical (raw) | appliance (learned + view gate) |",
+        "| source | files | frames | learned (no view gate) | classical (no view gate) | appliance (learned + view gate) |",
         "|---|---|---|---|---|---|",
     ]
     for label, t in neg.items():
