@@ -23,6 +23,7 @@ from edge_service.detector.settings import DetectorSettings
 from edge_service.dicomnet.settings import DicomSettings, WorklistSettings
 from edge_service.errors import ConfigError
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.procedure.settings import ProcedureSettings
 from edge_service.storage import StorageSettings
 from edge_service.workstation.settings import WorkstationSettings
 
@@ -64,6 +65,7 @@ class AppConfig(BaseModel):
     worklist: WorklistSettings = Field(default_factory=WorklistSettings)
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    procedure: ProcedureSettings = Field(default_factory=ProcedureSettings)
 
 
 def _format_errors(exc: ValidationError) -> str:
