@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -61,6 +61,22 @@ def ellipse_edge_distance_mm(a: Ellipse, b: Ellipse) -> float:
         return 0.0
     d = np.hypot(pa[:, None, 0] - pb[None, :, 0], pa[:, None, 1] - pb[None, :, 1])
     return float(d.min())
+
+
+class SceneOverlay(Protocol):
+    """Something added to the scene (a needle, a bolus, a reflector: phantom/needle.py).
+
+    modify_tissue: displace/add scatterers (tissue mm, before the probe pose);
+    add_echoes: deposit echoes on the polar grid before attenuation and the PSF;
+    truth: per-frame truth merged into PhantomFrame.truth."""
+
+    def modify_tissue(
+        self, x: np.ndarray, y: np.ndarray, amp: np.ndarray, t: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def add_echoes(self, grid: np.ndarray, pose: tuple[float, float, float], t: float) -> None: ...
+
+    def truth(self, pose: tuple[float, float, float], t: float) -> dict[str, Any]: ...
 
 
 class PhantomSimulator:
@@ -109,6 +125,7 @@ class PhantomSimulator:
         self.noise_rng = np.random.default_rng(seed + 1_000_003)
         self._ref_db: float | None = None
         self._noise_std: float | None = None
+        self.overlays: list[SceneOverlay] = []
 
     # -- motion ---------------------------------------------------------------------------
     def nerve_displacement(self, angles: np.ndarray) -> tuple[float, float]:
@@ -181,10 +198,15 @@ class PhantomSimulator:
             + self.w_muscle * np.float32(lat * m_lat)
         )
         y = self.sy + self.w_nerve * np.float32(d_ap)
+        amp = self.amp
+        for ov in self.overlays:
+            x, y, amp = ov.modify_tissue(x, y, amp, t_rel)
         x, y = self._to_probe(x, y, pose)
         s, line = g.mm_to_polar(x, y)
         r_mm = s * g.dr_mm + g.radius_mm
-        grid = self.echo.deposit(s, line, r_mm, self.amp)
+        grid = self.echo.deposit(s, line, r_mm, amp)
+        for ov in self.overlays:
+            ov.add_echoes(grid, pose, t_rel)
 
         # Label maps at the current geometry (display pixels), then along the beams.
         h, w = g.height_px, g.width_px
@@ -258,6 +280,8 @@ class PhantomSimulator:
         }
         if an.calc is not None:
             truth["calcification_nerve_distance_mm"] = ellipse_edge_distance_mm(nerve_now, an.calc)
+        for ov in self.overlays:
+            truth.update(ov.truth(pose, t_rel))
         return PhantomFrame(frame, masks, truth)
 
     def run(self, motion: HipMotion, fps: float = 20.0, t0: float = 0.0) -> Iterator[PhantomFrame]:
