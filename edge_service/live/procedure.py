@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from edge_service.acquisition.frame import Frame
@@ -117,3 +118,18 @@ class ProcedureSession(LiveSession):
         write_json_atomic(self.out_dir / "result.json", result)
         write_report(self.out_dir / "report.html", result, pngs)
         self.result = result
+
+
+def default_locator_factory() -> Callable[[], NeedleLocator] | None:
+    """The needle locator edge_service.needle ships (learned when its model is present, else
+    classical), as a factory (one stateful locator per session); None when there is none:
+    then starting an injection session is refused with one clear line."""
+    import importlib
+
+    try:
+        mod = importlib.import_module("edge_service.needle")
+        fn: Callable[[], NeedleLocator] = mod.load_locator
+    except (ImportError, AttributeError) as exc:
+        log.warning("no needle locator available: %s", exc)
+        return None
+    return fn

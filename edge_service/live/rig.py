@@ -197,8 +197,13 @@ class DemoRig:
             frames=frames(),
             pace=True,
             probe={"kind": "phantom", "model": "C3-5 curvilinear (simulated)"},
-            source={"kind": "phantom-needle", "seed": self.seed, "fps": self.fps,
-                    "needle_kind": self.needle_kind, "needle_session": ses.info},  # fmt: skip
+            source={
+                "kind": "phantom-needle",
+                "seed": self.seed,
+                "fps": self.fps,
+                "needle_kind": self.needle_kind,
+                "needle_session": ses.info,
+            },
             fps_hz=self.fps,
             close=close,
         )

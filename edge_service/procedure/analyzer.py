@@ -34,17 +34,29 @@ MAX_KEY_FRAMES = 12
 
 def default_measure() -> Measure:
     """The needle geometry of edge_service.needle.geometry (tip/path to nerve and
-    calcification with the same spacing rules as every measurement)."""
+    calcification from the same frame's masks, with the same spacing rules as every
+    measurement), adapted to (needle, detection, frame)."""
     import importlib
 
     try:
         geometry = importlib.import_module("edge_service.needle.geometry")
-        fn: Measure = geometry.measure
+        fn = geometry.measure
     except (ImportError, AttributeError) as exc:
-        raise ModelError(
-            f"the needle geometry (edge_service.needle.geometry) is missing: {exc}"
-        ) from exc
-    return fn
+        raise ModelError(f"the needle geometry (edge_service.needle.geometry) is missing: {exc}") from exc
+
+    def measure(n: NeedleResult, det: Any, frame: Frame) -> NeedleResult:
+        nerve, calc = det.nerve, det.calcification
+        out: NeedleResult = fn(
+            n,
+            frame.spacing_mm,
+            frame.pixels.shape,
+            nerve.mask if nerve.found else None,
+            calc.mask if calc.present else None,
+            frame.roi,
+        )
+        return out
+
+    return measure
 
 
 @dataclass

@@ -63,11 +63,21 @@ class TipMotion:
         self._last_tip = None
         self.travel_mm = 0.0
 
-    def add(self, t: float, tip: tuple[float, float], angle_deg: float | None) -> list[PassEvent]:
+    def add(
+        self,
+        t: float,
+        tip: tuple[float, float],
+        angle_deg: float | None,
+        direction: tuple[float, float] | None = None,
+    ) -> list[PassEvent]:
+        """direction: unit (depth, lateral) from the entry towards the tip when the locator
+        gives the shaft's visible start (more robust than the angle's sign convention)."""
         ev: list[PassEvent] = []
-        if self._last_tip is not None and angle_deg is not None:
-            dd, dl = tip[0] - self._last_tip[0], tip[1] - self._last_tip[1]
+        u = direction if direction is not None else None
+        if u is None and angle_deg is not None:
             u = shaft_dir(angle_deg)
+        if self._last_tip is not None and u is not None:
+            dd, dl = tip[0] - self._last_tip[0], tip[1] - self._last_tip[1]
             self.s_mm += dd * u[0] + dl * u[1]
             self.travel_mm += math.hypot(dd, dl)
         self._last_tip = tip

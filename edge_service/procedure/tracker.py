@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from edge_service.needle.types import NeedleResult
 from edge_service.procedure.alarms import AlarmBook
 from edge_service.procedure.injections import InjectionDetector
 from edge_service.procedure.motion import TipMotion
@@ -21,6 +22,17 @@ from edge_service.procedure.settings import ProcedureSettings
 
 #: the share of the expected in-plane shaft that must be visible for "on target"
 MIN_SHAFT_FRACTION = 0.5
+
+
+def _direction(n: NeedleResult) -> tuple[float, float] | None:
+    """Unit (depth, lateral) along the shaft towards the tip, from the visible shaft."""
+    if n.shaft_start_px is None or n.tip_px is None:
+        return None
+    dr, dc = n.tip_px[0] - n.shaft_start_px[0], n.tip_px[1] - n.shaft_start_px[1]
+    norm = math.hypot(dr, dc)
+    if norm < 5.0:  # a few pixels of shaft give no direction
+        return None
+    return dr / norm, dc / norm
 
 
 class ProcedureTracker:
@@ -90,7 +102,7 @@ class ProcedureTracker:
                 # Not the same needle tip a frame later: another reflector took over.
                 self.motion.reset_track()
                 q["track_resets"] += 1
-            self.motion.add(o.t, tip, n.angle_deg)
+            self.motion.add(o.t, tip, n.angle_deg, _direction(n))
             self._last_tip = tip
             self._last_seen_t = o.t
             motion = self.motion.state(o.t)

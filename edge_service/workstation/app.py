@@ -342,12 +342,7 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
 
         e = service.get(sid)
         _done_path(sid, "result.json")
-        if e.protocol == "injection":
-            from edge_service.procedure.report import render_pdf as render_procedure_pdf
-
-            pdf = await asyncio.to_thread(render_procedure_pdf, e)
-        else:
-            pdf = await asyncio.to_thread(render_pdf, e, service.comparisons(sid))
+        pdf = await asyncio.to_thread(render_pdf, e, service.comparisons(sid))
         return Response(
             pdf,
             media_type="application/pdf",

@@ -30,14 +30,27 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_demo_cli(out: Path, port: int, fps: float, seed: int) -> int:
+def serve_demo_cli(
+    out: Path,
+    port: int,
+    fps: float,
+    seed: int,
+    protocol: str | None = None,
+    needle_kind: str = "procedure",
+) -> int:
     from edge_service.workstation.demo import serve_demo
 
     def ready(url: str) -> None:
+        if protocol:
+            url += f"?protocol={protocol}"
         print(f"dgs-edge workstation (simulated parts) on {url} — Ctrl-C stops it", flush=True)
         print(f"recordings: {out / 'recordings'}", flush=True)
+        if protocol == "injection":
+            print(
+                f"procedure mode: simulated needle session '{needle_kind}'; press Start", flush=True
+            )
 
-    serve_demo(out, port, fps, seed, ready)
+    serve_demo(out, port, fps, seed, ready, needle_kind=needle_kind)
     return 0
 
 

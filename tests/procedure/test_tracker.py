@@ -239,3 +239,27 @@ def test_nerve_not_seen_says_the_distance_is_unknown() -> None:
     assert st.raised and st.raised[0].kind == "nerve_not_seen"
     assert "unknown" in st.raised[0].message
     assert not st.on_target
+
+
+def test_direction_comes_from_the_visible_shaft_whatever_the_angle_sign() -> None:
+    """A needle descending to the left (lateral decreasing) reported with a positive angle:
+    progress along the shaft is still counted as advancing (shaft start -> tip)."""
+    tr = ProcedureTracker()
+    states = []
+    for k in range(90):
+        d, lat = 10.0 + 0.2 * k * 0.64, 60.0 - 0.2 * k * 0.77  # 6 mm/s down-left
+        n = NeedleResult(
+            found=True,
+            tip_mm=(d, lat),
+            tip_px=(d * 10, lat * 10),
+            shaft_start_px=(50.0, 650.0),
+            angle_deg=40.0,
+            confidence=0.9,
+            cue="shaft",
+            shaft_visible_fraction=0.9,
+            nerve_distance_mm=20.0,
+            path_nerve_distance_mm=20.0,
+        )
+        states.append(tr.update(Observation(1000 + k / 30, k, n, nerve_found=True)))
+    assert states[-1].motion == "advancing"
+    assert tr.motion.advances == 1 and tr.motion.withdrawals == 0

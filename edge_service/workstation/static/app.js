@@ -411,6 +411,11 @@ async function loadWorklist() {
 }
 
 async function init() {
+  const want = new URLSearchParams(location.search).get("protocol");
+  if (want && [...$("protocol").options].some((o) => o.value === want)) {
+    $("protocol").value = want;
+    showProcedurePanel(want === "injection");
+  }
   connect();
   loadWorklist();
   await refreshList();
