@@ -42,7 +42,9 @@ def default_measure() -> Measure:
         geometry = importlib.import_module("edge_service.needle.geometry")
         fn = geometry.measure
     except (ImportError, AttributeError) as exc:
-        raise ModelError(f"the needle geometry (edge_service.needle.geometry) is missing: {exc}") from exc
+        raise ModelError(
+            f"the needle geometry (edge_service.needle.geometry) is missing: {exc}"
+        ) from exc
 
     def measure(n: NeedleResult, det: Any, frame: Frame) -> NeedleResult:
         nerve, calc = det.nerve, det.calcification
