@@ -458,6 +458,45 @@ class NeedleScene:
                 grid[k, line, 1] += np.float32(amp * w * math.sin(phase))
 
     # -- truth ----------------------------------------------------------------------------
+    def shaft_samples(
+        self, pose: tuple[float, float, float], t: float, n: int = 400
+    ) -> dict[str, np.ndarray] | None:
+        """Points along the shaft (entry -> tip) in display px with what makes them visible:
+        `inside` (in the fan), `vis` (elevation), `spec` (insonation), `seen` (echo strong
+        enough to show: vis * spec > 0.25). None when no needle is in the patient."""
+        st = self.plan.state(t) if self.plan else None
+        tip = self.tip_mm(t)
+        if st is None or tip is None or self.plan is None:
+            return None
+        g, cfg = self.sim.geom, self.cfg
+        ex, ey = self.plan.entry_mm
+        f = np.linspace(0.0, 1.0, n)
+        xp, yp = self.sim._to_probe(ex + f * (tip[0] - ex), ey + f * (tip[1] - ey), pose)
+        col, row = g.mm_to_px(xp, yp)
+        rr = np.clip(np.round(row).astype(int), 0, g.height_px - 1)
+        cc = np.clip(np.round(col).astype(int), 0, g.width_px - 1)
+        inside = (
+            (row >= 0) & (row < g.height_px) & (col >= 0) & (col < g.width_px) & g.fan_mask[rr, cc]
+        )
+        e = st.elev_entry_mm + f * (st.elev_tip_mm - st.elev_entry_mm)
+        vis = np.exp(-((e / cfg.elevation_beam_mm) ** 2))
+        # insonation: beam direction at each point (radial from the apex)
+        bx, by = xp, yp + g.radius_mm
+        bn = np.hypot(bx, by)
+        dxn, dyn = (xp[-1] - xp[0]), (yp[-1] - yp[0])
+        dl = math.hypot(dxn, dyn) or 1.0
+        inc = np.degrees(np.arcsin(np.clip(np.abs((bx * dxn + by * dyn) / (bn * dl)), 0, 1)))
+        sw = cfg.specular_width_deg
+        spec = cfg.diffuse + (1 - cfg.diffuse) * np.exp(-0.5 * (inc / sw) ** 2)
+        return {
+            "row": row,
+            "col": col,
+            "inside": inside,
+            "vis": vis,
+            "spec": spec,
+            "seen": inside & (vis * spec > 0.25),
+        }
+
     def truth(self, pose: tuple[float, float, float], t: float) -> dict[str, Any]:
         """Per-frame needle truth: tip/shaft in display px (row, col) and frame mm
         (depth, lateral from the top-left), visible fraction, boluses so far."""
@@ -465,35 +504,11 @@ class NeedleScene:
         out: dict[str, Any] = {"needle": {"present": False}}
         st = self.plan.state(t) if self.plan else None
         tip = self.tip_mm(t)
-        if st is not None and tip is not None and self.plan is not None:
-            cfg = self.cfg
-            ex, ey = self.plan.entry_mm
-            n = 400
-            f = np.linspace(0.0, 1.0, n)
-            px_t = ex + f * (tip[0] - ex)
-            py_t = ey + f * (tip[1] - ey)
-            xp, yp = self.sim._to_probe(px_t, py_t, pose)
-            col, row = g.mm_to_px(xp, yp)
-            rr = np.clip(np.round(row).astype(int), 0, g.height_px - 1)
-            cc = np.clip(np.round(col).astype(int), 0, g.width_px - 1)
-            inside = (
-                (row >= 0)
-                & (row < g.height_px)
-                & (col >= 0)
-                & (col < g.width_px)
-                & g.fan_mask[rr, cc]
-            )
-            e = st.elev_entry_mm + f * (st.elev_tip_mm - st.elev_entry_mm)
-            vis = np.exp(-((e / cfg.elevation_beam_mm) ** 2))
-            # insonation: beam direction at each point (radial from the apex)
-            bx, by = xp, yp + g.radius_mm
-            bn = np.hypot(bx, by)
-            dxn, dyn = (xp[-1] - xp[0]), (yp[-1] - yp[0])
+        sh = self.shaft_samples(pose, t)
+        if st is not None and tip is not None and sh is not None:
+            row, col, inside, vis, seen = sh["row"], sh["col"], sh["inside"], sh["vis"], sh["seen"]
+            dxn, dyn = col[-1] - col[0], row[-1] - row[0]
             dl = math.hypot(dxn, dyn) or 1.0
-            inc = np.degrees(np.arcsin(np.clip(np.abs((bx * dxn + by * dyn) / (bn * dl)), 0, 1)))
-            sw = cfg.specular_width_deg
-            spec = cfg.diffuse + (1 - cfg.diffuse) * np.exp(-0.5 * (inc / sw) ** 2)
-            seen = inside & (vis * spec > 0.25)
             tip_in = bool(inside[-1])
             sx_mm, sy_mm = g.spacing_mm, g.spacing_mm
             start_i = int(np.argmax(inside)) if inside.any() else None
