@@ -46,7 +46,7 @@ class AlarmBook:
                 self.history.append(a)
                 raised.append(a)
             else:
-                a.message = msg
+                # the message stays what raised it; value_mm follows the closest approach
                 if val is not None and (a.value_mm is None or val < a.value_mm):
                     a.value_mm = val
         for kind in list(self.active):

@@ -6,6 +6,10 @@ Defaults and why (sources in docs/procedure.md):
   a 3 mm margin leaves time to stop before contact.
 - stop_mm 1: under ~1 mm the tip is at the epineurium within the localisation error; needle
   -nerve contact and intraneural injection cannot be told apart on B-mode at that distance.
+- lead_s 0.3: a distance alarm compares the distance the tip will have after lead_s at its
+  current closing speed (never more than the measured distance): at 8-30 fps a frame is 33-125
+  ms and analysis ~100 ms, so a tip advancing at 4 mm/s would otherwise cross 1 mm between the
+  frame that shows it and the alarm on the page.
 - lost_after_s 0.5: ~15 frames at 30 fps; a tip unseen that long while advancing is the
   moment the in-plane rule ("whole shaft and tip in view", case report 2.4) is broken.
 """
@@ -35,6 +39,12 @@ class ProcedureSettings(BaseModel):
         ge=0,
         le=5,
         description="a distance alarm clears only this far beyond its threshold (hysteresis)",
+    )
+    lead_s: float = Field(
+        default=0.3,
+        ge=0,
+        le=2,
+        description="distance alarms look this far ahead at the tip's closing speed (covers frame interval + processing)",
     )
     path_alarm: bool = Field(
         default=True,

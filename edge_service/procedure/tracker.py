@@ -11,6 +11,7 @@ further than caution_mm.
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 from edge_service.needle.types import NeedleResult
@@ -53,6 +54,7 @@ class ProcedureTracker:
         self.on_target_s = 0.0
         self.first_on_target_t: float | None = None
         self._prev_t: float | None = None
+        self._dist_hist: deque[tuple[float, float]] = deque()
         self.q: dict[str, Any] = {
             "frames": 0,
             "frames_needle_found": 0,
@@ -191,17 +193,21 @@ class ProcedureTracker:
             self.min_nerve = (d, o.t, o.index)
         if d <= 0:
             self.entered_nerve = True
-        if d <= s.stop_mm:
+        closing = self._closing_speed(o.t, d)
+        # where the tip will be after lead_s at its closing speed (never further than now)
+        d_ahead = d - closing * s.lead_s
+        how = f" (closing {closing:.1f} mm/s)" if closing > 0.5 else ""
+        if d_ahead <= s.stop_mm:
             msg = (
                 "STOP: the tip is inside the nerve outline"
                 if d <= 0
-                else f"STOP: tip {d:.1f} mm from the nerve"
+                else f"STOP: tip {d:.1f} mm from the nerve{how}"
             )
             wanted["nerve_stop"] = (msg, d)
         elif "nerve_stop" in act and d <= s.stop_mm + s.clear_margin_mm:
             keep.add("nerve_stop")
-        if d <= s.caution_mm:
-            wanted["nerve_caution"] = (f"Caution: tip {d:.1f} mm from the nerve", d)
+        if d_ahead <= s.caution_mm:
+            wanted["nerve_caution"] = (f"Caution: tip {d:.1f} mm from the nerve{how}", d)
         elif "nerve_caution" in act and d <= s.caution_mm + s.clear_margin_mm:
             keep.add("nerve_caution")
         p = n.path_nerve_distance_mm
@@ -216,6 +222,16 @@ class ProcedureTracker:
             elif "path_caution" in act and p <= s.caution_mm + s.clear_margin_mm:
                 # Held while the needle pauses on that line: it still points at the nerve.
                 keep.add("path_caution")
+
+    def _closing_speed(self, t: float, d: float) -> float:
+        """mm/s the tip approaches the epineurium, over the motion window (0 when not)."""
+        h = self._dist_hist
+        h.append((t, d))
+        while h and t - h[0][0] > self.s.motion_window_s:
+            h.popleft()
+        if len(h) < 2 or h[-1][0] - h[0][0] <= 0:
+            return 0.0
+        return max(0.0, (h[0][1] - h[-1][1]) / (h[-1][0] - h[0][0]))
 
     def _lost_alarm(
         self, o: Observation, found: bool, wanted: dict[str, tuple[str, float | None]]

@@ -85,7 +85,8 @@ def test_intraneural_approach_alarms_before_the_tip_crosses_the_epineurium() -> 
     stop = raised(states, "nerve_stop")
     assert path and caution and stop
     assert path[0].t < caution[0].t < stop[0].t < cross.t
-    assert stop[0].nerve_distance_mm is not None and 0 < stop[0].nerve_distance_mm <= 1.0
+    # 10 mm/s closing speed x lead_s 0.3 s: stop is raised 3 mm before the 1 mm line
+    assert stop[0].nerve_distance_mm is not None and 3.5 < stop[0].nerve_distance_mm <= 4.0
     assert tr.entered_nerve
     doc = build_result(tr, {"session_id": "s-2", "side": "left"}, locator="scripted")
     validate(doc)
@@ -94,8 +95,8 @@ def test_intraneural_approach_alarms_before_the_tip_crosses_the_epineurium() -> 
 
 
 def test_caution_and_stop_settings_are_honoured() -> None:
-    _, _, st_default = intraneural()
-    _, _, st_wide = intraneural(ProcedureSettings(caution_mm=6.0, stop_mm=2.0))
+    _, _, st_default = intraneural(ProcedureSettings(lead_s=0.0))
+    _, _, st_wide = intraneural(ProcedureSettings(caution_mm=6.0, stop_mm=2.0, lead_s=0.0))
     c0 = raised(st_default, "nerve_caution")[0].nerve_distance_mm
     c1 = raised(st_wide, "nerve_caution")[0].nerve_distance_mm
     s1 = raised(st_wide, "nerve_stop")[0].nerve_distance_mm
@@ -103,6 +104,11 @@ def test_caution_and_stop_settings_are_honoured() -> None:
     assert 2.5 < c0 <= 3.0 and 5.5 < c1 <= 6.0 and 1.5 < s1 <= 2.0
     _, _, st_nopath = intraneural(ProcedureSettings(path_alarm=False))
     assert not raised(st_nopath, "path_caution")
+    # lead_s: the look-ahead at the closing speed (10 mm/s here) moves the alarm earlier
+    _, _, st_lead = intraneural(ProcedureSettings(lead_s=0.1))
+    s_lead = raised(st_lead, "nerve_stop")[0].nerve_distance_mm
+    assert s_lead is not None and 1.5 < s_lead <= 2.0
+    assert "closing 10.0 mm/s" in raised(st_lead, "nerve_stop")[0].raised[-1].message
 
 
 def test_no_needle_no_alarm_no_target() -> None:
