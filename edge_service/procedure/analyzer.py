@@ -98,7 +98,6 @@ class ProcedureAnalyzer:
         self.spread = SpreadMeter(self.s)
         self.key_frames: list[KeyFrame] = []
         self._prev_sig: int | None = None
-        self._stationary = False
         self.last_state: FrameState | None = None
         self.frames_failed = 0
         locator.reset()
@@ -129,7 +128,7 @@ class ProcedureAnalyzer:
             frame.pixels,
             frame.spacing_mm,
             needle.tip_px if needle.found else None,
-            self._stationary and not frozen,
+            self.tracker.holding and not frozen,
             nerve.mask if nerve.found else None,
         )
         obs = Observation(
@@ -144,7 +143,6 @@ class ProcedureAnalyzer:
             spread_nerve_mm=near,
         )
         st = self.tracker.update(obs)
-        self._stationary = st.motion == "stationary"
         self.last_state = st
         self._keep_key_frames(frame, det, needle, st)
         return st, det, needle

@@ -37,6 +37,7 @@ class Injection:
     peak_area_mm2: float = 0.0
     t_end: float | None = None
     t_grew: float = 0.0
+    grew_area_mm2: float = 0.0
     reached_epineurium: bool = False
     min_spread_nerve_mm: float | None = None
     flags: list[str] = field(default_factory=list)
@@ -74,21 +75,34 @@ class InjectionDetector:
         self.injections: list[Injection] = []
         self.current: Injection | None = None
         self._base = 0.0  # area already explained by earlier injections at this spot
+        # one injection per spot: the case redirects the tip between aliquots
+        self._spot_used = False
+        self.discarded = 0
 
     def new_spot(self) -> None:
         """The tip moved: the next spread is measured against a new reference image."""
         self._end_current(None)
         self._base = 0.0
+        self._spot_used = False
 
     def _end_current(self, t: float | None) -> None:
         cur = self.current
         if cur is None:
             return
         cur.t_end = t if t is not None else cur.t_grew
+        self.current = None
+        if cur.t_grew - cur.t_start < self.s.min_injection_s:
+            # a brief echo change (tissue settling after the tip stopped) is not an aliquot;
+            # what it changed is no longer new at this spot
+            self.injections.remove(cur)
+            self.discarded += 1
+            self._base = cur.peak_area_mm2
+            return
+        self._spot_used = True
+        cur.index = self.injections.index(cur) + 1
         if cur.volume_ml > 2.0 * self.s.aliquot_ml:
             cur.flags.append("volume_above_aliquot")
         self._base = cur.peak_area_mm2
-        self.current = None
 
     def update(
         self,
@@ -104,8 +118,10 @@ class InjectionDetector:
         cur = self.current
         if cur is not None:
             if area is not None and area > cur.peak_area_mm2:
-                if area - cur.peak_area_mm2 > 0.05 * max(cur.peak_area_mm2, 1.0):
+                # growing = 5 % (or 1 mm2) beyond the area when it last grew, however slowly
+                if area - cur.grew_area_mm2 > max(0.05 * cur.grew_area_mm2, 1.0):
                     cur.t_grew = t
+                    cur.grew_area_mm2 = area
                 cur.peak_area_mm2 = area
             if spread_nerve_mm is not None:
                 if cur.min_spread_nerve_mm is None or spread_nerve_mm < cur.min_spread_nerve_mm:
@@ -116,13 +132,19 @@ class InjectionDetector:
                 self._end_current(t if not stationary else None)
                 return None, cur
             return None, None
-        if stationary and area is not None and area - self._base >= s.spread_min_mm2:
+        if (
+            stationary
+            and not self._spot_used
+            and area is not None
+            and area - self._base >= s.spread_min_mm2
+        ):
             inj = Injection(
                 index=len(self.injections) + 1,
                 t_start=t,
                 frame=frame,
                 base_area_mm2=self._base,
                 peak_area_mm2=area,
+                grew_area_mm2=area,
                 t_grew=t,
                 **ctx,
             )

@@ -99,7 +99,7 @@ class ProcedureSettings(BaseModel):
         description="needle results below this confidence count as not found",
     )
     spread_min_mm2: float = Field(
-        default=4.0,
+        default=12.0,
         gt=0,
         le=500,
         description="changed echo area near a stationary tip that starts an injection",
@@ -117,10 +117,16 @@ class ProcedureSettings(BaseModel):
         description="grey-level change from the pre-injection image that counts as spread",
     )
     injection_end_s: float = Field(
-        default=0.6,
+        default=4.0,
         gt=0,
         le=10,
-        description="spread not growing (or tip moved) this long: the injection ended",
+        description="spread not growing this long (or the tip moved pass_min_mm): the injection ended",
+    )
+    min_injection_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=30,
+        description="a spread that grows for less than this is not counted (tissue settling after the tip stops changes the echo for a fraction of a second; an aliquot keeps spreading for seconds)",
     )
     epineurium_mm: float = Field(
         default=0.5,

@@ -48,6 +48,7 @@ class ProcedureTracker:
         self._last_tip: tuple[float, float] | None = None
         self._frozen_since: float | None = None
         self._was_stationary = False
+        self.holding = False  # the tip rests at one spot (the spread meter keeps its reference)
         self.min_nerve: tuple[float, float, int] | None = None  # (mm, t, frame)
         self.min_path: float | None = None
         self.entered_nerve = False
@@ -125,10 +126,11 @@ class ProcedureTracker:
             self.on_target_s += dt
             if self.first_on_target_t is None:
                 self.first_on_target_t = o.t
-        stationary = motion == "stationary"
+        stationary = self._holding(o, tip, motion)
         if self._was_stationary and not stationary:
             self.inj.new_spot()
         self._was_stationary = stationary
+        self.holding = stationary
         ctx = {
             "tip_mm": tip,
             "calc_offset_mm": o.calc_offset_mm,
@@ -222,6 +224,20 @@ class ProcedureTracker:
             elif "path_caution" in act and p <= s.caution_mm + s.clear_margin_mm:
                 # Held while the needle pauses on that line: it still points at the nerve.
                 keep.add("path_caution")
+
+    def _holding(self, o: Observation, tip: tuple[float, float] | None, motion: str) -> bool:
+        """The tip rests at one spot. During an injection the bolus pushes the tissue (and
+        the tip, and may hide it): the spot holds until the tip has moved pass_min_mm from
+        where the injection started, or is unseen for injection_end_s."""
+        cur = self.inj.current
+        if cur is None:
+            return motion == "stationary"
+        if tip is None:
+            return (
+                self._last_seen_t is not None and o.t - self._last_seen_t < self.s.injection_end_s
+            )
+        start = cur.tip_mm or tip
+        return math.dist(tip, start) < self.s.pass_min_mm
 
     def _closing_speed(self, t: float, d: float) -> float:
         """mm/s the tip approaches the epineurium, over the motion window (0 when not)."""

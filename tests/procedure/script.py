@@ -102,7 +102,7 @@ class Script:
         for k in range(n):
             area = None
             if spread_to_mm2 > 0 and k >= n0:
-                area = spread_to_mm2 * min(1.0, (k - n0 + 1) / (0.5 * FPS))
+                area = spread_to_mm2 * min(1.0, (k - n0 + 1) / (3.0 * FPS))  # grows over 3 s
             extra: dict[str, object] = {}
             if area is not None:
                 extra["spread_mm2"] = area

@@ -29,11 +29,11 @@ def normal_procedure() -> Script:
     sc = Script()
     sc.aim_at((37.5, 47.0))
     sc.advance(math.dist(sc.tip, (37.5, 47.0)) - 0.5)
-    sc.hold(2.5, spread_to_mm2=41.0)
+    sc.hold(6.0, spread_to_mm2=41.0)
     sc.advance(-4.0)
     sc.angle += 6.0
     sc.advance(4.0)
-    sc.hold(2.5, spread_to_mm2=41.0)
+    sc.hold(6.0, spread_to_mm2=41.0)
     return sc
 
 
@@ -214,7 +214,7 @@ def test_spread_reaching_the_epineurium_is_flagged() -> None:
     sc = Script()
     sc.aim_at((37.5, 47.0))
     sc.advance(math.dist(sc.tip, (37.5, 47.0)) - 0.5)
-    sc.hold(2.5, spread_to_mm2=41.0, spread_nerve_mm=0.2)
+    sc.hold(6.0, spread_to_mm2=41.0, spread_nerve_mm=0.2)
     tr, states = run(sc)
     assert raised(states, "spread_at_nerve")
     assert tr.inj.injections[0].reached_epineurium
@@ -269,3 +269,18 @@ def test_direction_comes_from_the_visible_shaft_whatever_the_angle_sign() -> Non
         states.append(tr.update(Observation(1000 + k / 30, k, n, nerve_found=True)))
     assert states[-1].motion == "advancing"
     assert tr.motion.advances == 1 and tr.motion.withdrawals == 0
+
+
+def test_brief_echo_change_is_not_an_injection_and_one_per_spot() -> None:
+    sc = Script()
+    sc.aim_at((37.5, 47.0))
+    sc.advance(math.dist(sc.tip, (37.5, 47.0)) - 0.5)
+    n0 = len(sc.obs)
+    sc.hold(8.0)
+    # settling tissue: 30 mm2 of change that appears within 0.3 s and never grows again
+    for k, o in enumerate(sc.obs[n0 + 20 :]):
+        o.spread_mm2 = 30.0 * min(1.0, k / 9)
+    tr, _ = run(sc)  # default min_injection_s 1 s
+    assert tr.inj.injections == [] and tr.inj.discarded == 1
+    tr, _ = run(sc, ProcedureSettings(min_injection_s=0.0))  # counted, once at this spot
+    assert len(tr.inj.injections) == 1 and tr.inj.discarded == 0
