@@ -512,7 +512,11 @@ class NeedleScene:
             tip_in = bool(inside[-1])
             sx_mm, sy_mm = g.spacing_mm, g.spacing_mm
             start_i = int(np.argmax(inside)) if inside.any() else None
-            angle = math.degrees(math.atan2(row[-1] - row[0], abs(col[-1] - col[0])))
+            # signed as in NeedleResult: positive when the tip is right of the entry
+            angle = math.copysign(
+                math.degrees(math.atan2(row[-1] - row[0], abs(col[-1] - col[0]))),
+                col[-1] - col[0],
+            )
             prev = self._prev_tip
             speed = 0.0 if prev is None else math.hypot(tip[0] - prev[0], tip[1] - prev[1])
             self._prev_tip = tip

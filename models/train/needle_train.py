@@ -45,7 +45,7 @@ def _block(cin: int, cout: int, n: int) -> nn.Sequential:
 
 
 class NeedleNet(nn.Module):
-    def __init__(self, cin: int = 1 + len(LAGS), widths: tuple[int, ...] = (8, 16, 32, 48)) -> None:
+    def __init__(self, cin: int = 1 + len(LAGS), widths: tuple[int, ...] = (8, 16, 24, 32)) -> None:
         super().__init__()
         self.widths = widths
         self.enc = nn.ModuleList()
@@ -169,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sessions", type=int, default=50)
     ap.add_argument("--per-session", type=int, default=40)
-    ap.add_argument("--val-sessions", type=int, default=8)
+    ap.add_argument("--val-sessions", type=int, default=6)
+    ap.add_argument("--val-per-session", type=int, default=30)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--minutes", type=float, default=30.0, help="stop training after this")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--out", type=Path, default=MODELS / "needle.onnx")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
     train = generate(args.sessions, args.per_session, 10_000, args.seed, "train")
-    val = generate(args.val_sessions, 30, 90_000, args.seed + 1, "train")
+    val = generate(args.val_sessions, args.val_per_session, 90_000, args.seed + 1, "train")
     t_data = time.time() - t0
     log.info("data: %d train, %d val samples in %.0f s", len(train), len(val), t_data)
     x, sh, tp = _arrays(train)
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         sched.step()
         over = (time.time() - t1) / 60.0 > args.minutes
-        if step % 250 == 0 or step == args.steps or over:
+        if step % args.eval_every == 0 or step == args.steps or over:
             m = evaluate(model, val)
             m["step"] = step
             m["loss"] = float(loss)
