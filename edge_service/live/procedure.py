@@ -121,15 +121,15 @@ class ProcedureSession(LiveSession):
 
 
 def default_locator_factory() -> Callable[[], NeedleLocator] | None:
-    """The needle locator edge_service.needle ships (learned when its model is present, else
-    classical), as a factory (one stateful locator per session); None when there is none:
-    then starting an injection session is refused with one clear line."""
-    import importlib
-
+    """The needle locator edge_service.needle ships: the learned one when its model file is
+    present, else the classical peer (ridge filter + line fit), as a factory (one stateful
+    locator per session); None when neither can be built."""
     try:
-        mod = importlib.import_module("edge_service.needle")
-        fn: Callable[[], NeedleLocator] = mod.load_locator
-    except (ImportError, AttributeError) as exc:
+        from edge_service.needle.guide import make_locator
+        from edge_service.needle.learned import shipped_needle_model
+    except ImportError as exc:
         log.warning("no needle locator available: %s", exc)
         return None
-    return fn
+    kind = "learned" if shipped_needle_model().exists() else "classical"
+    log.info("injection guidance uses the %s needle locator", kind)
+    return lambda: make_locator(kind)

@@ -54,7 +54,7 @@ def default_measure() -> Measure:
             frame.pixels.shape,
             nerve.mask if nerve.found else None,
             calc.mask if calc.present else None,
-            frame.roi,
+            frame.region,
         )
         return out
 
@@ -100,6 +100,7 @@ class ProcedureAnalyzer:
         self._prev_sig: int | None = None
         self.last_state: FrameState | None = None
         self.frames_failed = 0
+        self.frames_view_rejected = 0
         locator.reset()
         reset = getattr(detector, "reset", None)
         if reset is not None:
@@ -109,7 +110,12 @@ class ProcedureAnalyzer:
         det = self.detector.detect(frame)
         try:
             needle = self.locator.locate(frame)
-            if needle.found:
+            if not getattr(det, "view_ok", True):
+                # not a view the models were made for: no needle reported (the locator
+                # still saw the frame, so its motion history stays continuous)
+                self.frames_view_rejected += 1
+                needle = NeedleResult()
+            elif needle.found:
                 needle = self.measure(needle, det, frame)
         except Exception:  # one frame the locator cannot handle: no needle, counted
             log.exception("needle locator failed on frame %d", frame.index)
@@ -179,7 +185,10 @@ class ProcedureAnalyzer:
 
     def finish(self, data_quality: dict[str, Any] | None = None) -> dict[str, Any]:
         self.tracker.finish()
-        dq = {"frames_locator_failed": self.frames_failed}
+        dq = {
+            "frames_locator_failed": self.frames_failed,
+            "frames_view_rejected": self.frames_view_rejected,
+        }
         dq.update(data_quality or {})
         model = getattr(getattr(self.detector, "seg", None), "path", None)
         doc = build_result(

