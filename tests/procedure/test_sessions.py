@@ -66,15 +66,13 @@ def test_no_needle_or_a_reflector_never_on_target_nor_a_nerve_alarm(
 def _frozen(frames: Iterator[Frame], at: int, n: int) -> Iterator[Frame]:
     """The probe freezes at frame `at`: the same image n times (new times and indices)."""
     held: Frame | None = None
-    i = 0
-    for f in frames:
+    for i, f in enumerate(frames):
         if i == at:
             held = f
         if held is not None and at <= i < at + n:
             yield dataclasses.replace(held, t=f.t, index=f.index)
         else:
             yield f
-        i += 1
 
 
 def test_frozen_probe_is_said_and_never_on_target(needle_recordings: Any, detector: Any) -> None:
