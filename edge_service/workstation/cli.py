@@ -69,6 +69,7 @@ def held_for_review(path: Path) -> bool:
 
 def serve_run(cfg: Any) -> int:
     """`dgs-edge run` with [workstation] enabled: the configured parts, sessions from the page."""
+    from edge_service.live.procedure import default_locator_factory
     from edge_service.live.rig import ConfiguredRig
     from edge_service.live.service import LiveService, ServiceSettings
     from edge_service.service import Service
@@ -97,8 +98,10 @@ def serve_run(cfg: Any) -> int:
                 hold_results=ws.hold_results,
                 max_duration_s=min(ws.max_session_s, s.max_duration_s),
                 min_free_disk_mb=ws.min_free_disk_mb,
+                procedure=cfg.procedure,
             ),
             publisher=pub,
+            locator_factory=default_locator_factory(),
         )
         # Hospital integration: [worklist] poller, [dicom] destinations (forward queue).
         from edge_service.integration.workstation import install_from_config

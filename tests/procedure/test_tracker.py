@@ -284,3 +284,34 @@ def test_brief_echo_change_is_not_an_injection_and_one_per_spot() -> None:
     assert tr.inj.injections == [] and tr.inj.discarded == 1
     tr, _ = run(sc, ProcedureSettings(min_injection_s=0.0))  # counted, once at this spot
     assert len(tr.inj.injections) == 1 and tr.inj.discarded == 0
+
+
+def test_procedure_config_block_validates_and_refuses_typos() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from edge_service.config import AppConfig
+
+    cfg = AppConfig.model_validate({"procedure": {"caution_mm": 4.0, "stop_mm": 1.5}})
+    assert cfg.procedure.caution_mm == 4.0 and cfg.procedure.stop_mm == 1.5
+    with pytest.raises(ValidationError):
+        AppConfig.model_validate({"procedure": {"caution": 4.0}})
+    with pytest.raises(ValidationError):  # stop must be below caution
+        AppConfig.model_validate({"procedure": {"caution_mm": 1.0, "stop_mm": 2.0}})
+
+
+def test_every_procedure_setting_changes_behaviour_somewhere() -> None:
+    """Each key is read by the logic (a key nobody reads would validate and do nothing)."""
+    import inspect
+
+    import edge_service.procedure as pkg
+
+    src = "".join(
+        inspect.getsource(m)
+        for m in (
+            pkg.tracker, pkg.alarms, pkg.motion, pkg.injections,
+            __import__("edge_service.procedure.spread", fromlist=["x"]),
+        )
+    )  # fmt: skip
+    for key in ProcedureSettings.model_fields:
+        assert f".{key}" in src, f"[procedure] {key} is not read by the procedure logic"
