@@ -243,8 +243,12 @@ class ProcedureTracker:
         """mm/s the tip approaches the epineurium, over the motion window (0 when not)."""
         h = self._dist_hist
         h.append((t, d))
-        while h and t - h[0][0] > self.s.motion_window_s:
+        # the window, but always the previous sample too: when frames are dropped for
+        # detection (a loaded machine) the look-ahead matters most
+        while len(h) > 2 and t - h[0][0] > self.s.motion_window_s:
             h.popleft()
+        if len(h) == 2 and t - h[0][0] > 2.0:
+            h.popleft()  # too old to say how fast the tip moves now
         if len(h) < 2 or h[-1][0] - h[0][0] <= 0:
             return 0.0
         return max(0.0, (h[0][1] - h[-1][1]) / (h[-1][0] - h[0][0]))
