@@ -19,10 +19,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_service.mqtt import MqttSettings, Publisher
 from edge_service.mqtt.validation import validate as validate_payload
 from edge_service.procedure.result import validate
-from tests.procedure.conftest import truth
+from tests.procedure.conftest import REC_FPS, truth
 from tests.procedure.oracle import TruthLocator
 
 pytestmark = [pytest.mark.sim]
+SLOW = 2.0
 ORDER = {"accession_number": "ACC-P1", "patient_id": "PAT-P1"}
 
 
@@ -66,7 +67,7 @@ def _until(pred: Any, timeout_s: float, what: str) -> Any:
 
 class Run:
     def __init__(self, procedure_service: Any, rec: Path, mosquitto: Any, tmp_path: Path,
-                 locator_factory: Any) -> None:  # fmt: skip
+                 locator_factory: Any, slow: float = 1.0) -> None:  # fmt: skip
         self.pub = Publisher(
             MqttSettings(url=mosquitto.url, site="s1", device="d1", fhir=True),
             tmp_path / "ob.sqlite",
@@ -75,7 +76,7 @@ class Run:
         assert self.pub.wait_connected(10)
         self.arr = Arrivals(mosquitto.port)
         self.service, server = procedure_service(
-            rec, publisher=self.pub, locator_factory=locator_factory
+            rec, publisher=self.pub, locator_factory=locator_factory, fps=REC_FPS / slow
         )
         self.c = httpx.Client(base_url=server.url, timeout=30)
         r = self.c.post("/api/v1/sessions", json={"side": "left", "protocol": "injection", **ORDER})
@@ -110,13 +111,16 @@ def test_intraneural_alarms_arrive_over_mqtt_before_the_tip_crosses(
     # The phantom's truth as the locator: this test is about the procedure logic and the
     # delivery path; the shipped locators' alarm timing is measured in
     # benchmarks/bench_needle_alarm.py (it depends on their accuracy near the nerve).
-    run = Run(procedure_service, rec, mosquitto, tmp_path, lambda: TruthLocator(rec))
+    # Replayed at half speed (the tip closes at ~2 mm/s, a careful advance): the assertion
+    # is about the order of events, and must hold on a loaded 2-core CI machine where the
+    # detector gets a fraction of a core; real-speed timing is what the benchmark measures.
+    run = Run(procedure_service, rec, mosquitto, tmp_path, lambda: TruthLocator(rec), slow=SLOW)
     c, arr, sid = run.c, run.arr, run.sid
     try:
         res = run.wait_done()["result"]
         validate(res)
         # the replayed probe delivers frame i at t_first + i / fps: the crossing frame's time
-        t_cross = run.frame_times()[0] + cross_rel
+        t_cross = run.frame_times()[0] + cross_rel * SLOW
         events = _until(
             lambda: [x for x in arr.get("/events") if x[1]["event"] == "alarm"], 15, "alarm events"
         )
