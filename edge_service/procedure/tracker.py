@@ -96,15 +96,19 @@ class ProcedureTracker:
         keep: set[str] = set()
         motion = "lost"
         tip = None
+        jumped = False
         if found and not o.frozen:
             assert n.tip_mm is not None
             tip = (float(n.tip_mm[0]), float(n.tip_mm[1]))
             q["frames_needle_found"] += 1
             q["frames_motion_cue_only"] += int(n.cue == "motion")
+            jumped = False
             if self._last_tip is not None and math.dist(tip, self._last_tip) > s.jump_mm:
                 # Not the same needle tip a frame later: another reflector took over.
                 self.motion.reset_track()
                 q["track_resets"] += 1
+                jumped = True
+                self._dist_hist.clear()  # no closing speed across a jump
             self.motion.add(o.t, tip, n.angle_deg, _direction(n))
             self._last_tip = tip
             self._last_seen_t = o.t
@@ -114,7 +118,11 @@ class ProcedureTracker:
         else:
             if self._last_seen_t is not None:
                 q["needle_unseen_s"] += dt
-        self._distance_alarms(o, found and not o.frozen, motion, wanted, keep)
+        # A tip that jumped here is confirmed by the next frame before it raises a distance
+        # alarm (one frame later; a continuous approach is never delayed): a needle does not
+        # move jump_mm in one frame, a locator switching to a bright edge by the nerve does.
+        confirmed = found and not o.frozen and not jumped
+        self._distance_alarms(o, confirmed, motion, wanted, keep)
         self._lost_alarm(o, found, wanted)
         if frozen_long:
             wanted["probe_frozen"] = (

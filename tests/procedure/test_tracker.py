@@ -315,3 +315,28 @@ def test_every_procedure_setting_changes_behaviour_somewhere() -> None:
     )  # fmt: skip
     for key in ProcedureSettings.model_fields:
         assert f".{key}" in src, f"[procedure] {key} is not read by the procedure logic"
+
+
+def test_a_one_frame_jump_next_to_the_nerve_is_not_an_alarm() -> None:
+    """The locator switching to a bright edge by the nerve for one frame (seen with the
+    classical locator in the demo): confirmed by the next frame before any distance alarm."""
+    sc = Script()
+    sc.aim_at((37.5, 47.0))
+    sc.advance(15.0)
+    n0 = len(sc.obs)
+    sc.advance(3.0)
+    far = sc.obs[n0 + 3]
+    near = needle((sc.sc.nerve_c[0] - 6.5, sc.sc.nerve_c[1]), 30.0, sc.sc)  # 0.5 mm from it
+    far.needle = near
+    tr, states = run(sc)
+    assert not [a for a in tr.alarms.history if a.kind.startswith("nerve")]
+    assert tr.q["track_resets"] == 2  # there and back
+    # a tip that stays there is alarmed on the next frame
+    sc2 = Script()
+    sc2.aim_at((37.5, 47.0))
+    sc2.advance(15.0)
+    sc2.tip = (sc2.sc.nerve_c[0] - 6.5, sc2.sc.nerve_c[1])
+    sc2.hold(0.2)
+    tr2, states2 = run(sc2)
+    jump_i = next(i for i, o in enumerate(sc2.obs) if o.needle.tip_mm == sc2.tip)
+    assert raised(states2, "nerve_stop")[0].index == sc2.obs[jump_i + 1].index
