@@ -53,7 +53,11 @@ class TipMotion:
         self.advances = 0
         self.withdrawals = 0
         self.redirects = 0
-        self.travel_mm = 0.0  # path length of the tip since the track began (reflector guard)
+        self.travel_mm = 0.0  # path length of the tip since the track began
+        # farthest the tip got from where the track began: jitter of a still reflector (a bone
+        # edge, the epineurium's bright line) stays small, a needle being moved does not
+        self.excursion_mm = 0.0
+        self._track_start: tuple[float, float] | None = None
         self.last_moving_t: float | None = None
         self.last_advancing_t: float | None = None
 
@@ -62,6 +66,8 @@ class TipMotion:
         self._hist.clear()
         self._last_tip = None
         self.travel_mm = 0.0
+        self.excursion_mm = 0.0
+        self._track_start = None
 
     def add(
         self,
@@ -81,6 +87,9 @@ class TipMotion:
             self.s_mm += dd * u[0] + dl * u[1]
             self.travel_mm += math.hypot(dd, dl)
         self._last_tip = tip
+        if self._track_start is None:
+            self._track_start = tip
+        self.excursion_mm = max(self.excursion_mm, math.dist(tip, self._track_start))
         self._hist.append((t, self.s_mm, tip[0], tip[1]))
         while self._hist and t - self._hist[0][0] > self.s.motion_window_s:
             self._hist.popleft()

@@ -46,6 +46,12 @@ class ProcedureSettings(BaseModel):
         le=2,
         description="distance alarms look this far ahead at the tip's closing speed (covers frame interval + processing)",
     )
+    alarm_track_mm: float = Field(
+        default=1.0,
+        ge=0,
+        le=20,
+        description="a tip must have moved this far since it was acquired (or jumped) before it raises distance alarms: a still reflector never does",
+    )
     path_alarm: bool = Field(
         default=True,
         description="also caution when the projected path (while advancing) passes within caution_mm",

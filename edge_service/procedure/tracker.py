@@ -121,7 +121,16 @@ class ProcedureTracker:
         # A tip that jumped here is confirmed by the next frame before it raises a distance
         # alarm (one frame later; a continuous approach is never delayed): a needle does not
         # move jump_mm in one frame, a locator switching to a bright edge by the nerve does.
-        confirmed = found and not o.frozen and not jumped
+        # A tip that never moved alarm_track_mm is a still needle-like reflector (a bright edge
+        # by the nerve): no distance alarm from it (a real needle got there by moving).
+        confirmed = (
+            found and not o.frozen and not jumped and self.motion.excursion_mm >= s.alarm_track_mm
+        )
+        if found and not o.frozen and n.nerve_distance_mm is None and not o.nerve_found:
+            wanted["nerve_not_seen"] = (
+                "Nerve not seen: the tip-to-nerve distance is unknown",
+                None,
+            )
         self._distance_alarms(o, confirmed, motion, wanted, keep)
         self._lost_alarm(o, found, wanted)
         if frozen_long:
@@ -193,11 +202,6 @@ class ProcedureTracker:
             return
         d = n.nerve_distance_mm
         if d is None:
-            if not o.nerve_found:
-                wanted["nerve_not_seen"] = (
-                    "Nerve not seen: the tip-to-nerve distance is unknown",
-                    None,
-                )
             return
         if self.min_nerve is None or d < self.min_nerve[0]:
             self.min_nerve = (d, o.t, o.index)
@@ -286,7 +290,7 @@ class ProcedureTracker:
             return False, "needle not seen"
         if n.cue != "shaft" or (n.shaft_visible_fraction or 0.0) < MIN_SHAFT_FRACTION:
             return False, "shaft not in plane: the tip position is uncertain"
-        if self.motion.travel_mm < s.pass_min_mm:
+        if self.motion.excursion_mm < s.pass_min_mm:
             return (
                 False,
                 "no advancing needle tracked to this tip (a still reflector is not a needle)",

@@ -198,7 +198,7 @@ def test_jump_to_a_second_reflector_rearms_the_guard() -> None:
 
 def test_distance_hysteresis_raises_once() -> None:
     sc = Script()
-    s = ProcedureSettings()
+    s = ProcedureSettings(alarm_track_mm=0.0)  # a still tip here, on purpose
     tr = ProcedureTracker(s)
     raised_n = 0
     for k in range(120):
@@ -331,12 +331,16 @@ def test_a_one_frame_jump_next_to_the_nerve_is_not_an_alarm() -> None:
     tr, states = run(sc)
     assert not [a for a in tr.alarms.history if a.kind.startswith("nerve")]
     assert tr.q["track_resets"] == 2  # there and back
-    # a tip that stays there is alarmed on the next frame
+    # a tip that stays there: a still reflector by the nerve raises nothing (it never moves
+    # alarm_track_mm) ...
     sc2 = Script()
     sc2.aim_at((37.5, 47.0))
     sc2.advance(15.0)
     sc2.tip = (sc2.sc.nerve_c[0] - 6.5, sc2.sc.nerve_c[1])
-    sc2.hold(0.2)
+    sc2.hold(0.5)
     tr2, states2 = run(sc2)
+    assert not raised(states2, "nerve_stop")
+    # ... and without that guard the jump is confirmed on the next frame, not the jump frame
+    tr3, states3 = run(sc2, ProcedureSettings(alarm_track_mm=0.0))
     jump_i = next(i for i, o in enumerate(sc2.obs) if o.needle.tip_mm == sc2.tip)
-    assert raised(states2, "nerve_stop")[0].index == sc2.obs[jump_i + 1].index
+    assert raised(states3, "nerve_stop")[0].index == sc2.obs[jump_i + 1].index
