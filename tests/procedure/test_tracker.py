@@ -328,7 +328,7 @@ def test_a_one_frame_jump_next_to_the_nerve_is_not_an_alarm() -> None:
     far = sc.obs[n0 + 3]
     near = needle((sc.sc.nerve_c[0] - 6.5, sc.sc.nerve_c[1]), 30.0, sc.sc)  # 0.5 mm from it
     far.needle = near
-    tr, states = run(sc)
+    tr, _states = run(sc)
     assert not [a for a in tr.alarms.history if a.kind.startswith("nerve")]
     assert tr.q["track_resets"] == 2  # there and back
     # a tip that stays there: a still reflector by the nerve raises nothing (it never moves
@@ -338,9 +338,9 @@ def test_a_one_frame_jump_next_to_the_nerve_is_not_an_alarm() -> None:
     sc2.advance(15.0)
     sc2.tip = (sc2.sc.nerve_c[0] - 6.5, sc2.sc.nerve_c[1])
     sc2.hold(0.5)
-    tr2, states2 = run(sc2)
+    _tr2, states2 = run(sc2)
     assert not raised(states2, "nerve_stop")
     # ... and without that guard the jump is confirmed on the next frame, not the jump frame
-    tr3, states3 = run(sc2, ProcedureSettings(alarm_track_mm=0.0))
+    _tr3, states3 = run(sc2, ProcedureSettings(alarm_track_mm=0.0))
     jump_i = next(i for i, o in enumerate(sc2.obs) if o.needle.tip_mm == sc2.tip)
     assert raised(states3, "nerve_stop")[0].index == sc2.obs[jump_i + 1].index
