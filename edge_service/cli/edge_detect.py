@@ -59,15 +59,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--precision", choices=("fp32", "int8"), default="fp32", help="shipped model to use"
     )
+    p.add_argument(
+        "--needle",
+        choices=("learned", "classical"),
+        default="learned",
+        help="needle locator (learned: models/needle.onnx; classical: ridge filter + line fit)",
+    )
     p.set_defaults(func=run)
 
 
 def frame_record(
-    det: Any, spacing: tuple[float, float] | None, origin: str | None
+    det: Any, spacing: tuple[float, float] | None, origin: str | None, needle: Any = None
 ) -> dict[str, Any]:
-    """The JSON line of one frame (the contract in docs/model.md)."""
+    """The JSON line of one frame (the contract in docs/model.md; `needle` in docs/needle.md)."""
+    from edge_service.needle.types import NeedleResult
+
     d = det.to_dict()
     return {
+        "needle": (needle if needle is not None else NeedleResult()).to_dict(),
         "frame": det.index,
         "t": det.t,
         "view_ok": det.view_ok,
@@ -104,6 +113,13 @@ def _text_line(rec: dict[str, Any]) -> str:
             parts.append("calcification (no mm: no spacing)")
         else:
             parts.append(f"calcification {c['long_axis_mm']:.1f} x {c['thickness_mm']:.1f} mm")
+    nd = rec.get("needle") or {}
+    if nd.get("found"):
+        r, c2 = nd["tip_px"]
+        txt = f"needle tip ({r:.0f}, {c2:.0f}) px [{nd['cue']}]"
+        if nd.get("nerve_distance_mm") is not None:
+            txt += f" {nd['nerve_distance_mm']:.1f} mm from the nerve"
+        parts.append(txt)
     return f"{head}  " + ", ".join(parts)
 
 
@@ -129,14 +145,19 @@ def run(args: argparse.Namespace) -> int:
                 )
         else:
             spacing, origin = args.spacing, "user"
+    from edge_service.needle.guide import NeedleGuide, make_locator
+
     det = Detector.load(settings=DetectorSettings(precision=args.precision))
-    n = rejected = nerves = calcs = 0
+    guide = NeedleGuide(make_locator(args.needle))
+    n = rejected = nerves = calcs = needles = 0
     with open_path(args.path) as src:
         for frame in src.frames():
             if frame.spacing_mm is None and spacing is not None:
                 frame = dataclasses.replace(frame, spacing_mm=spacing)
             d = det.detect(frame, require_spacing=False)
-            rec = frame_record(d, frame.spacing_mm, origin if frame.spacing_mm else None)
+            nd = guide.analyse(frame, d)
+            needles += nd.found
+            rec = frame_record(d, frame.spacing_mm, origin if frame.spacing_mm else None, nd)
             n += 1
             rejected += not d.view_ok
             nerves += d.nerve.found
@@ -147,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print(
             f"{n} frames: {rejected} not a deep-gluteal view (no measurement), "
-            f"nerve in {nerves}, calcification in {calcs}"
+            f"nerve in {nerves}, calcification in {calcs}, needle in {needles}"
             + ("" if spacing else "; no pixel spacing: mm values omitted (give --spacing DX,DY)"),
             file=sys.stderr,
         )

@@ -9,6 +9,7 @@ tip's recent track when it has moved enough, else it is None.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -19,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_service.acquisition.frame import Frame
+from edge_service.acquisition.frame import Frame, Roi
 from edge_service.detector.model import models_dir
-from edge_service.detector.preprocess import sample_bilinear
+from edge_service.detector.preprocess import content_roi
 from edge_service.errors import ModelError
 from edge_service.needle.postprocess import (
     SHAFT_THRESHOLD,
@@ -30,15 +31,18 @@ from edge_service.needle.postprocess import (
     sigmoid,
 )
 from edge_service.needle.preprocess import LAGS, History, roi_scale, to_frame
+from edge_service.needle.track import TipConfirm
 from edge_service.needle.types import NeedleResult
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "needle.onnx"
-TIP_THRESHOLD = 0.3  # heat-map peak for "found" (models/needle.train.json validates it)
+TIP_THRESHOLD = 0.3  # heat-map peak for "found" when the model file carries no calibration
 SHAFT_MIN_MM = 4.0  # a fitted visible shaft at least this long -> cue "shaft"
 TRACK_S = 1.0  # tip track window for the angle of a shaft-less (motion-cue) tip
 TRACK_MIN_MM = 2.0
+KEEP_THRESHOLD = 0.2  # heat-map peak that keeps an already confirmed needle
+EDGE_MM = 4.0  # a shaft whose far end is this close to the image/fan edge enters from the skin
 
 
 def shipped_needle_model() -> Path:
@@ -54,7 +58,7 @@ class LearnedLocator:
         self,
         path: str | os.PathLike[str] | None = None,
         threads: int = 1,
-        tip_threshold: float = TIP_THRESHOLD,
+        tip_threshold: float | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -83,9 +87,19 @@ class LearnedLocator:
         lags = json.loads(meta.get("dgs.lags", json.dumps(list(LAGS))))
         if list(lags) != list(LAGS):
             raise ModelError(f"{self.path}: trained with lags {lags}, this code feeds {LAGS}")
+        # The threshold calibrated for this model file (models/train/needle_calibrate.py)
+        # unless the caller sets one.
+        if tip_threshold is None:
+            try:
+                tip_threshold = float(meta.get("dgs.tip_threshold", TIP_THRESHOLD))
+            except ValueError as exc:
+                raise ModelError(f"{self.path}: bad dgs.tip_threshold metadata") from exc
         self.tip_threshold = tip_threshold
         self.history = History(self.in_h, self.in_w)
         self._track: deque[tuple[float, float, float]] = deque()
+        self.confirm = TipConfirm()
+        self.last_raw = NeedleResult()
+        self._auto_roi: tuple[tuple[int, ...], Roi | None] | None = None
         self.last_latency_ms = 0.0
         # Warm-up: allocates buffers and proves the output shape before the first frame.
         try:
@@ -102,6 +116,9 @@ class LearnedLocator:
     def reset(self) -> None:
         self.history.reset()
         self._track.clear()
+        self.confirm.reset()
+        self.last_raw = NeedleResult()
+        self._auto_roi = None
 
     def maps(self, frame: Frame) -> np.ndarray:
         """(2, H, W) probabilities (shaft, tip) for this frame (advances the history)."""
@@ -115,9 +132,38 @@ class LearnedLocator:
             self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
 
     def _locate(self, frame: Frame) -> NeedleResult:
+        if frame.roi is None:
+            # No B-mode region from the source: the image content's box, as the nerve
+            # detector does (the model was trained on the fan's ROI), found once per session
+            # (a box that wobbled by a pixel would rescale every plane: false motion).
+            if self._auto_roi is None or self._auto_roi[0] != frame.pixels.shape:
+                self._auto_roi = (frame.pixels.shape, content_roi(frame.pixels))
+            if self._auto_roi[1] is not None:
+                frame = dataclasses.replace(frame, roi=self._auto_roi[1])
+        px_mm = float(frame.spacing_mm[1]) if frame.spacing_mm is not None else None
+        # Hysteresis: a confirmed needle is kept down to KEEP_THRESHOLD near where it was
+        # (a still needle loses the motion cue); a new one needs the full threshold.
+        keeping = self.confirm.confirmed is not None
+        raw = self.raw(frame, min(KEEP_THRESHOLD, self.tip_threshold) if keeping else None)
+        tip = raw.tip_px if raw.found else None
+        if (
+            tip is not None
+            and raw.confidence < self.tip_threshold
+            and not self.confirm.near_confirmed(tip, px_mm)
+        ):
+            tip = None
+        reaches = tip is not None and self._reaches_edge(frame, raw)
+        ok = self.confirm.update(frame.t, tip, reaches, px_mm)
+        self.last_raw = raw
+        if not ok:
+            return NeedleResult(confidence=raw.confidence)
+        return raw
+
+    def raw(self, frame: Frame, threshold: float | None = None) -> NeedleResult:
+        """This frame's detection before the confirmation over time (advances the history)."""
         prob = self.maps(frame)
         r, c, peak = peak_subpixel(prob[1])
-        if peak < self.tip_threshold:
+        if peak < (self.tip_threshold if threshold is None else threshold):
             self._track.clear()
             return NeedleResult(confidence=peak)
         roi = frame.region
@@ -149,15 +195,42 @@ class LearnedLocator:
             cue=cue,
         )
 
+    @staticmethod
+    def _reaches_edge(frame: Frame, res: NeedleResult) -> bool:
+        """Whether the fitted shaft runs out of the image (to the skin side): within
+        EDGE_MM beyond its far end the line leaves the frame or the fan (black)."""
+        if res.shaft_start_px is None or res.tip_px is None:
+            return False
+        sr, sc = res.shaft_start_px
+        dr, dc = sr - res.tip_px[0], sc - res.tip_px[1]
+        n = math.hypot(dr, dc)
+        if n < 1e-6:
+            return False
+        dr, dc = dr / n, dc / n
+        px_mm = float(frame.spacing_mm[1]) if frame.spacing_mm is not None else 0.2
+        h, w = frame.pixels.shape
+        for k in range(int(EDGE_MM / px_mm) + 1):
+            r, c = round(sr + dr * k), round(sc + dc * k)
+            if not (0 <= r < h and 0 <= c < w):
+                return True
+            if frame.pixels[max(r - 1, 0) : r + 2, max(c - 1, 0) : c + 2].max() == 0:
+                return True
+        return False
+
     def _track_angle(self, px_mm: float | None) -> float | None:
         """Direction of the tip's recent travel (deeper = forward) as a signed angle."""
         if len(self._track) < 3:
             return None
-        _, r0, c0 = self._track[0]
-        _, r1, c1 = self._track[-1]
-        dr, dc = r1 - r0, c1 - c0
-        if math.hypot(dr, dc) * (px_mm or 0.2) < TRACK_MIN_MM:
+        pts = np.array([(r, c) for _, r, c in self._track], np.float64)
+        span = pts[-1] - pts[0]
+        if math.hypot(*span) * (px_mm or 0.2) < TRACK_MIN_MM:
             return None
+        # Principal direction of the track (robust to one noisy estimate), along the travel.
+        cen = pts - pts.mean(axis=0)
+        _, _, vt = np.linalg.svd(cen, full_matrices=False)
+        dr, dc = float(vt[0, 0]), float(vt[0, 1])
+        if dr * span[0] + dc * span[1] < 0:
+            dr, dc = -dr, -dc
         if dr < 0:  # withdrawing: the needle points the other way
             dr, dc = -dr, -dc
         return math.copysign(math.degrees(math.atan2(abs(dr), abs(dc))), dc if dc else 1.0)
@@ -167,14 +240,11 @@ class LearnedLocator:
         shaft: np.ndarray,
         tip: tuple[float, float],
         direction: tuple[float, float],
-        roi: object,
+        roi: Roi,
         scale: tuple[float, float],
     ) -> float:
         """Share of the in-image line from the tip back to the ROI edge that the shaft map
         shows (the in-plane shaft expected on that line)."""
-        from edge_service.acquisition.frame import Roi
-
-        assert isinstance(roi, Roi)
         dr, dc = direction
         pts = []
         s = 0.0
@@ -187,12 +257,17 @@ class LearnedLocator:
         if not pts:
             return 0.0
         arr = np.asarray(pts)
-        ir = (arr[:, 0] - roi.y0 + 0.5) / scale[0] - 0.5
-        ic = (arr[:, 1] - roi.x0 + 0.5) / scale[1] - 0.5
-        vals = np.array(
-            [
-                float(sample_bilinear(shaft, np.array([a]), np.array([b]))[0, 0])
-                for a, b in zip(ir, ic, strict=True)
-            ]
+        ir = np.clip((arr[:, 0] - roi.y0 + 0.5) / scale[0] - 0.5, 0, shaft.shape[0] - 1)
+        ic = np.clip((arr[:, 1] - roi.x0 + 0.5) / scale[1] - 0.5, 0, shaft.shape[1] - 1)
+        r0 = np.floor(ir).astype(int)
+        c0 = np.floor(ic).astype(int)
+        r1 = np.minimum(r0 + 1, shaft.shape[0] - 1)
+        c1 = np.minimum(c0 + 1, shaft.shape[1] - 1)
+        fr, fc = ir - r0, ic - c0
+        vals = (
+            shaft[r0, c0] * (1 - fr) * (1 - fc)
+            + shaft[r0, c1] * (1 - fr) * fc
+            + shaft[r1, c0] * fr * (1 - fc)
+            + shaft[r1, c1] * fr * fc
         )
         return float((vals > SHAFT_THRESHOLD).mean())

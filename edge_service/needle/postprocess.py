@@ -55,7 +55,8 @@ def fit_shaft(
     """Weighted line fit (PCA) of the shaft probability near the tip (in frame pixels: the
     input grid's two scales differ slightly). None when too few shaft pixels."""
     tr, tc = tip_rc
-    rows, cols = np.nonzero(prob > SHAFT_THRESHOLD)
+    rows_all, cols_all = np.nonzero(prob > SHAFT_THRESHOLD)
+    rows, cols = rows_all, cols_all
     if rows.size < min_pixels:
         return None
     near = np.hypot(rows - tr, cols - tc) < reach_px
@@ -78,9 +79,15 @@ def fit_shaft(
     if np.median(proj) > 0:
         d = -d
         proj = -proj
-    far = int(np.argmin(proj))
-    start = (float(fr[far]), float(fc[far]))
-    length = float(-proj[far])
+    # The far (skin-side) end: every shaft pixel on the fitted line, not only the near ones.
+    ar = roi.y0 + (rows_all + 0.5) * scale[0] - 0.5
+    ac = roi.x0 + (cols_all + 0.5) * scale[1] - 0.5
+    on_line = np.abs((ar - ftr) * d[1] - (ac - ftc) * d[0]) < 2.5 * max(scale)
+    aproj = (ar - ftr) * d[0] + (ac - ftc) * d[1]
+    aproj = np.where(on_line, aproj, 0.0)
+    far = int(np.argmin(aproj))
+    start = (float(ar[far]), float(ac[far]))
+    length = float(-aproj[far])
     drow, dcol = float(d[0]), float(d[1])
     if drow < 0:  # the tip must be deeper than the skin side; a fit pointing up is flipped
         drow, dcol = -drow, -dcol

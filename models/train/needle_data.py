@@ -102,7 +102,7 @@ def session_samples(
                     & (np.asarray(c) < IN_W)
                 )
                 shaft[ri[ok], ci[ok]] = 1
-                shaft = cv2.dilate(shaft, np.ones((3, 3), np.uint8))
+                shaft = np.asarray(cv2.dilate(shaft, np.ones((3, 3), np.uint8)), np.uint8)
             tip_now = scene.tip_mm(t)
             tip_then = scene.tip_mm(max(0.0, t - max(LAGS) / fps))
             moved = (

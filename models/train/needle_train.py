@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class NeedleNet(nn.Module):
             c = w
         self.head = nn.Conv2d(c, 2, 1)
         with torch.no_grad():  # tip prior ~1 %: starts the focal loss sensibly
+            assert self.head.bias is not None
             self.head.bias[1] = -4.6
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,18 +180,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--out", type=Path, default=MODELS / "needle.onnx")
+    ap.add_argument("--init", type=Path, help="warm start from this checkpoint (.pt)")
+    ap.add_argument("--data-cache", type=Path, help="reuse/save the generated samples here (.pkl)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
-    train = generate(args.sessions, args.per_session, 10_000, args.seed, "train")
-    val = generate(args.val_sessions, args.val_per_session, 90_000, args.seed + 1, "train")
+    key = (args.sessions, args.per_session, args.val_sessions, args.val_per_session, args.seed)
+    cached = None
+    if args.data_cache is not None and args.data_cache.is_file():
+        with args.data_cache.open("rb") as fh:
+            cached = pickle.load(fh)
+        if cached.get("key") != key or cached.get("rev") != PHANTOM_REVISION:
+            cached = None
+    if cached is not None:
+        train, val = cached["train"], cached["val"]
+    else:
+        train = generate(args.sessions, args.per_session, 10_000, args.seed, "train")
+        val = generate(args.val_sessions, args.val_per_session, 90_000, args.seed + 1, "train")
+        if args.data_cache is not None:
+            args.data_cache.parent.mkdir(parents=True, exist_ok=True)
+            with args.data_cache.open("wb") as fh:
+                pickle.dump({"key": key, "rev": PHANTOM_REVISION, "train": train, "val": val}, fh)
     t_data = time.time() - t0
     log.info("data: %d train, %d val samples in %.0f s", len(train), len(val), t_data)
     x, sh, tp = _arrays(train)
     model = NeedleNet()
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=args.steps, pct_start=0.1)
     best: tuple[float, dict] | None = None
@@ -210,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % args.eval_every == 0 or step == args.steps or over:
             m = evaluate(model, val)
             m["step"] = step
-            m["loss"] = float(loss)
+            m["loss"] = float(loss.detach())
             history.append(m)
             log.info("step %d loss %.4f val %s", step, float(loss), m)
             score = (
@@ -234,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         "dgs.phantom_revision": str(PHANTOM_REVISION),
     }
     export(model, args.out, meta)
+    ckpt = MODELS / "runs" / (args.out.stem + ".pt")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), ckpt)
     card = {
         "model": args.out.name,
         "input": [1, 1 + len(LAGS), IN_H, IN_W],
