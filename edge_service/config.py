@@ -24,6 +24,7 @@ from edge_service.dicomnet.settings import DicomSettings, WorklistSettings
 from edge_service.errors import ConfigError
 from edge_service.integration.fhirsettings import FhirSettings
 from edge_service.mqtt.settings import MqttSettings
+from edge_service.procedure.settings import ProcedureSettings
 from edge_service.storage import StorageSettings
 from edge_service.workstation.settings import WorkstationSettings
 
@@ -66,6 +67,7 @@ class AppConfig(BaseModel):
     dicom: DicomSettings = Field(default_factory=DicomSettings)
     fhir: FhirSettings = Field(default_factory=FhirSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    procedure: ProcedureSettings = Field(default_factory=ProcedureSettings)
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -40,6 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "embedded broker) until stopped; recordings under --out",
     )
     p.add_argument("--port", type=int, default=8080, help="workstation port with --serve")
+    p.add_argument(
+        "--protocol",
+        choices=["exam", "fair", "piriformis", "neutral", "injection"],
+        help="with --serve: the protocol the page opens with (injection = procedure mode, "
+        "needle guidance; docs/procedure.md)",
+    )
+    p.add_argument(
+        "--needle",
+        choices=["procedure", "intraneural", "reflector", "none"],
+        default="procedure",
+        help="with --serve, protocol injection: the simulated needle session (default: a "
+        "whole procedure; intraneural: an approach into the nerve, to see the alarms)",
+    )
     # Hospital integration (edge_service/integration/demo.py): scan the first worklist order
     # on both sides and send cine, SR and PDF of each side to the PACS.
     p.add_argument("--worklist", metavar="dicom://AET@HOST:PORT", help="modality worklist SCP")
@@ -128,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     if args.serve:
         from edge_service.workstation.cli import serve_demo_cli
 
-        return serve_demo_cli(out, args.port, args.fps, args.seed)
+        return serve_demo_cli(
+            out, args.port, args.fps, args.seed, protocol=args.protocol, needle_kind=args.needle
+        )
     if args.worklist or args.pacs:
         from edge_service.cli.edge_demo_hospital import run_hospital
 

@@ -88,6 +88,12 @@ def build_sr(
     extra: Mapping[str, Any] | None = None,
     uid_root: str = "2.25",
 ) -> hd.sr.ComprehensiveSR:
+    if result.get("schema") == "dgs.procedure-result/1":  # injection: edge_service/procedure/sr.py
+        from edge_service.procedure.sr import build_procedure_sr
+
+        return build_procedure_sr(cine_path, result, series_uid=series_uid, sop_uid=sop_uid,
+                                  version=version, previous=previous, extra=extra,
+                                  uid_root=uid_root)  # fmt: skip
     cine = dcmread(cine_path, stop_before_pixels=True)
     frames = measured_frames(result, frame_times_of(cine_path.parent))
     source = hd.sr.SourceImageForMeasurement(

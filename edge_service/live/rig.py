@@ -92,10 +92,15 @@ class DemoRig:
     at rest until it is stopped (`loop=False` ends it with the script).
     """
 
-    def __init__(self, fps: float = 10.0, seed: int = 7, loop: bool = True) -> None:
+    def __init__(
+        self, fps: float = 10.0, seed: int = 7, loop: bool = True, needle_kind: str = "procedure"
+    ) -> None:
         self.fps = fps
         self.seed = seed
         self.loop = loop
+        # protocol "injection": which scripted needle session the phantom plays
+        # (edge_service/phantom/needle_session.py: procedure, intraneural, reflector, none)
+        self.needle_kind = needle_kind
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"probe": "phantom (idle)", "clip": "virtual (idle)"}
 
@@ -104,6 +109,8 @@ class DemoRig:
         from edge_service.phantom import PhantomConfig, PhantomSimulator
         from edge_service.virtualclip import start_virtual_clip
 
+        if protocol == "injection":
+            return self._open_injection(side)
         motion = motion_for(protocol)
         affected = side == "left"
         cfg = PhantomConfig(
@@ -155,6 +162,48 @@ class DemoRig:
             probe={"kind": "phantom", "model": "C3-5 curvilinear (simulated)"},
             clip={"kind": "virtual", "port": clip.port},
             source={"kind": "phantom", "seed": self.seed, "fps": self.fps},
+            fps_hz=self.fps,
+            close=close,
+        )
+
+    def _open_injection(self, side: str) -> SessionInputs:
+        """A scripted needle session in the phantom (no clip: the hip stays still during an
+        injection). After the script the needle rests where it ended until stopped."""
+        import numpy as np
+
+        from edge_service.phantom.needle_session import make_session
+
+        ses = make_session(self.needle_kind, self.seed)
+        still = np.zeros(3)
+        t0 = time.time()
+        with self._lock:
+            self._state = {"probe": f"phantom (needle: {self.needle_kind})", "clip": "not used"}
+
+        def frames() -> Iterator[Frame]:
+            dt = 1.0 / self.fps
+            i = 0
+            while True:
+                t_rel = i * dt
+                if t_rel > ses.duration_s and not self.loop:
+                    return
+                yield ses.sim.render(still, min(t_rel, ses.duration_s), i, t0 + t_rel).frame
+                i += 1
+
+        def close() -> None:
+            with self._lock:
+                self._state = {"probe": "phantom (idle)", "clip": "virtual (idle)"}
+
+        return SessionInputs(
+            frames=frames(),
+            pace=True,
+            probe={"kind": "phantom", "model": "C3-5 curvilinear (simulated)"},
+            source={
+                "kind": "phantom-needle",
+                "seed": self.seed,
+                "fps": self.fps,
+                "needle_kind": self.needle_kind,
+                "needle_session": ses.info,
+            },
             fps_hz=self.fps,
             close=close,
         )

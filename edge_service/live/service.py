@@ -25,11 +25,12 @@ from edge_service.errors import DgsError, InputError
 from edge_service.live.registry import Conflict, NotFound, Order, SessionEntry, comparisons_for
 from edge_service.live.rig import Rig
 from edge_service.live.session import LiveSession
+from edge_service.procedure.settings import ProcedureSettings
 from edge_service.recording import SessionMeta
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("exam", "fair", "piriformis", "neutral")
+PROTOCOLS = ("exam", "fair", "piriformis", "neutral", "injection")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ServiceSettings:
     max_duration_s: float | None = 600.0
     min_free_disk_mb: float = 500.0
     clip_grace_s: float = 1.0
+    procedure: ProcedureSettings = field(default_factory=ProcedureSettings)
 
 
 class LiveService:
@@ -52,8 +54,13 @@ class LiveService:
         settings: ServiceSettings,
         publisher: Any = None,
         worklist: Callable[[], list[Order]] | None = None,
+        locator_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.rig = rig
+        # The needle locator of protocol "injection" (one per session: it keeps a short
+        # history); None = injection guidance is not available on this appliance.
+        self.locator_factory = locator_factory
+        self._alarm_pub: Any = None
         # The hook for a modality worklist: a callable returning today's open orders.
         # None = orders are typed in on the page.
         self.worklist = worklist
@@ -129,6 +136,8 @@ class LiveService:
             raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
         if not accession_number.strip() or not patient_id.strip():
             raise InputError("an order needs an accession number and a patient id")
+        if protocol == "injection" and self.locator_factory is None:
+            raise InputError("injection guidance needs a needle locator; none is configured")
         free = self.disk_free_mb()
         if free is not None and free < self.s.min_free_disk_mb:
             raise Conflict(
@@ -161,18 +170,24 @@ class LiveService:
                 attach(meta, accession_number.strip(), patient_id.strip())
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = self.s.recordings_dir / f"{stamp}-{meta.session_id}"
-            live = LiveSession(
-                meta,
-                out,
-                inputs,
-                self.detector,
-                settings=self.s.analysis,
-                on_event=self._emit,
-                on_finished=self._finished,
-                want_frames=lambda: self._frame_viewers > 0,
-                clip_grace_s=self.s.clip_grace_s,
-                max_duration_s=self.s.max_duration_s,
-            )
+            kw: dict[str, Any] = {
+                "settings": self.s.analysis,
+                "on_event": self._emit,
+                "on_finished": self._finished,
+                "want_frames": lambda: self._frame_viewers > 0,
+                "clip_grace_s": self.s.clip_grace_s,
+                "max_duration_s": self.s.max_duration_s,
+            }
+            if protocol == "injection":
+                from edge_service.live.procedure import ProcedureSession
+
+                assert self.locator_factory is not None
+                live: LiveSession = ProcedureSession(
+                    meta, out, inputs, self.detector, locator=self.locator_factory(),
+                    procedure=self.s.procedure, **kw,
+                )  # fmt: skip
+            else:
+                live = LiveSession(meta, out, inputs, self.detector, **kw)
             e = SessionEntry(
                 id=meta.session_id,
                 side=side,
@@ -228,6 +243,10 @@ class LiveService:
             self.totals["frozen_frames"] += c.frozen_frames
             self.totals["sessions_done" if live.state == "done" else "sessions_failed"] += 1
         log.info("session %s %s", live.id, live.state)
+        if live.state == "done" and e.protocol == "injection":
+            from edge_service.live.procedure_hooks import attach_followup
+
+            attach_followup(e, self.sessions())
         if live.state == "done" and not self.s.hold_results:
             try:
                 self.publish(live.id)
@@ -294,7 +313,13 @@ class LiveService:
             meta.extra["workstation"] = ws
             write_json_atomic(e.path / "session.json", meta.to_dict())
             an = e.live.analyzer if e.live is not None else None
-            if side is not None and an is not None and e.state == "done":
+            if side is not None and e.protocol == "injection" and e.state == "done":
+                res = e.result()
+                if res is not None:  # image mm do not depend on the side: relabel only
+                    res["side"] = side
+                    write_json_atomic(e.path / "result.json", res)
+                    e._result = res
+            elif side is not None and an is not None and e.state == "done":
                 # The side sets which image direction is lateral: rebuild the result.
                 an.side, an.lat = side, (1.0 if side == "left" else -1.0)
                 result = an.finish()
@@ -332,7 +357,10 @@ class LiveService:
             export = getattr(self, "export_result", None)
             if export is not None and result is not None:
                 e._result, result = export(e.path)
-            if self.publisher is not None and result is not None:
+            if self.publisher is not None and result is not None and e.protocol == "injection":
+                self.publisher.procedure_result(sid, result)
+                self.publisher.event(sid, "ended", {"frames": result["data_quality"].get("frames")})
+            elif self.publisher is not None and result is not None:
                 for m in result.get("maneuvers") or []:
                     self.publisher.event(sid, "manoeuvre", m)
                 self.publisher.result(sid, result)
@@ -352,7 +380,11 @@ class LiveService:
         with self._lock:
             e = self._get(sid)
             others = [o for o in self._sessions.values() if o.id != sid]
-        return comparisons_for(e, others)
+        if e.protocol == "injection":
+            fu = (e.result() or {}).get("followup")
+            return [] if not fu else [{"mode": "followup", "summary": [fu["note"]], **fu}]
+        # an injection's result is not an exam result: exams compare with exams only
+        return comparisons_for(e, [o for o in others if o.protocol != "injection"])
 
     # -- live events ----------------------------------------------------------------------
     def subscribe(self, fn: Callable[[str, dict[str, Any]], None], frames: bool = False) -> None:
@@ -379,6 +411,8 @@ class LiveService:
                     e.state = payload["state"]
         if kind == "overlay" and self.publisher is not None:
             self._mqtt_live(payload)
+        if kind == "alarm" and self.publisher is not None:
+            self._mqtt_alarm(payload)
         with self._lock:
             subs = list(self._subs)
         for fn in subs:
@@ -386,6 +420,15 @@ class LiveService:
                 fn(kind, payload)
             except Exception:  # a broken viewer must not stop the session
                 log.exception("live subscriber failed")
+
+    def _mqtt_alarm(self, p: dict[str, Any]) -> None:
+        """Alarms go out as QoS 1 session events from their own thread: the durable outbox
+        writes to disk, which the detection worker must not wait for."""
+        from edge_service.live.procedure_hooks import AlarmPublisher
+
+        if self._alarm_pub is None:
+            self._alarm_pub = AlarmPublisher(self.publisher)
+        self._alarm_pub.put(p)
 
     def _mqtt_live(self, p: dict[str, Any]) -> None:
         n = p.get("nerve") or {}
@@ -461,6 +504,8 @@ class LiveService:
         if act is not None and act.live is not None:
             act.live.stop("the service is stopping")
             act.live.join(30.0)
+        if self._alarm_pub is not None:
+            self._alarm_pub.close()
         self.rig.close()
 
 

@@ -16,7 +16,8 @@ SCHEMA_RESULT = "dgs.mqtt-result/1"
 SCHEMA_FHIR = "dgs.mqtt-fhir/1"
 SCHEMA_LIVE_ANGLES = "dgs.mqtt-live-angles/1"
 SCHEMA_LIVE_MEASUREMENTS = "dgs.mqtt-live-measurements/1"
-EVENT_KINDS = ("started", "manoeuvre", "ended", "parked")
+SCHEMA_PROCEDURE = "dgs.mqtt-procedure/1"
+EVENT_KINDS = ("started", "manoeuvre", "ended", "parked", "alarm")
 # Stable namespace so a re-published result keeps its message id (idempotent for consumers).
 NAMESPACE = uuid.UUID("6b1f3c1e-4d0a-5c51-9a4e-2f3d0d6a7e11")
 # Keys that would carry patient identity; payloads are pseudonymous by contract.

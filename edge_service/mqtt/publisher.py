@@ -305,6 +305,48 @@ class Publisher(StatusMixin):
         self._append(build)
         return msg_id
 
+    def procedure_result(self, session_id: str, doc: Mapping[str, Any]) -> str:
+        """Queue an injection procedure's result (dgs.procedure-result/1) durably on
+        .../sessions/{id}/procedure; idempotent like `result`. With [mqtt] fhir, a FHIR
+        Procedure bundle follows on the fhir topic (edge_service/procedure/fhir.py)."""
+        topic = self._topic(session_id, "procedure")
+        pl.check_result_pii(doc, "procedure result")
+        if doc.get("session_id", session_id) != session_id:
+            raise InputError("procedure result session_id differs from its session")
+        version = int(doc.get("version") or 1)
+        msg_id = pl.result_msg_id(self.s.site, self.s.device, session_id, "procedure", version)
+        doc_copy = dict(doc)
+
+        def build(seq: int) -> tuple[str, str, bytes, str]:
+            env = pl.envelope(
+                pl.SCHEMA_PROCEDURE, msg_id, seq, self.s.site, self.s.device, session_id
+            )
+            env["procedure"] = doc_copy
+            return msg_id, topic, pl.dumps(env), pl.SCHEMA_PROCEDURE
+
+        try:
+            validate(pl.envelope(pl.SCHEMA_PROCEDURE, msg_id, 1, self.s.site, self.s.device,
+                                 session_id) | {"procedure": doc_copy})  # fmt: skip
+        except InputError as exc:
+            log.warning("procedure result of %s does not match its schema: %s", session_id, exc)
+        self._append(build)
+        if self.s.fhir:
+            from edge_service.procedure.fhir import procedure_bundle
+
+            fmsg = pl.result_msg_id(
+                self.s.site, self.s.device, session_id, "fhir-procedure", version
+            )
+            b = procedure_bundle(self.s.site, self.s.device, session_id, doc)
+            ftopic = self._topic(session_id, "fhir")
+
+            def fbuild(seq: int) -> tuple[str, str, bytes, str]:
+                env = pl.envelope(pl.SCHEMA_FHIR, fmsg, seq, self.s.site, self.s.device, session_id)
+                env["bundle"] = b
+                return fmsg, ftopic, pl.dumps(env), pl.SCHEMA_FHIR
+
+            self._append(fbuild)
+        return msg_id
+
     def _topic(self, session_id: str, leaf: str) -> str:
         try:
             return topics.session(self.s.site, self.s.device, session_id, leaf)

@@ -52,7 +52,11 @@ def parse(topic: str) -> dict[str, str] | None:
         out["kind"] = "status"
     elif len(rest) == 2 and rest[0] == "live":
         out["kind"] = f"live/{rest[1]}"
-    elif len(rest) == 3 and rest[0] == "sessions" and rest[2] in ("events", "result", "fhir"):
+    elif (
+        len(rest) == 3
+        and rest[0] == "sessions"
+        and rest[2] in ("events", "result", "fhir", "procedure")
+    ):
         out["kind"] = rest[2]
         out["session_id"] = rest[1]
     else:

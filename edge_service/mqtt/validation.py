@@ -24,8 +24,10 @@ FILES = {
     "dgs.mqtt-fhir/1": "mqtt-fhir-1.json",
     "dgs.mqtt-live-angles/1": "mqtt-live-angles-1.json",
     "dgs.mqtt-live-measurements/1": "mqtt-live-measurements-1.json",
+    "dgs.mqtt-procedure/1": "mqtt-procedure-1.json",
 }
 RESULT_SCHEMA = "session-result-1.json"  # owned by the analysis area
+PROCEDURE_SCHEMA = "procedure-result-1.json"  # owned by edge_service/procedure
 
 
 def load_schema(name: str) -> dict[str, Any]:
@@ -36,7 +38,7 @@ def load_schema(name: str) -> dict[str, Any]:
 @functools.cache
 def _registry() -> Registry:
     reg: Registry = Registry()
-    names = [*FILES.values(), RESULT_SCHEMA]
+    names = [*FILES.values(), RESULT_SCHEMA, PROCEDURE_SCHEMA]
     for name in names:
         try:
             schema = load_schema(name)

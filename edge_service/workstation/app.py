@@ -48,11 +48,15 @@ COOKIE = "dgs_ws"
 OPEN_PATHS = ("/healthz", "/login", "/static/login.css")
 
 
+def _is_alarm(msg: Any) -> bool:
+    return isinstance(msg, str) and msg.startswith('{"type": "alarm"')
+
+
 class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     side: Literal["left", "right"]
-    protocol: Literal["exam", "fair", "piriformis", "neutral"] = "exam"
+    protocol: Literal["exam", "fair", "piriformis", "neutral", "injection"] = "exam"
     accession_number: str = Field(min_length=1, max_length=64)
     patient_id: str = Field(min_length=1, max_length=64)
 
@@ -360,8 +364,15 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
 
         def put(item: Any) -> None:
             if q.full():  # a slow viewer skips old events instead of growing a backlog
+                # ... but never an alarm (injection guidance): drop the oldest other event
+                held = []
                 with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
+                    while True:
+                        held.append(q.get_nowait())
+                drop = next((i for i, m in enumerate(held) if not _is_alarm(m)), 0)
+                del held[drop]
+                for m in held:
+                    q.put_nowait(m)
             q.put_nowait(item)
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:

@@ -30,14 +30,27 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve_demo_cli(out: Path, port: int, fps: float, seed: int) -> int:
+def serve_demo_cli(
+    out: Path,
+    port: int,
+    fps: float,
+    seed: int,
+    protocol: str | None = None,
+    needle_kind: str = "procedure",
+) -> int:
     from edge_service.workstation.demo import serve_demo
 
     def ready(url: str) -> None:
+        if protocol:
+            url += f"?protocol={protocol}"
         print(f"dgs-edge workstation (simulated parts) on {url} — Ctrl-C stops it", flush=True)
         print(f"recordings: {out / 'recordings'}", flush=True)
+        if protocol == "injection":
+            print(
+                f"procedure mode: simulated needle session '{needle_kind}'; press Start", flush=True
+            )
 
-    serve_demo(out, port, fps, seed, ready)
+    serve_demo(out, port, fps, seed, ready, needle_kind=needle_kind)
     return 0
 
 
@@ -56,6 +69,7 @@ def held_for_review(path: Path) -> bool:
 
 def serve_run(cfg: Any) -> int:
     """`dgs-edge run` with [workstation] enabled: the configured parts, sessions from the page."""
+    from edge_service.live.procedure import default_locator_factory
     from edge_service.live.rig import ConfiguredRig
     from edge_service.live.service import LiveService, ServiceSettings
     from edge_service.service import Service
@@ -84,8 +98,10 @@ def serve_run(cfg: Any) -> int:
                 hold_results=ws.hold_results,
                 max_duration_s=min(ws.max_session_s, s.max_duration_s),
                 min_free_disk_mb=ws.min_free_disk_mb,
+                procedure=cfg.procedure,
             ),
             publisher=pub,
+            locator_factory=default_locator_factory(),
         )
         # Hospital integration: [worklist] poller, [dicom] destinations (forward queue).
         from edge_service.integration.workstation import install_from_config

@@ -20,7 +20,12 @@ DEVICE = "demo-01"
 
 
 def serve_demo(
-    out: Path, port: int, fps: float, seed: int, on_ready: Callable[[str], None]
+    out: Path,
+    port: int,
+    fps: float,
+    seed: int,
+    on_ready: Callable[[str], None],
+    needle_kind: str = "procedure",
 ) -> None:
     from edge_service.detector import Detector
     from edge_service.live.rig import DemoRig
@@ -40,8 +45,10 @@ def serve_demo(
         try:
             if not pub.wait_connected(5.0):
                 raise BrokerError(f"embedded broker {broker.url} refused: {pub.last_error}")
+            from edge_service.live.procedure import default_locator_factory
+
             service = LiveService(
-                DemoRig(fps=fps, seed=seed),
+                DemoRig(fps=fps, seed=seed, needle_kind=needle_kind),
                 detector,
                 ServiceSettings(
                     recordings_dir=out / "recordings",
@@ -50,6 +57,7 @@ def serve_demo(
                     min_free_disk_mb=ws.min_free_disk_mb,
                 ),
                 publisher=pub,
+                locator_factory=default_locator_factory(),
             )
             serve_forever(service, ws, on_ready=lambda p: on_ready(f"http://127.0.0.1:{p}/"))
         finally:

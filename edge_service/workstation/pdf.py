@@ -28,6 +28,10 @@ def render_pdf(entry: Any, comparisons: list[dict[str, Any]]) -> bytes:
     from reportlab.lib.units import mm
     from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+    if entry.protocol == "injection":  # the procedure record (edge_service/procedure/report.py)
+        from edge_service.procedure.report import render_pdf as render_procedure_pdf
+
+        return render_procedure_pdf(entry)
     r = entry.result() or {}
     st = getSampleStyleSheet()
     buf = io.BytesIO()

@@ -27,6 +27,12 @@ const S = {
   lags: [],            // frame time -> overlay received here, ms (the benchmark reads it)
   overlays: 0,
   images: 0,
+  // injection guidance
+  alarms: [],          // every alarm event received: {kind, level, state, frame_t, recv}
+  active: {},          // kind -> active alarm
+  beeps: 0,            // audible alarms played (WebAudio)
+  audio: null,
+  procedure: null,     // latest procedure overlay {needle, state}
 };
 window.dgs = S;
 
@@ -38,7 +44,8 @@ function connect() {
   ws.onmessage = (ev) => {
     if (typeof ev.data !== "string") return onImage(ev.data);
     const m = JSON.parse(ev.data);
-    if (m.type === "overlay") onOverlay(m);
+    if (m.type === "alarm") onAlarm(m);
+    else if (m.type === "overlay") onOverlay(m);
     else if (m.type === "status") onStatus(m);
     else if (m.type === "state" || m.type === "session") onSessionEvent(m);
   };
@@ -74,6 +81,85 @@ function draw() {
   };
   poly(o.nerve && o.nerve.contour, "#2ecc71");
   poly(o.calcification && o.calcification.contour, "#f39c12");
+  const p = o.procedure;
+  if (p && p.needle && p.needle.found && p.needle.tip_px) {
+    // needle points are [row, col]; the canvas draws (x = col, y = row)
+    const lv = (p.state || {}).level;
+    const col = lv === "stop" ? "#ff3b30" : lv === "caution" ? "#ffb000" : "#00e5ff";
+    const [tr, tc] = p.needle.tip_px;
+    if (p.needle.trajectory_end_px) {
+      g.setLineDash([6, 6]); g.strokeStyle = "#cfd8dc"; g.lineWidth = 1.5; g.beginPath();
+      g.moveTo(tc, tr); g.lineTo(p.needle.trajectory_end_px[1], p.needle.trajectory_end_px[0]); g.stroke();
+      g.setLineDash([]);
+    }
+    if (p.needle.shaft_start_px) {
+      g.strokeStyle = col; g.lineWidth = 3; g.beginPath();
+      g.moveTo(p.needle.shaft_start_px[1], p.needle.shaft_start_px[0]); g.lineTo(tc, tr); g.stroke();
+    }
+    g.strokeStyle = col; g.lineWidth = 2; g.beginPath(); g.arc(tc, tr, 7, 0, 2 * Math.PI); g.stroke();
+    if ((p.state || {}).on_target) { g.fillStyle = "#5fd17a"; g.font = "bold 16px sans-serif"; g.fillText("ON TARGET", tc + 10, tr - 10); }
+  }
+}
+
+// ---- injection guidance ------------------------------------------------------------------
+function beep(freq, ms) {
+  if (!$("sound").checked) return;
+  try {
+    if (!S.audio) S.audio = new (window.AudioContext || window.webkitAudioContext)();
+    const ctx = S.audio, osc = ctx.createOscillator(), gain = ctx.createGain();
+    osc.type = "square"; osc.frequency.value = freq; gain.gain.value = 0.15;
+    osc.connect(gain); gain.connect(ctx.destination);
+    osc.start(); osc.stop(ctx.currentTime + ms / 1000);
+    S.beeps += 1;
+  } catch (e) { /* no audio device: the banner still shows */ }
+}
+
+let stopTimer = null;
+function onAlarm(m) {
+  S.alarms.push({ kind: m.kind, level: m.level, state: m.state, frame_t: m.frame_t, recv: Date.now() });
+  if (S.alarms.length > 5000) S.alarms.shift();
+  if (m.state === "raised") S.active[m.kind] = m; else delete S.active[m.kind];
+  const li = document.createElement("li");
+  li.className = m.level;
+  li.dataset.kind = m.kind;
+  li.textContent = `${new Date(m.frame_t * 1000).toLocaleTimeString()} ${m.state === "raised" ? "▲" : "▽"} ${m.message}`;
+  $("alarm-log").prepend(li);
+  renderAlarm();
+  if (m.state === "raised") beep(m.level === "stop" ? 880 : 520, m.level === "stop" ? 250 : 150);
+}
+
+function renderAlarm() {
+  const act = Object.values(S.active);
+  const el = $("alarm");
+  const stop = act.filter((a) => a.level === "stop"), caution = act.filter((a) => a.level === "caution");
+  const top = stop.length ? stop : caution;
+  el.className = `alarm ${stop.length ? "stop" : caution.length ? "caution" : "none"}`;
+  el.dataset.kinds = act.map((a) => a.kind).join(" ");
+  el.textContent = top.length ? top.map((a) => a.message).join(" · ") : "No alarm";
+  if (stop.length && !stopTimer) stopTimer = setInterval(() => beep(880, 200), 700);
+  if (!stop.length && stopTimer) { clearInterval(stopTimer); stopTimer = null; }
+}
+
+function showProcedurePanel(on) {
+  $("procedure").hidden = !on;
+  $("angles").hidden = on;
+}
+
+function onProcedure(p) {
+  S.procedure = p;
+  showProcedurePanel(true);
+  const st = p.state || {};
+  $("d-nerve").textContent = fmt(st.nerve_distance_mm);
+  $("d-path").textContent = fmt(st.path_nerve_distance_mm);
+  $("d-calc").textContent = fmt(st.calcification_distance_mm);
+  $("p-motion").textContent = st.needle_found ? st.motion : "not seen";
+  $("p-target").textContent = st.on_target ? "ON TARGET" : "—";
+  $("p-target").className = st.on_target ? "ontarget" : "";
+  $("p-reason").textContent = st.on_target ? "" : st.on_target_reason || "";
+  $("p-inj").textContent = st.injections;
+  $("p-vol").textContent = fmt(st.volume_ml, 2);
+  $("p-passes").textContent = st.passes;
+  $("p-redirects").textContent = st.redirects;
 }
 
 const fmt = (v, nd = 1) => (v === null || v === undefined ? "—" : Number(v).toFixed(nd));
@@ -93,6 +179,7 @@ function onOverlay(o) {
   S.overlays += 1;
   S.lags.push(Date.now() - o.t * 1000);
   if (S.lags.length > 5000) S.lags.shift();
+  if (o.procedure) onProcedure(o.procedure);
   const n = o.nerve || {};
   $("ap").textContent = fmt(n.ap_mm);
   $("width").textContent = fmt(n.width_mm);
@@ -196,6 +283,11 @@ async function onSessionEvent(m) {
 // ---- control -----------------------------------------------------------------------------
 $("start").onclick = async () => {
   $("msg").textContent = "";
+  if ($("protocol").value === "injection") {
+    // the click is the user gesture browsers require before a page may play sound
+    try { if (!S.audio) S.audio = new (window.AudioContext || window.webkitAudioContext)(); S.audio.resume(); } catch (e) { /* silent */ }
+    S.active = {}; $("alarm-log").innerHTML = ""; renderAlarm(); showProcedurePanel(true);
+  } else showProcedurePanel(false);
   try {
     const r = await api("POST", "/api/v1/sessions", {
       side: $("side").value, protocol: $("protocol").value,
@@ -227,7 +319,8 @@ async function showSession(id) {
   let h = `<p>Session <code>${esc(d.id)}</code> · ${esc(d.side)} · ${esc(d.protocol)} · order ${esc(d.accession_number)} · patient ${esc(d.patient_id)} · <b class="sstate">${esc(d.state)}</b></p>`;
   if (d.error) h += `<p class="err">${esc(d.error)}</p>`;
   if (d.ended_reason) h += `<p>Ended: ${esc(d.ended_reason)}</p>`;
-  if (r) {
+  if (r && r.schema === "dgs.procedure-result/1") h += procedureHtml(r, d);
+  else if (r) {
     h += `<ul class="findings">${(r.findings || []).map((f) => `<li>${esc(f)}</li>`).join("")}</ul>`;
     const dq = r.data_quality || {};
     h += `<p>Frames recorded ${dq.frames_recorded ?? dq.n_frames}, analysed ${dq.frames_analysed ?? dq.n_frames}, dropped for detection ${dq.dropped_for_detection ?? 0}, by source ${dq.dropped_by_source ?? 0}, frozen ${dq.frozen_frames ?? 0}.</p>`;
@@ -268,6 +361,28 @@ async function showSession(id) {
   $("comparison").innerHTML = c;
 }
 
+function procedureHtml(r, d) {
+  const t0 = r.started_t, rel = (t) => (t === null || t === undefined ? "—" : `+${(t - t0).toFixed(1)} s`);
+  const n = r.needle, p = r.passes;
+  let h = `<div class="proc"><ul class="findings">`;
+  h += `<li id="r-inj">${r.injections.length} injection(s), ${fmt(r.total_volume_ml_est, 2)} mL estimated, ${r.findings.injections_on_target} on target</li>`;
+  h += `<li id="r-min">closest tip–nerve distance ${fmt(n.min_nerve_distance_mm)} mm${n.entered_nerve ? " — the tip entered the nerve outline" : ""}</li>`;
+  h += `<li>passes: ${p.advances} advance(s), ${p.withdrawals} withdrawal(s), ${p.redirects} redirect(s)</li>`;
+  if (r.findings.spread_reached_epineurium) h += "<li>the injectate spread reached the epineurium</li>";
+  if (r.followup) h += `<li>${esc(r.followup.note)}</li>`;
+  h += "</ul><table><tr><th>#</th><th>time</th><th>mL (est.)</th><th>to calcification mm</th><th>to nerve mm</th><th>on target</th></tr>";
+  for (const i of r.injections) h += `<tr><td>${i.index}</td><td>${rel(i.t_start)}</td><td>${fmt(i.volume_ml_est, 2)}</td><td>${fmt(i.calcification_distance_mm)}</td><td>${fmt(i.nerve_distance_mm)}</td><td>${i.on_target ? "yes" : "no"}</td></tr>`;
+  h += "</table><h3>Alarms</h3><ul>";
+  for (const a of r.alarms) h += `<li class="${esc(a.level)}">${rel(a.t_raised)} ${esc(a.message)}${a.duration_s !== null ? ` (${fmt(a.duration_s)} s)` : ""}</li>`;
+  h += "</ul>";
+  const dq = r.data_quality;
+  h += `<p>Frames analysed ${dq.frames}, needle seen in ${fmt(100 * (dq.needle_found_fraction || 0), 0)} %, frozen ${dq.frames_frozen}. ${(dq.notes || []).map(esc).join(" ")}</p></div>`;
+  h += `<p><a id="report-link" href="${d.report_url}" target="_blank">Report (printable)</a> · <a id="pdf-link" href="${d.report_pdf_url}">PDF</a>`;
+  if (!d.published) h += ` · <button id="publish" data-id="${esc(d.id)}">Publish</button> <button id="discard" data-id="${esc(d.id)}">Discard</button>`;
+  else h += " · published";
+  return h + "</p>";
+}
+
 async function refreshList() {
   let d;
   try { d = await api("GET", "/api/v1/sessions"); } catch (e) { return; }
@@ -304,6 +419,11 @@ async function loadWorklist() {
 }
 
 async function init() {
+  const want = new URLSearchParams(location.search).get("protocol");
+  if (want && [...$("protocol").options].some((o) => o.value === want)) {
+    $("protocol").value = want;
+    showProcedurePanel(want === "injection");
+  }
   connect();
   loadWorklist();
   await refreshList();

@@ -1,0 +1,225 @@
+"""`ProcedureAnalyzer`: one frame in -> detector + needle locator + geometry + spread +
+procedure logic -> `FrameState` and the live overlay; `finish()` -> the procedure result.
+
+The same object serves the live session (edge_service/live/procedure.py) and the offline
+pass over a recording (`analyze_procedure`), so what the page showed and what the result
+says come from one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edge_service.acquisition.frame import Frame
+from edge_service.errors import ModelError
+from edge_service.needle.types import NeedleLocator, NeedleResult
+from edge_service.procedure.observation import FrameState, Observation
+from edge_service.procedure.result import build_result
+from edge_service.procedure.settings import ProcedureSettings
+from edge_service.procedure.spread import SpreadMeter
+from edge_service.procedure.tracker import ProcedureTracker
+
+log = logging.getLogger(__name__)
+
+Measure = Callable[[NeedleResult, Any, Frame], NeedleResult]
+MAX_KEY_FRAMES = 12
+
+
+def default_measure() -> Measure:
+    """The needle geometry of edge_service.needle.geometry (tip/path to nerve and
+    calcification from the same frame's masks, with the same spacing rules as every
+    measurement), adapted to (needle, detection, frame)."""
+    import importlib
+
+    try:
+        geometry = importlib.import_module("edge_service.needle.geometry")
+        fn = geometry.measure
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(
+            f"the needle geometry (edge_service.needle.geometry) is missing: {exc}"
+        ) from exc
+
+    def measure(n: NeedleResult, det: Any, frame: Frame) -> NeedleResult:
+        nerve, calc = det.nerve, det.calcification
+        out: NeedleResult = fn(
+            n,
+            frame.spacing_mm,
+            frame.pixels.shape,
+            nerve.mask if nerve.found else None,
+            calc.mask if calc.present else None,
+            frame.region,
+        )
+        return out
+
+    return measure
+
+
+@dataclass
+class KeyFrame:
+    label: str
+    index: int
+    t: float
+    pixels: np.ndarray
+    needle: NeedleResult
+    nerve_contour: np.ndarray | None
+    calc_contour: np.ndarray | None
+    state: dict[str, Any]
+
+
+def _contour(mask: Any) -> np.ndarray | None:
+    from edge_service.analysis.session import _contour as c
+
+    return c(None if mask is None else np.asarray(mask) > 0)
+
+
+class ProcedureAnalyzer:
+    def __init__(
+        self,
+        detector: Any,
+        locator: NeedleLocator,
+        settings: ProcedureSettings | None = None,
+        *,
+        measure: Measure | None = None,
+        session: dict[str, Any] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.locator = locator
+        self.s = settings or ProcedureSettings()
+        self.measure = measure or default_measure()
+        self.session = dict(session or {})
+        self.tracker = ProcedureTracker(self.s)
+        self.spread = SpreadMeter(self.s)
+        self.key_frames: list[KeyFrame] = []
+        self._prev_sig: int | None = None
+        self.last_state: FrameState | None = None
+        self.frames_failed = 0
+        self.frames_view_rejected = 0
+        locator.reset()
+        reset = getattr(detector, "reset", None)
+        if reset is not None:
+            reset()
+
+    def add_frame(self, frame: Frame) -> tuple[FrameState, Any, NeedleResult]:
+        det = self.detector.detect(frame)
+        try:
+            needle = self.locator.locate(frame)
+            if not getattr(det, "view_ok", True):
+                # not a view the models were made for: no needle reported (the locator
+                # still saw the frame, so its motion history stays continuous)
+                self.frames_view_rejected += 1
+                needle = NeedleResult()
+            elif needle.found:
+                needle = self.measure(needle, det, frame)
+        except Exception:  # one frame the locator cannot handle: no needle, counted
+            log.exception("needle locator failed on frame %d", frame.index)
+            self.frames_failed += 1
+            needle = NeedleResult()
+        sig = zlib.crc32(np.ascontiguousarray(frame.pixels[::7, ::7]).tobytes())
+        frozen = sig == self._prev_sig
+        self._prev_sig = sig
+        nerve, calc = det.nerve, det.calcification
+        calc_off = None
+        if needle.tip_mm is not None and calc.present and calc.center_px and frame.spacing_mm:
+            dx, dy = frame.spacing_mm
+            cx, cy = calc.center_px
+            calc_off = (needle.tip_mm[0] - cy * dy, needle.tip_mm[1] - cx * dx)
+        area, near = self.spread.update(
+            frame.pixels,
+            frame.spacing_mm,
+            needle.tip_px if needle.found else None,
+            self.tracker.holding and not frozen,
+            nerve.mask if nerve.found else None,
+        )
+        obs = Observation(
+            t=frame.t,
+            index=frame.index,
+            needle=needle,
+            nerve_found=bool(nerve.found),
+            calc_present=bool(calc.present),
+            frozen=frozen,
+            calc_offset_mm=calc_off,
+            spread_mm2=area,
+            spread_nerve_mm=near,
+        )
+        st = self.tracker.update(obs)
+        self.last_state = st
+        self._keep_key_frames(frame, det, needle, st)
+        return st, det, needle
+
+    def _keep_key_frames(
+        self, frame: Frame, det: Any, needle: NeedleResult, st: FrameState
+    ) -> None:
+        labels = [f"alarm: {a.kind}" for a in st.raised if a.level == "stop"]
+        tr = self.tracker
+        if st.on_target and tr.first_on_target_t == st.t:
+            labels.append("first on target")
+        cur = tr.inj.current
+        if cur is not None and cur.frame == st.index:
+            labels.append(f"injection {cur.index}")
+        if tr.min_nerve is not None and tr.min_nerve[2] == st.index:
+            # the closest approach so far replaces the previous one
+            self.key_frames = [k for k in self.key_frames if k.label != "closest to the nerve"]
+            labels.append("closest to the nerve")
+        for label in labels:
+            if len(self.key_frames) >= MAX_KEY_FRAMES and label != "closest to the nerve":
+                return
+            self.key_frames.append(
+                KeyFrame(
+                    label,
+                    frame.index,
+                    frame.t,
+                    frame.pixels.copy(),
+                    needle,
+                    _contour(det.nerve.mask) if det.nerve.found else None,
+                    _contour(det.calcification.mask) if det.calcification.present else None,
+                    st.to_dict(),
+                )
+            )
+
+    def finish(self, data_quality: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.tracker.finish()
+        dq = {
+            "frames_locator_failed": self.frames_failed,
+            "frames_view_rejected": self.frames_view_rejected,
+        }
+        dq.update(data_quality or {})
+        model = getattr(getattr(self.detector, "seg", None), "path", None)
+        doc = build_result(
+            self.tracker,
+            self.session,
+            locator=getattr(self.locator, "name", type(self.locator).__name__),
+            model=None if model is None else str(getattr(model, "name", model)),
+            data_quality=dq,
+        )
+        doc["key_frames"] = [
+            {"label": k.label, "frame": k.index, "t": k.t, "file": f"keyframe-{i}.png"}
+            for i, k in enumerate(self.key_frames)
+        ]
+        return doc
+
+
+def needle_overlay(n: NeedleResult) -> dict[str, Any]:
+    d = n.to_dict()
+    return {
+        k: d[k]
+        for k in (
+            "found",
+            "tip_px",
+            "shaft_start_px",
+            "trajectory_end_px",
+            "angle_deg",
+            "cue",
+            "confidence",
+        )
+    }
+
+
+def finite(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
