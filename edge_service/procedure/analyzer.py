@@ -101,6 +101,7 @@ class ProcedureAnalyzer:
         self.last_state: FrameState | None = None
         self.frames_failed = 0
         self.frames_view_rejected = 0
+        self._last_tip_px: tuple[float, float] | None = None
         locator.reset()
         reset = getattr(detector, "reset", None)
         if reset is not None:
@@ -130,10 +131,15 @@ class ProcedureAnalyzer:
             dx, dy = frame.spacing_mm
             cx, cy = calc.center_px
             calc_off = (needle.tip_mm[0] - cy * dy, needle.tip_mm[1] - cx * dx)
+        tip_px = needle.tip_px if needle.found else None
+        if tip_px is None and self.tracker.holding:
+            tip_px = self._last_tip_px  # the resting tip the locator no longer reports
+        if needle.found:
+            self._last_tip_px = needle.tip_px
         area, near = self.spread.update(
             frame.pixels,
             frame.spacing_mm,
-            needle.tip_px if needle.found else None,
+            tip_px,
             self.tracker.holding and not frozen,
             nerve.mask if nerve.found else None,
         )

@@ -243,6 +243,11 @@ class ProcedureTracker:
         where the injection started, or is unseen for injection_end_s."""
         cur = self.inj.current
         if cur is None:
+            if tip is None and self._was_stationary:
+                # a resting needle the locator stops reporting (no motion cue) still rests
+                # where it was: the spot holds for injection_end_s
+                seen = self._last_seen_t
+                return seen is not None and o.t - seen < self.s.injection_end_s
             return motion == "stationary"
         if tip is None:
             return (
