@@ -46,8 +46,8 @@ GOALS = {"tip_median_mm": 0.5, "false_per_10min": 1.0}
 FULL = {
     "procedure": [(500, None), (501, None)],
     "intraneural": [(510, None), (511, None), (512, None), (513, None), (514, None)],
-    "reflector": [(520, 30.0), (521, 30.0)],
-    "none": [(530, 30.0), (531, 30.0)],
+    "reflector": [(520, 180.0), (521, 180.0)],
+    "none": [(530, 180.0), (531, 180.0)],
 }
 QUICK = {
     "procedure": [(500, 25.0)],
