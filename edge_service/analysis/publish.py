@@ -20,6 +20,7 @@ def publish_result(
     site: str | None = None,
     device: str | None = None,
     timeout_s: float = 15.0,
+    kind: str = "result",
 ) -> str:
     """Queue the result durably (outbox in the session directory) and wait for the broker's
     acknowledgement. Returns the message id. A broker that cannot be reached within
@@ -43,7 +44,11 @@ def publish_result(
     pub = Publisher(settings, outbox)
     try:
         pub.start()
-        msg_id = pub.result(str(result["session_id"]), result)
+        sid = str(result["session_id"])
+        # kind "procedure": an injection session's dgs.procedure-result/1 on its own topic.
+        msg_id = (
+            pub.procedure_result(sid, result) if kind == "procedure" else pub.result(sid, result)
+        )
         if not pub.wait_drained(timeout_s):
             raise BrokerError(
                 f"broker {url} did not acknowledge within {timeout_s:g} s "
