@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -325,4 +326,13 @@ def test_live_flags_frozen_scanner_output(tmp_path: Path) -> None:
             if len(got) == len(frames):
                 break
         frozen = [f.index for f in got if f.meta.get("frozen")]
-        assert frozen == [5, 6, 7, 8] and src.frozen_frames == 4
+        # The source drops to the latest frame when the reader is slow (a loaded machine), so
+        # which repeats arrive varies: every delivered repeat of the frame before it (noise
+        # frames differ by ~85 grey levels on average) is flagged, and nothing else.
+        repeats = [
+            b.index
+            for a, b in itertools.pairwise(got)
+            if np.abs(a.pixels.astype(np.int16) - b.pixels.astype(np.int16)).mean() < 2.0
+        ]
+        assert frozen == repeats and src.frozen_frames == len(repeats)
+        assert len(repeats) >= 2  # 4 without drops

@@ -25,11 +25,17 @@ from tests.mqtt.sample_result import sample_result
 pytestmark = pytest.mark.sim
 
 
+def _terminal_sigint() -> None:
+    # As from a terminal: a test run started in the background (`cmd &` in a script) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _subscribe(url: str, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "edge_service.cli.edge", "subscribe", "--broker", url, *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO)}, preexec_fn=_terminal_sigint,
     )  # fmt: skip
 
 
