@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     d = Path(args.session_dir)
     from edge_service.recording.meta import read_meta
 
-    if read_meta(d / "session.json").protocol == "injection":
+    meta_file = d / "session.json"  # absent/unreadable: analyze_session says what is wrong
+    if meta_file.is_file() and read_meta(meta_file).protocol == "injection":
         return _procedure(args, d)
     result = analyze_session(d, progress=progress)
     if not args.quiet:
