@@ -159,19 +159,7 @@ def build_sr(
         procedure_reported=_code(PROCEDURE),
         imaging_measurements=[group],
     )
-    requested = []
-    o = order_of(extra)
-    if o is not None:
-        rq = Dataset()
-        rq.AccessionNumber = o.accession_number
-        rq.StudyInstanceUID = cine.StudyInstanceUID
-        rq.RequestedProcedureID = o.requested_procedure_id or ""
-        rq.RequestedProcedureDescription = o.requested_procedure or ""
-        rq.RequestedProcedureCodeSequence = []
-        rq.ReferencedStudySequence = []
-        rq.PlacerOrderNumberImagingServiceRequest = ""
-        rq.FillerOrderNumberImagingServiceRequest = ""
-        requested.append(rq)
+    requested = requested_procedures(cine, extra)
     sr = hd.sr.ComprehensiveSR(
         evidence=[cine],
         content=report,
@@ -190,3 +178,21 @@ def build_sr(
     # highdicom copies patient/study from the cine; the accession number as well.
     sr.AccessionNumber = cine.get("AccessionNumber", "")
     return sr
+
+
+def requested_procedures(cine: Dataset, extra: Mapping[str, Any] | None) -> list[Dataset]:
+    """The SR's Requested Procedure items from the session's order (none without an order);
+    shared by the exam's and the procedure's SR."""
+    o = order_of(extra)
+    if o is None:
+        return []
+    rq = Dataset()
+    rq.AccessionNumber = o.accession_number
+    rq.StudyInstanceUID = cine.StudyInstanceUID
+    rq.RequestedProcedureID = o.requested_procedure_id or ""
+    rq.RequestedProcedureDescription = o.requested_procedure or ""
+    rq.RequestedProcedureCodeSequence = []
+    rq.ReferencedStudySequence = []
+    rq.PlacerOrderNumberImagingServiceRequest = ""
+    rq.FillerOrderNumberImagingServiceRequest = ""
+    return [rq]

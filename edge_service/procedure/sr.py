@@ -23,8 +23,7 @@ from pydicom.sr.coding import Code
 
 from edge_service import __version__
 from edge_service.integration.codes import LATERALITY, LOCAL
-from edge_service.integration.order import order_of
-from edge_service.integration.sr import frame_times_of
+from edge_service.integration.sr import frame_times_of, requested_procedures
 from edge_service.integration.uids import make_uid
 
 UCUM = "UCUM"
@@ -187,19 +186,7 @@ def build_procedure_sr(
         procedure_reported=PROCEDURE,
         imaging_measurements=groups,
     )
-    requested = []
-    o = order_of(extra)
-    if o is not None:
-        rq = Dataset()
-        rq.AccessionNumber = o.accession_number
-        rq.StudyInstanceUID = cine.StudyInstanceUID
-        rq.RequestedProcedureID = o.requested_procedure_id or ""
-        rq.RequestedProcedureDescription = o.requested_procedure or ""
-        rq.RequestedProcedureCodeSequence = []
-        rq.ReferencedStudySequence = []
-        rq.PlacerOrderNumberImagingServiceRequest = ""
-        rq.FillerOrderNumberImagingServiceRequest = ""
-        requested.append(rq)
+    requested = requested_procedures(cine, extra)
     sr = hd.sr.ComprehensiveSR(
         evidence=[cine],
         content=report,
