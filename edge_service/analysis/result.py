@@ -7,18 +7,16 @@ names.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
 import time
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_service import __version__
+from edge_service import __version__, docschema
 from edge_service.analysis import evidence as ev_mod
 from edge_service.analysis import gliding as gl
 from edge_service.analysis.alignment import estimate_lag, shift
@@ -426,23 +424,13 @@ LIMITS = [
 ]
 
 
-@functools.cache
 def load_schema() -> dict[str, Any]:
-    text = resources.files("edge_service").joinpath("schemas", SCHEMA_FILE).read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    return docschema.load(SCHEMA_FILE)
 
 
 def validate(doc: Any) -> None:
     """Raise InputError naming the first violation of dgs.session-result/1."""
-    import jsonschema
-
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    errors = sorted(cls(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise InputError(f"not a valid {SCHEMA_ID} document at {where}: {e.message}")
+    docschema.check(doc, SCHEMA_FILE, SCHEMA_ID)
 
 
 def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from edge_service.dicomnet.send import PermanentSendError, TransientSendError
 from edge_service.errors import ConfigError
 from edge_service.integration.fhirsettings import FhirSettings
+from edge_service.mqtt.credentials import read_private_text
 
 #: A token file holds one line; anything much larger is the wrong file.
 MAX_TOKEN_BYTES = 16 * 1024
@@ -31,22 +31,7 @@ FHIR_JSON = "application/fhir+json"
 def read_token_file(path: Path) -> str:
     """The token from a private one-line file, or ConfigError with one line."""
     where = f"FHIR token file {path}"
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{where} is not a regular file")
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{where} must not be readable by others (chmod 600)")
-    if st.st_size > MAX_TOKEN_BYTES:
-        raise ConfigError(f"{where} is {st.st_size} bytes; expected one line")
-    try:
-        text = path.read_bytes().decode("utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where} is not UTF-8 text (binary file?)") from None
+    text = read_private_text(path, where, MAX_TOKEN_BYTES, "one line").strip()
     if not text or any(ord(c) < 0x21 or c == "\x7f" for c in text):
         raise ConfigError(f"{where} must hold one token (no spaces or control characters)")
     return text

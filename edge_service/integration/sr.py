@@ -147,17 +147,41 @@ def build_sr(
         measurements=measurements or None,
         qualitative_evaluations=qualitative or None,
     )
+    model_name = str(((result.get("software") or {}).get("model") or {}).get("name", ""))
+    return wrap_report(
+        cine, [group], _code(PROCEDURE), model_name,
+        series_uid=series_uid, sop_uid=sop_uid, version=version, previous=previous,
+        extra=extra, description=f"dgs-edge measurements v{version}",
+    )  # fmt: skip
+
+
+def wrap_report(
+    cine: Dataset,
+    groups: Sequence[hd.sr.MeasurementsAndQualitativeEvaluations],
+    procedure: Code,
+    model_name: str,
+    *,
+    series_uid: str,
+    sop_uid: str,
+    version: int,
+    previous: Sequence[Dataset],
+    extra: Mapping[str, Any] | None,
+    description: str,
+) -> hd.sr.ComprehensiveSR:
+    """The TID 1500 Measurement Report around `groups` in a Comprehensive SR referencing the
+    cine, with this device as observer and the order's Requested Procedure items; shared by
+    the exam's and the procedure's SR so both carry the same header a PACS files them by."""
     device = hd.sr.ObserverContext(
         observer_type=codes.cid270.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=sop_uid, name="dgs-edge", manufacturer_name="dgs-edge",
-            model_name=str(((result.get("software") or {}).get("model") or {}).get("name", ""))[:64] or None,
+            model_name=model_name[:64] or None,
         ),
     )  # fmt: skip
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=_code(PROCEDURE),
-        imaging_measurements=[group],
+        procedure_reported=procedure,
+        imaging_measurements=list(groups),
     )
     requested = requested_procedures(cine, extra)
     sr = hd.sr.ComprehensiveSR(
@@ -172,7 +196,7 @@ def build_sr(
         is_final=True,
         requested_procedures=requested or None,
         previous_versions=list(previous) or None,
-        series_description=f"dgs-edge measurements v{version}",
+        series_description=description,
         software_versions=__version__,
     )
     # highdicom copies patient/study from the cine; the accession number as well.

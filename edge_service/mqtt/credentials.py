@@ -17,14 +17,11 @@ ENV_FILE = "DGS_MQTT_SECRETS_FILE"
 MAX_SECRETS_BYTES = 64 * 1024
 
 
-def read_secrets_file(path: Path) -> tuple[str, str | None]:
-    """(username, password) from a secrets file, or ConfigError with one line.
+def read_private_text(path: Path, where: str, max_bytes: int, expected: str) -> str:
+    """The UTF-8 text of a private secrets file, or ConfigError with one line naming `where`.
 
-    The file must be a regular file (not a directory, device or FIFO), readable, private
-    (no group/other permission bits: chmod 600), non-empty, UTF-8 text without control
-    characters, with a username on its first line.
-    """
-    where = f"MQTT secrets file {path}"
+    Shared by the MQTT secrets file and the FHIR token file: a regular file (not a directory,
+    device or FIFO), readable, private (no group/other bits: chmod 600), at most `max_bytes`."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -34,16 +31,25 @@ def read_secrets_file(path: Path) -> tuple[str, str | None]:
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         # Same rule as ssh keys: a world-readable password file is a leak waiting to happen.
         raise ConfigError(f"{where} must not be readable by others (chmod 600)")
-    if st.st_size > MAX_SECRETS_BYTES:
-        raise ConfigError(f"{where} is {st.st_size} bytes; expected two short lines")
+    if st.st_size > max_bytes:
+        raise ConfigError(f"{where} is {st.st_size} bytes; expected {expected}")
     try:
-        raw = path.read_bytes()
+        return path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{where} is not UTF-8 text (binary file?)") from None
+
+
+def read_secrets_file(path: Path) -> tuple[str, str | None]:
+    """(username, password) from a secrets file, or ConfigError with one line.
+
+    The file must be a regular file (not a directory, device or FIFO), readable, private
+    (no group/other permission bits: chmod 600), non-empty, UTF-8 text without control
+    characters, with a username on its first line.
+    """
+    where = f"MQTT secrets file {path}"
+    text = read_private_text(path, where, MAX_SECRETS_BYTES, "two short lines")
     if any(ord(c) < 0x20 and c not in "\n\r\t" for c in text) or "\x7f" in text:
         raise ConfigError(f"{where} holds control characters (binary file?)")
     lines = text.splitlines()

@@ -130,6 +130,26 @@ def _model_version(result: Mapping[str, Any]) -> tuple[str, str]:
     return name, str(version)
 
 
+def _device_and_site(
+    dev_key: str, name: str, version: str, site: str
+) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    """The Device (model/software by identifier) and Organization (site) entries every bundle
+    starts with, and references to both; shared by the exam's and the procedure's bundle."""
+    device_res = {
+        "resourceType": "Device",
+        "identifier": [{"system": f"{SYSTEM}:model", "value": dev_key}],
+        "deviceName": [{"name": name, "type": "model-name"}],
+        "version": [{"value": version}],
+    }
+    org = {
+        "resourceType": "Organization",
+        "identifier": [{"system": f"{SYSTEM}:site", "value": site}],
+        "name": site,
+    }
+    entries = [_entry(device_res, f"device/{dev_key}"), _entry(org, f"site/{site}")]
+    return entries, {"reference": entries[0]["fullUrl"]}, {"reference": entries[1]["fullUrl"]}
+
+
 def bundle(site: str, device: str, session_id: str, result: Mapping[str, Any]) -> dict[str, Any]:
     base = f"{site}/{device}/{session_id}"
     version = int(result.get("version", 1) or 1)
@@ -139,21 +159,7 @@ def bundle(site: str, device: str, session_id: str, result: Mapping[str, Any]) -
     issued = _iso(result.get("analysed_t"))
     model_name, model_version = _model_version(result)
     dev_key = f"{model_name}@{model_version}"
-    device_res = {
-        "resourceType": "Device",
-        "identifier": [{"system": f"{SYSTEM}:model", "value": dev_key}],
-        "deviceName": [{"name": model_name, "type": "model-name"}],
-        "version": [{"value": model_version}],
-    }
-    entries = [_entry(device_res, f"device/{dev_key}")]
-    dev_ref = {"reference": entries[0]["fullUrl"]}
-    org = {
-        "resourceType": "Organization",
-        "identifier": [{"system": f"{SYSTEM}:site", "value": site}],
-        "name": site,
-    }
-    entries.append(_entry(org, f"site/{site}"))
-    org_ref = {"reference": entries[-1]["fullUrl"]}
+    entries, dev_ref, org_ref = _device_and_site(dev_key, model_name, model_version, site)
 
     order = result.get("order") if isinstance(result.get("order"), Mapping) else None
     subject: dict[str, Any] | None = None

@@ -20,6 +20,7 @@ from edge_service.mqtt.fhir import (
     UCUM,
     V2_0203,
     _body_site,
+    _device_and_site,
     _entry,
     _full_url,
     _iso,
@@ -37,21 +38,12 @@ def procedure_bundle(
     version = int(r.get("version", 1) or 1)
     sw = r.get("software") or {}
     dev_key = f"{sw.get('locator') or 'needle-locator'}@{sw.get('name', 'dgs-edge')} {sw.get('version', '')}".strip()
-    device_res = {
-        "resourceType": "Device",
-        "identifier": [{"system": f"{SYSTEM}:model", "value": dev_key}],
-        "deviceName": [{"name": str(sw.get("locator") or "needle-locator"), "type": "model-name"}],
-        "version": [{"value": f"{sw.get('name', 'dgs-edge')} {sw.get('version', '')}".strip()}],
-    }
-    entries = [_entry(device_res, f"device/{dev_key}")]
-    dev_ref = {"reference": entries[0]["fullUrl"]}
-    org = {
-        "resourceType": "Organization",
-        "identifier": [{"system": f"{SYSTEM}:site", "value": site}],
-        "name": site,
-    }
-    entries.append(_entry(org, f"site/{site}"))
-    org_ref = {"reference": entries[-1]["fullUrl"]}
+    entries, dev_ref, org_ref = _device_and_site(
+        dev_key,
+        str(sw.get("locator") or "needle-locator"),
+        f"{sw.get('name', 'dgs-edge')} {sw.get('version', '')}".strip(),
+        site,
+    )
     order = r.get("order") if isinstance(r.get("order"), Mapping) else None
     subject: dict[str, Any] = {
         "type": "Patient",

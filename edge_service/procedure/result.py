@@ -3,14 +3,10 @@ edge_service/schemas/procedure-result-1.json), built from a finished `ProcedureT
 
 from __future__ import annotations
 
-import functools
-import json
 from collections import Counter
-from importlib import resources
 from typing import Any
 
-from edge_service import __version__
-from edge_service.errors import InputError
+from edge_service import __version__, docschema
 from edge_service.procedure.observation import r
 from edge_service.procedure.tracker import ProcedureTracker
 
@@ -107,20 +103,10 @@ def build_result(
     return doc
 
 
-@functools.cache
 def load_schema() -> dict[str, Any]:
-    text = resources.files("edge_service").joinpath("schemas", SCHEMA_FILE).read_text()
-    return json.loads(text)  # type: ignore[no-any-return]
+    return docschema.load(SCHEMA_FILE)
 
 
 def validate(doc: Any) -> None:
     """Raise InputError naming the first violation of dgs.procedure-result/1."""
-    import jsonschema
-
-    schema = load_schema()
-    cls = jsonschema.validators.validator_for(schema)
-    errors = sorted(cls(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
-    if errors:
-        e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(root)"
-        raise InputError(f"not a valid {SCHEMA_ID} document at {where}: {e.message}")
+    docschema.check(doc, SCHEMA_FILE, SCHEMA_ID)

@@ -18,12 +18,10 @@ from typing import Any
 import highdicom as hd
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from edge_service import __version__
 from edge_service.integration.codes import LATERALITY, LOCAL
-from edge_service.integration.sr import frame_times_of, requested_procedures
+from edge_service.integration.sr import frame_times_of, wrap_report
 from edge_service.integration.uids import make_uid
 
 UCUM = "UCUM"
@@ -174,33 +172,8 @@ def build_procedure_sr(
                 ],
             )
         )
-    device = hd.sr.ObserverContext(
-        observer_type=codes.cid270.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=sop_uid, name="dgs-edge", manufacturer_name="dgs-edge",
-            model_name=str((result.get("software") or {}).get("locator") or "")[:64] or None,
-        ),
+    return wrap_report(
+        cine, groups, PROCEDURE, str((result.get("software") or {}).get("locator") or ""),
+        series_uid=series_uid, sop_uid=sop_uid, version=version, previous=previous,
+        extra=extra, description=f"dgs-edge procedure v{version}",
     )  # fmt: skip
-    report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=PROCEDURE,
-        imaging_measurements=groups,
-    )
-    requested = requested_procedures(cine, extra)
-    sr = hd.sr.ComprehensiveSR(
-        evidence=[cine],
-        content=report,
-        series_instance_uid=series_uid,
-        series_number=100 + version,
-        sop_instance_uid=sop_uid,
-        instance_number=version,
-        manufacturer="dgs-edge",
-        is_complete=True,
-        is_final=True,
-        requested_procedures=requested or None,
-        previous_versions=list(previous) or None,
-        series_description=f"dgs-edge procedure v{version}",
-        software_versions=__version__,
-    )
-    sr.AccessionNumber = cine.get("AccessionNumber", "")
-    return sr
