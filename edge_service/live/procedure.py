@@ -21,6 +21,7 @@ from edge_service.errors import InputError
 from edge_service.live.session import LiveSession, _mask_poly, _r
 from edge_service.needle.types import NeedleLocator
 from edge_service.procedure.analyzer import Measure, ProcedureAnalyzer, needle_overlay
+from edge_service.procedure.observation import FrameState
 from edge_service.procedure.settings import ProcedureSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class ProcedureSession(LiveSession):
             locator,
             procedure,
             measure=measure,
+            on_state=self._send_alarms,
             session={
                 "session_id": self.meta.session_id,
                 "side": self.meta.side,
@@ -50,20 +52,9 @@ class ProcedureSession(LiveSession):
 
     def _analyse_frame(self, frame: Frame) -> None:
         t0 = time.perf_counter()
-        st, det, needle = self.proc.add_frame(frame)
+        st, det, needle = self.proc.add_frame(frame)  # alarms went out from _send_alarms
         det_ms = (time.perf_counter() - t0) * 1e3
         self.counters.detect_ms.append(det_ms)
-        for a, state in [(a, "raised") for a in st.raised] + [(a, "cleared") for a in st.cleared]:
-            self.on_event(
-                "alarm",
-                {
-                    "id": self.id,
-                    "state": state,
-                    "frame_t": frame.t,
-                    "frame_index": frame.index,
-                    **a.to_dict(),
-                },
-            )
         nerve, calc = det.nerve, det.calcification
         h, w = frame.pixels.shape
         payload = {
@@ -95,6 +86,21 @@ class ProcedureSession(LiveSession):
         }
         self.counters.lag_ms.append((time.time() - frame.t) * 1e3)
         self.on_event("overlay", payload)
+
+    def _send_alarms(self, st: FrameState, frame: Frame) -> None:
+        """Called by the analyzer the moment a frame's alarms are decided: before its key
+        frames and overlay are built, so the page and MQTT hear of an alarm first."""
+        for a, state in [(a, "raised") for a in st.raised] + [(a, "cleared") for a in st.cleared]:
+            self.on_event(
+                "alarm",
+                {
+                    "id": self.id,
+                    "state": state,
+                    "frame_t": frame.t,
+                    "frame_index": frame.index,
+                    **a.to_dict(),
+                },
+            )
 
     def _analyse(self) -> None:
         from edge_service.analysis.result import write_json_atomic

@@ -46,6 +46,10 @@ def default_measure() -> Measure:
             f"the needle geometry (edge_service.needle.geometry) is missing: {exc}"
         ) from exc
 
+    # The live session reuses one detection (the same mask arrays) over several frames:
+    # the outlines and their search trees are built once per mask, not per frame.
+    cache = geometry.OutlineCache()
+
     def measure(n: NeedleResult, det: Any, frame: Frame) -> NeedleResult:
         nerve, calc = det.nerve, det.calcification
         out: NeedleResult = fn(
@@ -55,6 +59,7 @@ def default_measure() -> Measure:
             nerve.mask if nerve.found else None,
             calc.mask if calc.present else None,
             frame.region,
+            cache=cache,
         )
         return out
 
@@ -88,7 +93,13 @@ class ProcedureAnalyzer:
         *,
         measure: Measure | None = None,
         session: dict[str, Any] | None = None,
+        every_frame: bool = False,
+        on_state: Callable[[FrameState, Frame], None] | None = None,
     ) -> None:
+        """every_frame: run the nerve detector on every frame (the offline pass); else the
+        live rate of `nerve_refresh_s` / `nerve_refresh_change` applies. on_state(state,
+        frame) is called as soon as the frame's alarms are decided (before key frames are
+        kept): the live session sends its alarms from there."""
         self.detector = detector
         self.locator = locator
         self.s = settings or ProcedureSettings()
@@ -102,13 +113,44 @@ class ProcedureAnalyzer:
         self.frames_failed = 0
         self.frames_view_rejected = 0
         self._last_tip_px: tuple[float, float] | None = None
+        self.on_state = on_state
+        self.refresh_s = 0.0 if every_frame else self.s.nerve_refresh_s
+        self._det: Any = None
+        self._det_t = -math.inf
+        self._det_small: np.ndarray | None = None
+        self.nerve_detections = 0
+        self.nerve_reused = 0
         locator.reset()
         reset = getattr(detector, "reset", None)
         if reset is not None:
             reset()
 
-    def add_frame(self, frame: Frame) -> tuple[FrameState, Any, NeedleResult]:
+    def _detection(self, frame: Frame) -> Any:
+        """The nerve/calcification detection for this frame: a fresh one when the last is
+        older than `refresh_s`, the image changed by `nerve_refresh_change` grey levels on
+        average (probe moved, bolus), or the tip rests (boluses are given then and push the
+        tissue); else the last one (the nerve moves with the probe, not with the needle)."""
+        small = np.asarray(frame.pixels[::8, ::8], dtype=np.int16)
+        fresh = (
+            self._det is None
+            or self.refresh_s <= 0
+            or frame.t - self._det_t >= self.refresh_s - 1e-6  # float epoch times
+            or frame.t < self._det_t  # a clock step: never trust an old detection
+            or self.tracker.holding
+            or self._det_small is None
+            or self._det_small.shape != small.shape
+            or float(np.abs(small - self._det_small).mean()) >= self.s.nerve_refresh_change
+        )
+        if not fresh:
+            self.nerve_reused += 1
+            return self._det
         det = self.detector.detect(frame)
+        self._det, self._det_t, self._det_small = det, frame.t, small
+        self.nerve_detections += 1
+        return det
+
+    def add_frame(self, frame: Frame) -> tuple[FrameState, Any, NeedleResult]:
+        det = self._detection(frame)
         try:
             needle = self.locator.locate(frame)
             if not getattr(det, "view_ok", True):
@@ -156,6 +198,8 @@ class ProcedureAnalyzer:
         )
         st = self.tracker.update(obs)
         self.last_state = st
+        if self.on_state is not None:
+            self.on_state(st, frame)
         self._keep_key_frames(frame, det, needle, st)
         return st, det, needle
 
@@ -192,6 +236,8 @@ class ProcedureAnalyzer:
     def finish(self, data_quality: dict[str, Any] | None = None) -> dict[str, Any]:
         self.tracker.finish()
         dq = {
+            "frames_nerve_detected": self.nerve_detections,
+            "frames_nerve_reused": self.nerve_reused,
             "frames_locator_failed": self.frames_failed,
             "frames_view_rejected": self.frames_view_rejected,
         }
