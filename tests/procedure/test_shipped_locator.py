@@ -8,6 +8,7 @@ benchmarks/bench_needle_alarm.py; this test holds the order of events.)"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.procedure.conftest import REC_FPS, truth
 from tests.procedure.test_live import Arrivals, _until
 from tests.workstation.test_browser import driver, until  # noqa: F401  (fixture)
 
+log = logging.getLogger(__name__)
 pytestmark = [pytest.mark.sim]
 # Replayed at half speed (4 fps, the tip closing at ~2 mm/s): on a loaded 2-core CI machine
 # the detector and the locator get a fraction of a core; the order of events is asserted.
@@ -34,7 +36,6 @@ def test_shipped_locator_stop_alarm_reaches_page_and_mqtt_before_the_crossing(
     mosquitto: Any,
     driver: Any,  # noqa: F811
     tmp_path: Path,
-    record_property: Any,
 ) -> None:
     from selenium.webdriver.common.by import By
 
