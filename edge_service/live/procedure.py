@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,12 @@ class ProcedureSession(LiveSession):
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        # the overlay's outlines of the last detection (the analyzer reuses a detection over
+        # several frames: no contour is traced twice)
+        self._outlines: tuple[Any, Any, Any] = (None, None, None)
+        # CPU time of the detection worker per analysed frame (thread time: what the
+        # pipeline costs, apart from how long the machine's load made it wait)
+        self.cpu_ms: deque[float] = deque(maxlen=2000)
         self.proc = ProcedureAnalyzer(
             self.detector,
             locator,
@@ -51,11 +58,18 @@ class ProcedureSession(LiveSession):
         )
 
     def _analyse_frame(self, frame: Frame) -> None:
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         st, det, needle = self.proc.add_frame(frame)  # alarms went out from _send_alarms
         det_ms = (time.perf_counter() - t0) * 1e3
         self.counters.detect_ms.append(det_ms)
         nerve, calc = det.nerve, det.calcification
+        if self._outlines[0] is not det:
+            self._outlines = (
+                det,
+                _mask_poly(nerve.mask) if nerve.found else None,
+                _mask_poly(calc.mask) if calc.present else None,
+            )
         h, w = frame.pixels.shape
         payload = {
             "id": self.id,
@@ -66,7 +80,7 @@ class ProcedureSession(LiveSession):
             "h": h,
             "nerve": {
                 "found": bool(nerve.found),
-                "contour": _mask_poly(nerve.mask) if nerve.found else None,
+                "contour": self._outlines[1],
                 "ap_mm": _r(nerve.ap_mm),
                 "width_mm": _r(nerve.width_mm),
                 "csa_mm2": _r(nerve.csa_mm2, 1),
@@ -74,7 +88,7 @@ class ProcedureSession(LiveSession):
             },
             "calcification": {
                 "present": bool(calc.present),
-                "contour": _mask_poly(calc.mask) if calc.present else None,
+                "contour": self._outlines[2],
                 "long_axis_mm": _r(calc.long_axis_mm),
             },
             "angles": None,
@@ -86,6 +100,7 @@ class ProcedureSession(LiveSession):
         }
         self.counters.lag_ms.append((time.time() - frame.t) * 1e3)
         self.on_event("overlay", payload)
+        self.cpu_ms.append((time.thread_time() - c0) * 1e3)
 
     def _send_alarms(self, st: FrameState, frame: Frame) -> None:
         """Called by the analyzer the moment a frame's alarms are decided: before its key
