@@ -102,6 +102,10 @@ class ProcedureSession(LiveSession):
         self.on_event("overlay", payload)
         self.cpu_ms.append((time.thread_time() - c0) * 1e3)
 
+    def _finish_detection(self) -> None:
+        super()._finish_detection()
+        self.proc.close()  # the background nerve detector, if any (also on a failed session)
+
     def _send_alarms(self, st: FrameState, frame: Frame) -> None:
         """Called by the analyzer the moment a frame's alarms are decided: before its key
         frames and overlay are built, so the page and MQTT hear of an alarm first."""

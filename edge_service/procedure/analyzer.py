@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,65 @@ def default_measure() -> Measure:
     return measure
 
 
+class BackgroundDetector:
+    """The nerve detector on its own thread (`[procedure] nerve_background`): the newest
+    submitted frame is detected while the alarm path goes on with the last finished
+    detection, so no analysed frame waits for a detector run. One frame in flight at a
+    time; a submission while busy is refused (the caller keeps its refresh due)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.d = detector
+        self._cv = threading.Condition()
+        self._frame: Frame | None = None
+        self._busy = False
+        self._stop = False
+        self._done: Any = None
+        self.failed = 0
+        self._th = threading.Thread(target=self._run, name="nerve-detect", daemon=True)
+        self._th.start()
+
+    def submit(self, frame: Frame) -> bool:
+        with self._cv:
+            if self._busy or self._frame is not None or self._stop:
+                return False
+            self._frame = frame
+            self._cv.notify()
+            return True
+
+    def take(self) -> Any:
+        """The detection finished since the last call, or None."""
+        with self._cv:
+            done, self._done = self._done, None
+            return done
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._frame is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                frame, self._frame = self._frame, None
+                self._busy = True
+            assert frame is not None
+            try:
+                det = self.d.detect(frame)
+            except Exception:  # one frame the detector cannot handle: the last outlines stand
+                log.exception("nerve detection failed on frame %d", frame.index)
+                det = None
+                self.failed += 1
+            with self._cv:
+                if det is not None:
+                    self._done = det
+                self._busy = False
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._th.join(5.0)
+
+
 @dataclass
 class KeyFrame:
     label: str
@@ -120,6 +180,11 @@ class ProcedureAnalyzer:
         self._det_small: np.ndarray | None = None
         self.nerve_detections = 0
         self.nerve_reused = 0
+        self._bg = (
+            BackgroundDetector(detector)
+            if self.s.nerve_background and not every_frame and self.refresh_s > 0
+            else None
+        )
         locator.reset()
         reset = getattr(detector, "reset", None)
         if reset is not None:
@@ -141,6 +206,17 @@ class ProcedureAnalyzer:
             or self._det_small.shape != small.shape
             or float(np.abs(small - self._det_small).mean()) >= self.s.nerve_refresh_change
         )
+        if self._bg is not None and self._det is not None:
+            done = self._bg.take()
+            if done is not None:
+                self._det = done
+            # a due refresh is handed to the detector thread; this frame goes on with the
+            # last finished detection (its age clock restarts only when one was accepted)
+            if fresh and self._bg.submit(frame):
+                self._det_t, self._det_small = frame.t, small
+                self.nerve_detections += 1
+            self.nerve_reused += 1
+            return self._det
         if not fresh:
             self.nerve_reused += 1
             return self._det
@@ -233,7 +309,13 @@ class ProcedureAnalyzer:
                 )
             )
 
+    def close(self) -> None:
+        """Stop the background detector thread (if any); idempotent."""
+        if self._bg is not None:
+            self._bg.close()
+
     def finish(self, data_quality: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.close()
         self.tracker.finish()
         dq = {
             "frames_nerve_detected": self.nerve_detections,

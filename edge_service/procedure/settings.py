@@ -170,6 +170,10 @@ class ProcedureSettings(BaseModel):
         le=255,
         description="mean grey-level change (sparse grid) from the image of the last nerve detection that makes the next frame re-detect at once (probe moved, bolus)",
     )
+    nerve_background: bool = Field(
+        default=False,
+        description="live procedure mode: run the nerve/calcification detector on its own thread (the analysed frame never waits for it; it uses the last finished detection)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> ProcedureSettings:

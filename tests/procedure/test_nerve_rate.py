@@ -6,6 +6,8 @@ needle locator and the procedure logic run on every frame either way."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,11 @@ class Counting:
     def reset(self) -> None:
         self.d.reset()
 
+        self.threads: list[str] = []
+
     def detect(self, frame: Frame) -> Any:
         self.seen.append(frame.index)
+        self.threads.append(threading.current_thread().name)
         return self.d.detect(frame)
 
 
@@ -96,12 +101,38 @@ def test_a_moved_probe_is_re_detected_at_once(detector: Any) -> None:
     assert spy.seen == [0, 15], spy.seen
 
 
+def test_background_detector_keeps_the_frame_path_free(detector: Any) -> None:
+    """nerve_background: the first frame is detected in line, later refreshes on the
+    detector thread while every frame goes on with the last finished detection."""
+    frames = _frames(45)
+    s = ProcedureSettings(nerve_refresh_s=0.2, nerve_background=True)
+    spy = Counting(detector)
+    session = {"session_id": "bg", "side": "left", "started_t": 1000.0}
+    an = ProcedureAnalyzer(spy, make_locator("learned"), s, session=session)
+    dets = []
+    for f in frames:
+        _, det, _ = an.add_frame(f)
+        dets.append(det)
+        time.sleep(0.01)  # a probe's frame interval, shortened: lets the thread run
+    th = an._bg._th if an._bg is not None else None
+    doc = an.finish()
+    assert th is not None and not th.is_alive()  # finish() stopped the detector thread
+    assert spy.seen[0] == 0 and spy.threads[0] == threading.current_thread().name
+    assert len(spy.seen) >= 2 and set(spy.threads[1:]) == {"nerve-detect"}
+    # frames later than the first use a detection of an earlier (or the same) frame
+    assert all(d.index <= f.index for d, f in zip(dets, frames, strict=True))
+    assert len({id(d) for d in dets}) >= 2  # refreshed detections were taken up
+    assert an.tracker.q["frames"] == 45
+    assert doc["data_quality"]["frames_nerve_detected"] == len(spy.seen)
+
+
 def test_the_rate_settings_validate_in_the_config() -> None:
     cfg = AppConfig.model_validate(
         {"procedure": {"nerve_refresh_s": 0.1, "nerve_refresh_change": 5}}
     )
     assert cfg.procedure.nerve_refresh_s == 0.1 and cfg.procedure.nerve_refresh_change == 5
     for bad in ({"nerve_refresh_s": -0.1}, {"nerve_refresh_s": 3}, {"nerve_refresh_change": 0},
-                {"nerve_refresh_s": float("nan")}, {"nerve_refresh": 0.1}):  # fmt: skip
+                {"nerve_refresh_s": float("nan")}, {"nerve_refresh": 0.1},
+                {"nerve_background": "sometimes"}):  # fmt: skip
         with pytest.raises(ValidationError):
             AppConfig.model_validate({"procedure": bad})
