@@ -15,9 +15,9 @@ Defaults and why (sources in docs/procedure.md):
   (and at once on a changed image or while the tip rests, when boluses are given) lets the
   needle locator, the geometry and the alarms run on every frame of a 30 fps probe.
   Measured in benchmarks/results/needle_alarm.md (docs/procedure.md "Alarm latency").
-- nerve_background false: the detector on its own thread measured better in one run at a
-  load average of 16-21 (5/6 vs 3/6 approaches alarmed before the crossing) but not at a
-  quiet machine; off until it is.
+- nerve_background false: the detector on its own thread halves the alarm path's CPU per
+  frame, but its latency did not separate from the in-line refresh in two runs at a load
+  average of 15-21 and it was not measured on a quiet machine; off until it is.
 - lost_after_s 0.5: ~15 frames at 30 fps; a tip unseen that long while advancing is the
   moment the in-plane rule ("whole shaft and tip in view", case report 2.4) is broken.
 """
