@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from edge_service.errors import InputError
 from edge_service.live.session import LiveSession, _mask_poly, _r
 from edge_service.needle.types import NeedleLocator
 from edge_service.procedure.analyzer import Measure, ProcedureAnalyzer, needle_overlay
+from edge_service.procedure.observation import FrameState
 from edge_service.procedure.settings import ProcedureSettings
 
 log = logging.getLogger(__name__)
@@ -36,11 +38,18 @@ class ProcedureSession(LiveSession):
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
+        # the overlay's outlines of the last detection (the analyzer reuses a detection over
+        # several frames: no contour is traced twice)
+        self._outlines: tuple[Any, Any, Any] = (None, None, None)
+        # CPU time of the detection worker per analysed frame (thread time: what the
+        # pipeline costs, apart from how long the machine's load made it wait)
+        self.cpu_ms: deque[float] = deque(maxlen=2000)
         self.proc = ProcedureAnalyzer(
             self.detector,
             locator,
             procedure,
             measure=measure,
+            on_state=self._send_alarms,
             session={
                 "session_id": self.meta.session_id,
                 "side": self.meta.side,
@@ -49,22 +58,18 @@ class ProcedureSession(LiveSession):
         )
 
     def _analyse_frame(self, frame: Frame) -> None:
+        c0 = time.thread_time()
         t0 = time.perf_counter()
-        st, det, needle = self.proc.add_frame(frame)
+        st, det, needle = self.proc.add_frame(frame)  # alarms went out from _send_alarms
         det_ms = (time.perf_counter() - t0) * 1e3
         self.counters.detect_ms.append(det_ms)
-        for a, state in [(a, "raised") for a in st.raised] + [(a, "cleared") for a in st.cleared]:
-            self.on_event(
-                "alarm",
-                {
-                    "id": self.id,
-                    "state": state,
-                    "frame_t": frame.t,
-                    "frame_index": frame.index,
-                    **a.to_dict(),
-                },
-            )
         nerve, calc = det.nerve, det.calcification
+        if self._outlines[0] is not det:
+            self._outlines = (
+                det,
+                _mask_poly(nerve.mask) if nerve.found else None,
+                _mask_poly(calc.mask) if calc.present else None,
+            )
         h, w = frame.pixels.shape
         payload = {
             "id": self.id,
@@ -75,7 +80,7 @@ class ProcedureSession(LiveSession):
             "h": h,
             "nerve": {
                 "found": bool(nerve.found),
-                "contour": _mask_poly(nerve.mask) if nerve.found else None,
+                "contour": self._outlines[1],
                 "ap_mm": _r(nerve.ap_mm),
                 "width_mm": _r(nerve.width_mm),
                 "csa_mm2": _r(nerve.csa_mm2, 1),
@@ -83,7 +88,7 @@ class ProcedureSession(LiveSession):
             },
             "calcification": {
                 "present": bool(calc.present),
-                "contour": _mask_poly(calc.mask) if calc.present else None,
+                "contour": self._outlines[2],
                 "long_axis_mm": _r(calc.long_axis_mm),
             },
             "angles": None,
@@ -95,6 +100,26 @@ class ProcedureSession(LiveSession):
         }
         self.counters.lag_ms.append((time.time() - frame.t) * 1e3)
         self.on_event("overlay", payload)
+        self.cpu_ms.append((time.thread_time() - c0) * 1e3)
+
+    def _finish_detection(self) -> None:
+        super()._finish_detection()
+        self.proc.close()  # the background nerve detector, if any (also on a failed session)
+
+    def _send_alarms(self, st: FrameState, frame: Frame) -> None:
+        """Called by the analyzer the moment a frame's alarms are decided: before its key
+        frames and overlay are built, so the page and MQTT hear of an alarm first."""
+        for a, state in [(a, "raised") for a in st.raised] + [(a, "cleared") for a in st.cleared]:
+            self.on_event(
+                "alarm",
+                {
+                    "id": self.id,
+                    "state": state,
+                    "frame_t": frame.t,
+                    "frame_index": frame.index,
+                    **a.to_dict(),
+                },
+            )
 
     def _analyse(self) -> None:
         from edge_service.analysis.result import write_json_atomic

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ def default_measure() -> Measure:
             f"the needle geometry (edge_service.needle.geometry) is missing: {exc}"
         ) from exc
 
+    # The live session reuses one detection (the same mask arrays) over several frames:
+    # the outlines and their search trees are built once per mask, not per frame.
+    cache = geometry.OutlineCache()
+
     def measure(n: NeedleResult, det: Any, frame: Frame) -> NeedleResult:
         nerve, calc = det.nerve, det.calcification
         out: NeedleResult = fn(
@@ -55,10 +60,70 @@ def default_measure() -> Measure:
             nerve.mask if nerve.found else None,
             calc.mask if calc.present else None,
             frame.region,
+            cache=cache,
         )
         return out
 
     return measure
+
+
+class BackgroundDetector:
+    """The nerve detector on its own thread (`[procedure] nerve_background`): the newest
+    submitted frame is detected while the alarm path goes on with the last finished
+    detection, so no analysed frame waits for a detector run. One frame in flight at a
+    time; a submission while busy is refused (the caller keeps its refresh due)."""
+
+    def __init__(self, detector: Any) -> None:
+        self.d = detector
+        self._cv = threading.Condition()
+        self._frame: Frame | None = None
+        self._busy = False
+        self._stop = False
+        self._done: Any = None
+        self.failed = 0
+        self._th = threading.Thread(target=self._run, name="nerve-detect", daemon=True)
+        self._th.start()
+
+    def submit(self, frame: Frame) -> bool:
+        with self._cv:
+            if self._busy or self._frame is not None or self._stop:
+                return False
+            self._frame = frame
+            self._cv.notify()
+            return True
+
+    def take(self) -> Any:
+        """The detection finished since the last call, or None."""
+        with self._cv:
+            done, self._done = self._done, None
+            return done
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._frame is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                frame, self._frame = self._frame, None
+                self._busy = True
+            assert frame is not None
+            try:
+                det = self.d.detect(frame)
+            except Exception:  # one frame the detector cannot handle: the last outlines stand
+                log.exception("nerve detection failed on frame %d", frame.index)
+                det = None
+                self.failed += 1
+            with self._cv:
+                if det is not None:
+                    self._done = det
+                self._busy = False
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._th.join(5.0)
 
 
 @dataclass
@@ -88,7 +153,13 @@ class ProcedureAnalyzer:
         *,
         measure: Measure | None = None,
         session: dict[str, Any] | None = None,
+        every_frame: bool = False,
+        on_state: Callable[[FrameState, Frame], None] | None = None,
     ) -> None:
+        """every_frame: run the nerve detector on every frame (the offline pass); else the
+        live rate of `nerve_refresh_s` / `nerve_refresh_change` applies. on_state(state,
+        frame) is called as soon as the frame's alarms are decided (before key frames are
+        kept): the live session sends its alarms from there."""
         self.detector = detector
         self.locator = locator
         self.s = settings or ProcedureSettings()
@@ -102,13 +173,60 @@ class ProcedureAnalyzer:
         self.frames_failed = 0
         self.frames_view_rejected = 0
         self._last_tip_px: tuple[float, float] | None = None
+        self.on_state = on_state
+        self.refresh_s = 0.0 if every_frame else self.s.nerve_refresh_s
+        self._det: Any = None
+        self._det_t = -math.inf
+        self._det_small: np.ndarray | None = None
+        self.nerve_detections = 0
+        self.nerve_reused = 0
+        self._bg = (
+            BackgroundDetector(detector)
+            if self.s.nerve_background and not every_frame and self.refresh_s > 0
+            else None
+        )
         locator.reset()
         reset = getattr(detector, "reset", None)
         if reset is not None:
             reset()
 
-    def add_frame(self, frame: Frame) -> tuple[FrameState, Any, NeedleResult]:
+    def _detection(self, frame: Frame) -> Any:
+        """The nerve/calcification detection for this frame: a fresh one when the last is
+        older than `refresh_s`, the image changed by `nerve_refresh_change` grey levels on
+        average (probe moved, bolus), or the tip rests (boluses are given then and push the
+        tissue); else the last one (the nerve moves with the probe, not with the needle)."""
+        small = np.asarray(frame.pixels[::8, ::8], dtype=np.int16)
+        fresh = (
+            self._det is None
+            or self.refresh_s <= 0
+            or frame.t - self._det_t >= self.refresh_s - 1e-6  # float epoch times
+            or frame.t < self._det_t  # a clock step: never trust an old detection
+            or self.tracker.holding
+            or self._det_small is None
+            or self._det_small.shape != small.shape
+            or float(np.abs(small - self._det_small).mean()) >= self.s.nerve_refresh_change
+        )
+        if self._bg is not None and self._det is not None:
+            done = self._bg.take()
+            if done is not None:
+                self._det = done
+            # a due refresh is handed to the detector thread; this frame goes on with the
+            # last finished detection (its age clock restarts only when one was accepted)
+            if fresh and self._bg.submit(frame):
+                self._det_t, self._det_small = frame.t, small
+                self.nerve_detections += 1
+            self.nerve_reused += 1
+            return self._det
+        if not fresh:
+            self.nerve_reused += 1
+            return self._det
         det = self.detector.detect(frame)
+        self._det, self._det_t, self._det_small = det, frame.t, small
+        self.nerve_detections += 1
+        return det
+
+    def add_frame(self, frame: Frame) -> tuple[FrameState, Any, NeedleResult]:
+        det = self._detection(frame)
         try:
             needle = self.locator.locate(frame)
             if not getattr(det, "view_ok", True):
@@ -156,6 +274,8 @@ class ProcedureAnalyzer:
         )
         st = self.tracker.update(obs)
         self.last_state = st
+        if self.on_state is not None:
+            self.on_state(st, frame)
         self._keep_key_frames(frame, det, needle, st)
         return st, det, needle
 
@@ -189,9 +309,17 @@ class ProcedureAnalyzer:
                 )
             )
 
+    def close(self) -> None:
+        """Stop the background detector thread (if any); idempotent."""
+        if self._bg is not None:
+            self._bg.close()
+
     def finish(self, data_quality: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.close()
         self.tracker.finish()
         dq = {
+            "frames_nerve_detected": self.nerve_detections,
+            "frames_nerve_reused": self.nerve_reused,
             "frames_locator_failed": self.frames_failed,
             "frames_view_rejected": self.frames_view_rejected,
         }

@@ -32,6 +32,7 @@ def analyze_procedure(
         locator,
         settings,
         measure=measure,
+        every_frame=True,  # no probe to keep up with: the nerve detector sees every frame
         session={"session_id": meta.session_id, "side": meta.side, "started_t": meta.started_t},
     )
     states = []

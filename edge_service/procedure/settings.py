@@ -10,6 +10,14 @@ Defaults and why (sources in docs/procedure.md):
   current closing speed (never more than the measured distance): at 8-30 fps a frame is 33-125
   ms and analysis ~100 ms, so a tip advancing at 4 mm/s would otherwise cross 1 mm between the
   frame that shows it and the alarm on the page.
+- nerve_refresh_s 0.2 (live only): the nerve and the calcification move with the probe and
+  with tissue pushed by a bolus, not with the needle; re-detecting them 5 times a second
+  (and at once on a changed image or while the tip rests, when boluses are given) lets the
+  needle locator, the geometry and the alarms run on every frame of a 30 fps probe.
+  Measured in benchmarks/results/needle_alarm.md (docs/procedure.md "Alarm latency").
+- nerve_background false: the detector on its own thread halves the alarm path's CPU per
+  frame, but its latency did not separate from the in-line refresh in two runs at a load
+  average of 15-21 and it was not measured on a quiet machine; off until it is.
 - lost_after_s 0.5: ~15 frames at 30 fps; a tip unseen that long while advancing is the
   moment the in-plane rule ("whole shaft and tip in view", case report 2.4) is broken.
 """
@@ -151,6 +159,23 @@ class ProcedureSettings(BaseModel):
         gt=0,
         le=10,
         description="identical images this long: 'probe frozen' alarm, guidance suspended",
+    )
+
+    nerve_refresh_s: float = Field(
+        default=0.2,
+        ge=0,
+        le=2,
+        description="live procedure mode: the nerve/calcification detector runs at least this often (s); frames in between reuse its last outlines while the needle locator, the geometry and the alarms run on every frame; 0 = every frame (the offline pass always detects every frame)",
+    )
+    nerve_refresh_change: float = Field(
+        default=8.0,
+        gt=0,
+        le=255,
+        description="mean grey-level change (sparse grid) from the image of the last nerve detection that makes the next frame re-detect at once (probe moved, bolus)",
+    )
+    nerve_background: bool = Field(
+        default=False,
+        description="live procedure mode: run the nerve/calcification detector on its own thread (the analysed frame never waits for it; it uses the last finished detection)",
     )
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import secrets
@@ -359,7 +360,10 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
             return
         await ws.accept()
         loop = asyncio.get_running_loop()
-        q: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
+        # (priority, sequence, message): an alarm (priority 0) goes out before every queued
+        # image and overlay, so it never waits behind a JPEG; in order among themselves.
+        q: asyncio.PriorityQueue[tuple[int, int, Any]] = asyncio.PriorityQueue(maxsize=64)
+        seq = itertools.count()
         want_frames = ws.query_params.get("frames", "1") != "0"
 
         def put(item: Any) -> None:
@@ -369,11 +373,11 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
                 with contextlib.suppress(asyncio.QueueEmpty):
                     while True:
                         held.append(q.get_nowait())
-                drop = next((i for i, m in enumerate(held) if not _is_alarm(m)), 0)
+                drop = next((i for i, m in enumerate(held) if m[0] > 0), 0)
                 del held[drop]
                 for m in held:
                     q.put_nowait(m)
-            q.put_nowait(item)
+            q.put_nowait((0 if _is_alarm(item) else 1, next(seq), item))
 
         def on_event(kind: str, payload: dict[str, Any]) -> None:
             if kind == "frame":
@@ -408,7 +412,7 @@ def create_app(service: LiveService, settings: WorkstationSettings) -> FastAPI:
                 if rd in done:
                     get.cancel()
                     break
-                item = get.result()
+                item = get.result()[2]
                 if isinstance(item, bytes):
                     await ws.send_bytes(item)
                 else:

@@ -311,6 +311,7 @@ def test_every_procedure_setting_changes_behaviour_somewhere() -> None:
         for m in (
             pkg.tracker, pkg.alarms, pkg.motion, pkg.injections,
             __import__("edge_service.procedure.spread", fromlist=["x"]),
+            __import__("edge_service.procedure.analyzer", fromlist=["x"]),  # the nerve rate
         )
     )  # fmt: skip
     for key in ProcedureSettings.model_fields:

@@ -247,6 +247,7 @@ function setPill(id, text, cls) {
 }
 
 function onStatus(h) {
+  S.statusSeen = true;   // the live socket is open and subscribed (tests/benchmarks wait on it)
   const c = h.checks || {};
   setPill("pill-probe", `probe: ${(c.probe || {}).state}`, "ok");
   setPill("pill-clip", `clip: ${(c.clip || {}).state}`, (c.clip || {}).ok ? "ok" : "warn");
