@@ -25,6 +25,7 @@ from models.train.data import (
     VAL_REAL_SEED_BASE,
     VAL_RF_SEED_BASE,
     VAL_SEED_BASE,
+    Batch,
     generate,
 )
 from models.train.net import CLASSES, UNet, count_macs
@@ -116,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
         "validation split (seeds 7000+)",
     )
     ap.add_argument(
+        "--base-cache",
+        type=Path,
+        default=None,
+        help="frames of an earlier run's --cache (its train and validation splits) to train on "
+        "together with the --patients generated now (their seeds start after the base's)",
+    )
+    ap.add_argument(
+        "--new-weight",
+        type=float,
+        default=0.0,
+        help="with --base-cache: fraction of every batch drawn from the newly generated frames "
+        "(0 = uniform over all frames)",
+    )
+    ap.add_argument(
         "--own-tolerance",
         type=float,
         default=-1.0,
@@ -148,19 +163,26 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
+    n_new = 0
     key = (
         f"r{PHANTOM_REVISION}-{args.seed}-{args.patients}-{args.frames_per_patient}-"
         f"{args.val_patients}-{in_h}x{in_w}-real{args.realism:g}-rf{args.rf_family:g}"
+        f"-base{args.base_cache}"
     )
     if args.cache.exists() and str(np.load(args.cache)["key"]) == key:
         z = np.load(args.cache)
         xtr, ytr = z["xtr"], z["ytr"]
         xva, yva, xvr, yvr = z["xva"], z["yva"], z["xvr"], z["yvr"]
         xvf, yvf = z["xvf"], z["yvf"]
+        n_new = int(z["n_new"])
         log.info("loaded cache %s", args.cache)
     else:
         base = TRAIN_SEED_BASE + 1000 * args.seed
         hw = (in_h, in_w)
+        if args.base_cache is not None:
+            # The base run used seeds base .. base + its patient count - 1.
+            zb = np.load(args.base_cache)
+            base += int(str(zb["key"]).split("-")[2])
         tr = generate(
             base,
             args.patients,
@@ -170,8 +192,14 @@ def main(argv: list[str] | None = None) -> int:
             args.realism,
             args.rf_family,
         )
-        va = generate(VAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.0)
-        vr = generate(VAL_REAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 1.0)
+        if args.base_cache is not None:
+            va = Batch(zb["xva"], zb["yva"])
+            vr = Batch(zb["xvr"], zb["yvr"])
+            n_new = len(tr.x)
+            tr = Batch(np.concatenate([zb["xtr"], tr.x]), np.concatenate([zb["ytr"], tr.y]))
+        else:
+            va = generate(VAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.0)
+            vr = generate(VAL_REAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 1.0)
         if args.rf_family > 0:
             vf = generate(VAL_RF_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.5, 1.0)
             xvf, yvf = vf.x, vf.y
@@ -189,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             yvr=yvr,
             xvf=xvf,
             yvf=yvf,
+            n_new=n_new,
         )
     gen_s = time.time() - t0
     log.info(
@@ -240,7 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     def train_step() -> torch.Tensor:
-        idx = rng.integers(0, len(xtr), args.batch)
+        if n_new and args.new_weight > 0:
+            k = int(rng.binomial(args.batch, args.new_weight))
+            idx = np.concatenate(
+                [
+                    rng.integers(len(xtr) - n_new, len(xtr), k),
+                    rng.integers(0, len(xtr) - n_new, args.batch - k),
+                ]
+            )
+        else:
+            idx = rng.integers(0, len(xtr), args.batch)
         xb = torch.from_numpy(xtr[idx].astype(np.float32))[:, None]
         yb = torch.from_numpy(ytr[idx].astype(np.float32) / 255.0)
         xb, yb = augment(xb, yb, g, randomize=not args.no_randomize)
@@ -319,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_frames": len(xva) + len(xvr) + len(xvf),
         "realism_fraction": args.realism,
         "rf_family_fraction": args.rf_family,
+        "base_cache_frames": len(xtr) - n_new if args.base_cache is not None else 0,
+        "new_weight": args.new_weight,
         "own_tolerance": args.own_tolerance,
         "selected_step": best_step,
         "steps_run": step,

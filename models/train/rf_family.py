@@ -196,8 +196,10 @@ class RfRenderer:
             env2 += np.abs(hilbert(rf, axis=0)).astype(np.float32) ** 2
         env2 /= self.compound
         ref = float(np.median(env2[env2.shape[0] // 4 : env2.shape[0] // 2]))
-        env2 += ref * 10.0 ** (self.noise_db / 10.0) * rng.exponential(1.0, env2.shape).astype(
-            np.float32
+        env2 += (
+            ref
+            * 10.0 ** (self.noise_db / 10.0)
+            * rng.exponential(1.0, env2.shape).astype(np.float32)
         )
         tgc = 2.0 * self.tgc_alpha * self.freq * self.z / 10.0
         db = 10.0 * np.log10(env2 + 1e-20) + tgc[:, None]
