@@ -47,7 +47,7 @@ def test_rim_extent_recovers_the_outline_of_an_undersegmented_nerve() -> None:
 def test_rim_extent_keeps_the_mask_edge_without_a_rim() -> None:
     img = _nerve_image(8.0, 4.0, rim=False)
     m = _mask(8.0, 4.0)
-    major, minor, ang, cy, cx = ellipse_fit(m, DX, DX)
+    _, minor, ang, cy, cx = ellipse_fit(m, DX, DX)
     ap = rim_extent(img, cy, cx, ang + 90.0, minor / 2, DX, DX)
     assert ap.found == 0
     assert ap.length_mm == pytest.approx(minor)
@@ -80,9 +80,24 @@ def test_bright_extent_tells_a_long_cortex_from_a_focal_calcification() -> None:
     assert bright_extent_mm(img, m, DX, DX) == pytest.approx(8.0, abs=1.5)
 
 
+def test_a_calcification_above_a_bony_shelf_stays_focal() -> None:
+    """The calcification lies in the ligament band above the shelf: ligament (moderately
+    bright) between them, so the calcification's own structure stays ~its length."""
+    rng = np.random.default_rng(2)
+    img = np.clip(rng.normal(100, 15, (300, 500)), 0, 255).astype(np.float32)
+    img[140:160, 100:400] = 150  # ligament band
+    img[160:166, 100:400] = 235  # shelf cortex 60 mm long, with its shadow
+    img[166:, 100:400] = 15
+    img[146:158, 230:270] = 240  # calcification 8 mm x 2.4 mm in the ligament
+    m = np.zeros(img.shape, bool)
+    m[146:158, 230:270] = True
+    ext = bright_extent_mm(np.clip(img, 0, 255).astype(np.uint8), m, DX, DX)
+    assert ext < 15.0
+
+
 def test_post_processing_settings_validate() -> None:
     s = DetectorSettings()
-    assert s.nerve_size_from == "mask" and s.calcification_max_extent_mm is None
+    assert s.nerve_size_from == "mask" and s.calcification_max_extent_mm == 25.0
     assert s.nerve_relative_threshold is None
     DetectorSettings(nerve_size_from="rim", calcification_max_extent_mm=20.0)
     for bad in (
