@@ -42,8 +42,12 @@ class Batch:
     y: np.ndarray  # (N, 2, H, W) uint8: nerve and calcification area fraction * 255
 
 
-def _patient(args: tuple[int, int, int, int, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    seed, frames, in_h, in_w, realism, rf = args
+def _patient(
+    args: tuple[int, int, int, int, float] | tuple[int, int, int, int, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seed, frames, in_h, in_w, realism[, rf fraction]) -> one patient's inputs and labels."""
+    seed, frames, in_h, in_w, realism = args[:5]
+    rf = float(args[5]) if len(args) > 5 else 0.0
     rng = np.random.default_rng(seed)
     cfg = PhantomConfig.randomized(rng)
     # Realism knobs from their own stream, so the revision-2 draws of a seed stay the same.
