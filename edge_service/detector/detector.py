@@ -250,18 +250,27 @@ class Detector:
         n_ref: measure.Refined | None = None
         comp = measure.largest_component(labels == 1, prob[1])
         if comp is not None:
-            n_ref = measure.refine(prob[1], comp, roi, scale, s.nerve_threshold)
+            thr = s.nerve_threshold
+            if s.nerve_relative_threshold is not None:
+                thr = min(thr, s.nerve_relative_threshold * float(prob[1][comp].max()))
+            n_ref = measure.refine(prob[1], comp, roi, scale, thr)
         if n_ref is not None and (no_mm or n_ref.mask.sum() * px_area >= s.nerve_min_area_mm2):
             major, minor, ang, cy, cx = measure.ellipse_fit(n_ref.mask, dx, dy)
             cy, cx = cy + n_ref.y0, cx + n_ref.x0
             h, w = n_ref.mask.shape
             crop = frame.pixels[n_ref.y0 : n_ref.y0 + h, n_ref.x0 : n_ref.x0 + w]
             full = n_ref.full(shape)
+            csa = float(n_ref.mask.sum()) * px_area
+            if s.nerve_size_from == "rim" and not no_mm and minor > 0 and major > 0:
+                ap_r = measure.rim_extent(frame.pixels, cy, cx, ang + 90.0, minor / 2, dx, dy)
+                w_r = measure.rim_extent(frame.pixels, cy, cx, ang, major / 2, dx, dy)
+                csa *= (ap_r.length_mm / minor) * (w_r.length_mm / major)
+                minor, major = ap_r.length_mm, w_r.length_mm
             nerve = NerveResult(
                 found=True,
                 ap_mm=minor,
                 width_mm=major,
-                csa_mm2=float(n_ref.mask.sum()) * px_area,
+                csa_mm2=csa,
                 flattening=major / minor if minor > 0 else None,
                 fascicular_index=measure.fascicular_index(crop, n_ref.mask, dx),
                 echogenicity=measure.echogenicity(
@@ -282,6 +291,14 @@ class Detector:
         c_ref = None
         if ccomp is not None:
             c_ref = measure.refine(prob[2], ccomp, roi, scale, s.calcification_threshold)
+        if (
+            c_ref is not None
+            and s.calcification_max_extent_mm is not None
+            and not no_mm
+            and measure.bright_extent_mm(frame.pixels, c_ref.full(shape), dx, dy)
+            > s.calcification_max_extent_mm
+        ):
+            c_ref = None  # part of a long bright curve: bone cortex, not a calcification
         if c_ref is not None and (
             no_mm or c_ref.mask.sum() * px_area >= s.calcification_min_area_mm2
         ):

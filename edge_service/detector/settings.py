@@ -18,6 +18,18 @@ class DetectorSettings(BaseModel):
     calcification_min_area_mm2: smaller calcification candidates are ignored.
     shadow_ratio: a calcification casts a shadow when the echo below it is below this
         fraction of the echo above it.
+    nerve_relative_threshold: None = the fixed nerve_threshold; a value r = the nerve's
+        boundary is at min(nerve_threshold, r * its peak probability) (a per-frame threshold
+        for frames where the network is less sure of the whole nerve).
+    nerve_size_from: "mask" = AP/width/CSA from the thresholded mask; "rim" = AP and width
+        between the epineurium peaks of the image along the fitted axes, CSA scaled by the
+        same corrections (docs/model.md, "Nerve size from the epineurium").
+    calcification_max_extent_mm: a calcification candidate whose bright structure (the
+        connected pixels at 80 % of the way from the soft tissue above to the candidate's echo,
+        measure.bright_extent_mm) is longer than this is a bone cortex (a long continuous
+        bright curve with its shadow: ischial spine, ischial shelf), not a focal calcification
+        (phantom 5-15 mm long; 25 mm keeps every held-out own calcification in all three own
+        validation sets, docs/model.md). None = off.
     view_gate: run the view / out-of-distribution gate (docs/model.md "View gate"); off only
         for models without a `features` output and its calibration (then every frame is
         taken as a valid view: use for development only).
@@ -40,6 +52,9 @@ class DetectorSettings(BaseModel):
     nerve_min_area_mm2: float = Field(default=8.0, ge=0.0)
     calcification_min_area_mm2: float = Field(default=2.0, ge=0.0)
     shadow_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+    nerve_relative_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    nerve_size_from: Literal["mask", "rim"] = "mask"
+    calcification_max_extent_mm: float | None = Field(default=25.0, gt=0.0)
     view_gate: bool = True
     view_min_score: float | None = Field(default=None, gt=0.0, lt=1.0)
     view_min_size_px: int = Field(default=32, ge=1)

@@ -20,7 +20,14 @@ from torch.nn import functional as F
 
 from edge_service.phantom import PHANTOM_REVISION
 from models.train.augment import augment
-from models.train.data import TRAIN_SEED_BASE, VAL_REAL_SEED_BASE, VAL_SEED_BASE, generate
+from models.train.data import (
+    TRAIN_SEED_BASE,
+    VAL_REAL_SEED_BASE,
+    VAL_RF_SEED_BASE,
+    VAL_SEED_BASE,
+    Batch,
+    generate,
+)
 from models.train.net import CLASSES, UNet, count_macs
 
 log = logging.getLogger("models.train")
@@ -102,6 +109,36 @@ def main(argv: list[str] | None = None) -> int:
         "(PhantomConfig.realistic: bright cortex, rounded spine, fasciae, attenuation, beam)",
     )
     ap.add_argument(
+        "--rf-family",
+        type=float,
+        default=0.0,
+        help="fraction of training patients rendered through the second image-formation "
+        "family (models/train/rf_family.py: RF convolution speckle); >0 adds its own "
+        "validation split (seeds 7000+)",
+    )
+    ap.add_argument(
+        "--base-cache",
+        type=Path,
+        default=None,
+        help="frames of an earlier run's --cache (its train and validation splits) to train on "
+        "together with the --patients generated now (their seeds start after the base's)",
+    )
+    ap.add_argument(
+        "--new-weight",
+        type=float,
+        default=0.0,
+        help="with --base-cache: fraction of every batch drawn from the newly generated frames "
+        "(0 = uniform over all frames)",
+    )
+    ap.add_argument(
+        "--own-tolerance",
+        type=float,
+        default=-1.0,
+        help=">=0: select the step with the best mean Dice over the realism/RF splits among "
+        "those whose plain-phantom nerve and calcification Dice stay within this of the "
+        "start (keeps the own-phantom accuracy); <0: best mean Dice over all splits",
+    )
+    ap.add_argument(
         "--val-every",
         type=int,
         default=150,
@@ -126,33 +163,95 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
+    n_new = 0
     key = (
         f"r{PHANTOM_REVISION}-{args.seed}-{args.patients}-{args.frames_per_patient}-"
-        f"{args.val_patients}-{in_h}x{in_w}-real{args.realism:g}"
+        f"{args.val_patients}-{in_h}x{in_w}-real{args.realism:g}-rf{args.rf_family:g}"
+        f"-base{args.base_cache}"
     )
     if args.cache.exists() and str(np.load(args.cache)["key"]) == key:
         z = np.load(args.cache)
         xtr, ytr = z["xtr"], z["ytr"]
         xva, yva, xvr, yvr = z["xva"], z["yva"], z["xvr"], z["yvr"]
+        xvf, yvf = z["xvf"], z["yvf"]
+        n_new = int(z["n_new"])
         log.info("loaded cache %s", args.cache)
     else:
         base = TRAIN_SEED_BASE + 1000 * args.seed
         hw = (in_h, in_w)
-        tr = generate(base, args.patients, args.frames_per_patient, hw, args.workers, args.realism)
-        va = generate(VAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.0)
-        vr = generate(VAL_REAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 1.0)
+        if args.base_cache is not None:
+            # The base run used seeds base .. base + its patient count - 1.
+            zb = np.load(args.base_cache)
+            base += int(str(zb["key"]).split("-")[2])
+        tr = generate(
+            base,
+            args.patients,
+            args.frames_per_patient,
+            hw,
+            args.workers,
+            args.realism,
+            args.rf_family,
+        )
+        if args.base_cache is not None:
+            va = Batch(zb["xva"], zb["yva"])
+            vr = Batch(zb["xvr"], zb["yvr"])
+            n_new = len(tr.x)
+            tr = Batch(np.concatenate([zb["xtr"], tr.x]), np.concatenate([zb["ytr"], tr.y]))
+        else:
+            va = generate(VAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.0)
+            vr = generate(VAL_REAL_SEED_BASE, args.val_patients, 2, hw, args.workers, 1.0)
+        if args.rf_family > 0:
+            vf = generate(VAL_RF_SEED_BASE, args.val_patients, 2, hw, args.workers, 0.5, 1.0)
+            xvf, yvf = vf.x, vf.y
+        else:
+            xvf, yvf = xvr[:0], yvr[:0]
         xtr, ytr, xva, yva, xvr, yvr = tr.x, tr.y, va.x, va.y, vr.x, vr.y
-        np.savez(args.cache, key=key, xtr=xtr, ytr=ytr, xva=xva, yva=yva, xvr=xvr, yvr=yvr)
+        np.savez(
+            args.cache,
+            key=key,
+            xtr=xtr,
+            ytr=ytr,
+            xva=xva,
+            yva=yva,
+            xvr=xvr,
+            yvr=yvr,
+            xvf=xvf,
+            yvf=yvf,
+            n_new=n_new,
+        )
     gen_s = time.time() - t0
-    log.info("data: %d train, %d + %d val frames in %.0f s", len(xtr), len(xva), len(xvr), gen_s)
+    log.info(
+        "data: %d train, %d + %d + %d val frames in %.0f s",
+        len(xtr),
+        len(xva),
+        len(xvr),
+        len(xvf),
+        gen_s,
+    )
 
     def validate() -> dict[str, float]:
-        """Dice on both own-generator validation splits; `score` (their mean) selects."""
+        """Dice on the own-generator validation splits; `score` (their mean) selects."""
         a = dice_scores(model, xva, yva)
         b = dice_scores(model, xvr, yvr)
         out = {**a, "real_nerve": b["nerve"], "real_calcification": b["calcification"]}
+        if len(xvf):
+            c = dice_scores(model, xvf, yvf)
+            out.update({"rf_nerve": c["nerve"], "rf_calcification": c["calcification"]})
         out["score"] = float(np.mean(list(out.values())))
+        if args.own_tolerance >= 0:
+            shifted = [v for k, v in out.items() if k.startswith(("real_", "rf_"))]
+            out["transfer_score"] = float(np.mean(shifted))
         return out
+
+    def better(d: dict[str, float]) -> bool:
+        """Selection on own validation data only (never the foreign test family)."""
+        if args.own_tolerance < 0:
+            return d["score"] > best["score"]
+        tol = args.own_tolerance
+        keeps_own = d["nerve"] >= start["nerve"] - tol and (
+            d["calcification"] >= start["calcification"] - tol
+        )
+        return keeps_own and d["transfer_score"] > best["transfer_score"]
 
     model = UNet(widths, len(CLASSES))
     if args.init is not None:
@@ -161,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--init {args.init}: widths/input differ from --widths/--input")
         model.load_state_dict(ck["state"])
         log.info("fine-tuning from %s", args.init)
-    best = validate()
+    best = start = validate()
     best_step = 0
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     log.info("val at start %s", best)
@@ -170,7 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
 
     def train_step() -> torch.Tensor:
-        idx = rng.integers(0, len(xtr), args.batch)
+        if n_new and args.new_weight > 0:
+            k = int(rng.binomial(args.batch, args.new_weight))
+            idx = np.concatenate(
+                [
+                    rng.integers(len(xtr) - n_new, len(xtr), k),
+                    rng.integers(0, len(xtr) - n_new, args.batch - k),
+                ]
+            )
+        else:
+            idx = rng.integers(0, len(xtr), args.batch)
         xb = torch.from_numpy(xtr[idx].astype(np.float32))[:, None]
         yb = torch.from_numpy(ytr[idx].astype(np.float32) / 255.0)
         xb, yb = augment(xb, yb, g, randomize=not args.no_randomize)
@@ -223,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             d = validate()
             history.append({"step": step, "loss": float(loss.item()), **d})
             log.info("val dice %s", d)
-            if d["score"] > best["score"]:
+            if better(d):
                 best, best_step = d, step
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if args.max_minutes and time.time() - t1 > args.max_minutes * 60:
@@ -232,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.time() - t1
     d = validate()
     history.append({"step": step, "loss": float(loss.item()), **d})
-    if d["score"] > best["score"]:
+    if better(d):
         best, best_step = d, step
         best_state = {k: v.clone() for k, v in model.state_dict().items()}
     # Model selection on the own generator's validation splits only (never the foreign set).
@@ -246,8 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         "phantom_revision": PHANTOM_REVISION,
         "train_frames": len(xtr),
         "train_patients": args.patients,
-        "val_frames": len(xva) + len(xvr),
+        "val_frames": len(xva) + len(xvr) + len(xvf),
         "realism_fraction": args.realism,
+        "rf_family_fraction": args.rf_family,
+        "base_cache_frames": len(xtr) - n_new if args.base_cache is not None else 0,
+        "new_weight": args.new_weight,
+        "own_tolerance": args.own_tolerance,
         "selected_step": best_step,
         "steps_run": step,
         "schedule": f"time-based, {args.minutes} min" if args.minutes else f"{args.steps} steps",

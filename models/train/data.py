@@ -7,7 +7,8 @@ are reduced to the model input with the detector's own preprocessing; masks beco
 per-class area fractions at the same resolution (sub-pixel boundary information).
 
 Seed ranges (documented in the model card): training 10_000+, validation 5_000+ (revision-2
-appearance) and 6_000+ (every patient with the revision-3 realism knobs), and the
+appearance), 6_000+ (every patient with the revision-3 realism knobs) and 7_000+ (every
+patient rendered through the RF convolution family, half with realism), and the
 benchmark/tests hold out 0-999, so reported metrics never see a training patient.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from edge_service.detector.preprocess import crop_roi, prepare_input, resize_area
 from edge_service.phantom import PhantomConfig, PhantomSimulator
+from models.train.rf_family import RfRenderer
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ VAL_SEED_BASE = 5_000
 # Validation with the realism knobs drawn on every patient (phantom revision 3).
 VAL_REAL_SEED_BASE = 6_000
 REALISM_STREAM = 0x5EA1
+# Validation rendered through the second image-formation family (models/train/rf_family.py).
+VAL_RF_SEED_BASE = 7_000
+RF_STREAM = 0x2F0F
 
 
 @dataclass
@@ -37,8 +42,12 @@ class Batch:
     y: np.ndarray  # (N, 2, H, W) uint8: nerve and calcification area fraction * 255
 
 
-def _patient(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, np.ndarray]:
-    seed, frames, in_h, in_w, realism = args
+def _patient(
+    args: tuple[int, int, int, int, float] | tuple[int, int, int, int, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seed, frames, in_h, in_w, realism[, rf fraction]) -> one patient's inputs and labels."""
+    seed, frames, in_h, in_w, realism = args[:5]
+    rf = float(args[5]) if len(args) > 5 else 0.0
     rng = np.random.default_rng(seed)
     cfg = PhantomConfig.randomized(rng)
     # Realism knobs from their own stream, so the revision-2 draws of a seed stay the same.
@@ -46,10 +55,14 @@ def _patient(args: tuple[int, int, int, int, float]) -> tuple[np.ndarray, np.nda
     if real_rng.random() < realism:
         cfg = cfg.realistic(real_rng)
     sim = PhantomSimulator(cfg, seed=seed)
+    # Second rendering family from its own stream too (same anatomy and labels).
+    rf_rng = np.random.default_rng([seed, RF_STREAM])
+    renderer = RfRenderer(sim, rf_rng) if rf_rng.random() < rf else None
     xs, ys = [], []
     for _ in range(frames):
         ang = np.array([rng.uniform(0, 90), rng.uniform(0, 20), rng.uniform(-10, 40)])
-        pf = sim.render(ang, t_rel=float(rng.uniform(0, 40)))
+        t_rel = float(rng.uniform(0, 40))
+        pf = sim.render(ang, t_rel=t_rel) if renderer is None else renderer.render(ang, t_rel)
         roi = pf.frame.roi
         xs.append(prepare_input(pf.frame.pixels, roi, in_h, in_w)[0, 0].astype(np.float16))
         y = np.stack(
@@ -69,10 +82,13 @@ def generate(
     in_hw: tuple[int, int],
     workers: int = 2,
     realism: float = 0.0,
+    rf: float = 0.0,
 ) -> Batch:
-    """`realism`: fraction of patients drawn with PhantomConfig.realistic() on top."""
+    """`realism`: fraction of patients drawn with PhantomConfig.realistic() on top;
+    `rf`: fraction of patients rendered through the RF convolution family (rf_family.py)."""
     jobs = [
-        (seed_base + i, frames_per_patient, in_hw[0], in_hw[1], realism) for i in range(patients)
+        (seed_base + i, frames_per_patient, in_hw[0], in_hw[1], realism, rf)
+        for i in range(patients)
     ]
     xs, ys = [], []
     with ProcessPoolExecutor(max_workers=workers) as pool:
