@@ -168,6 +168,7 @@ for d in imus:
 del bus, devs, fake_i2c
 sys.modules.pop("fake_i2c", None)
 gc.collect()
+print("PREAPP", gc.mem_free())
 timer = Timer()
 app = App(imu, usb, clock, FS(), wdt=wdt, pelvis_imu=pimu, cfg=cfg, mem_free=gc.mem_free,
           timer=timer)
@@ -300,6 +301,23 @@ if framing.NATIVE:
     framing._crc_native, framing._cobs_native = cn, on
 fr = bytes(enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
 part("UsbIO.write_nb (one frame, port free)", lambda u=usb, fr=fr: u.write_nb(fr))
+if app._frames is not None:
+    # The two calls per sample that replaced the per-sample bytecode: the sampler's
+    # fuse_push (fusion + hip angles + ring push) and the main loop's frames_out (per
+    # sample of a 4-sample batch), each with the ring released again.
+    def fuse_one(f=app._fuse_push, L=app._hot_L, K=app._hot_K, ring=ring):
+        f(L, K, 5000, 1000, 0, 0, 0, 0)
+        ring.take()
+        ring.pop()
+    app.pipe.hot_mode(app._hot_K)
+    app._hot_K[3] = 1
+    part("fxio.fuse_push (one sample: Mahony, hip angles, ring push; one call)", fuse_one)
+    def frames4(f=app._frames, L=app._hot_L, K=app._hot_K, enc=enc, ring=ring, app=app):
+        for i in range(4):
+            app._fuse_push(L, K, 5000, 1000, 0, 0, 0, 0)
+        f(app._batch, enc._raw, ring.v, ring.r, ring.m, enc.seqa, enc._ver, app._crc_tab, 192)
+    dfuse = cost(fuse_one)
+    print("PART fxio.frames_out (per sample of a 4-sample batch)", (cost(frames4) - 4 * dfuse) // 4)
 # The unit everything above is made of: one float multiply of two locals (a new heap box).
 def fmul(n, x, y):
     for i in range(n):
@@ -362,7 +380,17 @@ IMPORT_ORDER = (
     (("/dgsclip/quat.mpy",), "dgsclip.quat"),
     # fxcore.load() decides once whether the viper kernels (fxnative) pass the self-check
     # against the pure-Python twins: both files must be there then.
-    (("/dgsclip/fxnative.mpy", "/dgsclip/fxcore.mpy"), "dgsclip.fxcore"),
+    (
+        (
+            "/dgsclip/fxnative.mpy",
+            "/dgsclip/fxmahony.mpy",
+            "/dgsclip/fxgeom.mpy",
+            "/dgsclip/fxio.mpy",
+            "/dgsclip/fxcheck.mpy",
+            "/dgsclip/fxcore.mpy",
+        ),
+        "dgsclip.fxcore",
+    ),
     (("/dgsclip/fusion.mpy",), "dgsclip.fusion"),
     (("/dgsclip/hip.mpy",), "dgsclip.hip"),
     (("/dgsclip/calib.mpy",), "dgsclip.calib"),

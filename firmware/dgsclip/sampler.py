@@ -149,8 +149,15 @@ class Sampler(Output):
         # Locked drains start settled (checked by the caller; commands, which could change
         # that, run in the main loop while the sampler is held): per sample only a filter's
         # once-only work (fxcore.S_EVENT = S[22], set by the previous step) can appear.
-        ts = pipe.thigh.S
-        ps = ts if pipe.pelvis is None else pipe.pelvis.S
+        if locked:
+            # One kernel call per sample (dgsclip.fxio.fuse_push: fusion, hip angles, ring
+            # push) instead of _process -> update_hot -> ring.push and their kernel calls.
+            L = self._hot_L
+            K = self._hot_K
+            pipe.hot_mode(K)
+            K[3] = 1 if self.streaming else 0
+            fuse = self._fuse_push
+        nf = 0
         while n > 0:
             n -= 1
             if not imu.fifo_read(g, a):
@@ -179,8 +186,9 @@ class Sampler(Output):
                 errs = e
             if not locked:
                 self._fuse(t, dt, pg, pa)
-            elif not ts[22] and not ps[22]:
-                self._process(t, dt, pg, pa, e, True)
+            elif fuse(L, K, dt, t, self._flags_extra, e, self.overruns, pg is not None) >= 0:
+                self._flags_extra = 0
+                nf += 1
             else:
                 # The fusion has once-only float work to do (e.g. the accel bias as the
                 # first bias learning ends): this sample runs unlocked.
@@ -189,6 +197,9 @@ class Sampler(Output):
                     self._process(t, dt, pg, pa, e, False)
                 finally:
                     heap_lock()
+        if nf:
+            self.fused += nf
+            pipe.flags = K[4]
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now
