@@ -157,6 +157,9 @@ class Sampler(Output):
             pipe.hot_mode(K)
             K[3] = 1 if self.streaming else 0
             fuse = self._fuse_push
+            # The pelvis helper's relative-bias snapshot (pipeline.update_hot's hook, which
+            # fuse_push bypasses): the same call after each fused thigh + pelvis sample.
+            rb = getattr(pipe, "relbias", None)
         nf = 0
         while n > 0:
             n -= 1
@@ -189,6 +192,10 @@ class Sampler(Output):
             elif fuse(L, K, dt, t, self._flags_extra, e, self.overruns, pg is not None) >= 0:
                 self._flags_extra = 0
                 nf += 1
+                if rb is not None and pg is not None:
+                    rb.us += dt
+                    if rb.us >= 50000:
+                        rb.take(g, pg, L[4], L[6])
             else:
                 # The fusion has once-only float work to do (e.g. the accel bias as the
                 # first bias learning ends): this sample runs unlocked.

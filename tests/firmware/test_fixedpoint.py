@@ -188,3 +188,61 @@ def test_hot_path_matches_the_general_path_when_settled() -> None:
             fb = b.update_fx(G, A, 5000)
         assert fa == fb and list(a.cd) == list(b.cd) and list(a.q14) == list(b.q14), k
     assert hot > 1000
+
+
+def test_fuse_push_matches_update_fx_and_ring_push() -> None:
+    """fxio.fuse_push (the FIFO drain's one call per sample) = Pipeline.update_fx followed
+    by the sampler's ring push, thigh only and thigh + pelvis (a pelvis read missing now
+    and then), in both pelvis frame modes, until the first bias learning's once-only work
+    (it returns -1 then and leaves everything untouched)."""
+    from dgsclip.pipeline import Pipeline
+
+    for pelvis in (False, True):
+        for mode in (0, 1):
+            if mode and not pelvis:
+                continue
+            a, b = Pipeline("left", pelvis), Pipeline("right", pelvis)
+            b.hip.mirror = a.hip.mirror
+            ra, rb = SampleRing(64, pelvis), SampleRing(64, pelvis)
+            G, A = array("i", (0, 0, 0)), array("i", (0, 0, 0))
+            PG, PA = array("i", (0, 0, 0)), array("i", (0, 0, 0))
+            L = b.hot_arrays(G, A, PG, PA, rb)
+            K = array("i", (0, 0, 0, 1, 0))
+            fused = 0
+            for k in range(1200):
+                moving = k > 700
+                G[0], G[1], G[2] = 9830 + (k % 3), -6554, (983040 if moving else 3277) + (k % 5)
+                A[0], A[1], A[2] = 1638 + (k % 7), 32604 - (k % 2), 655
+                PG[0], PG[1], PG[2] = 3277, 1000 + (k % 4), -(k % 9)
+                PA[0], PA[1], PA[2] = 900, 32700 - (k % 3), -400
+                pel = pelvis and k % 11 != 0
+                if b.settled():
+                    b.hot_mode(K)
+                    if mode:  # (needs a pelvis calibration: stood in for on both sides)
+                        a_mode(a)
+                        K[0] = K[2] = 1
+                    f = fxio.fuse_push(L, K, 5000, 1000 * k, 0x10 * (k & 1), k // 100, 0, pel)
+                    if f >= 0:
+                        fa = a.update_hot(G, A, 5000, PG if pel else None, PA)
+                        assert f == fa | (0x10 * (k & 1)) and K[4] == fa
+                        pq = a.pq14 if pel else None
+                        fl = (f & 0xFF) | (0x20 if pel else 0)
+                        ra.push(1000 * k, a.cd, a.q14, fl, k // 100, 0, pq)
+                        fused += 1
+                        assert list(a.cd) == list(b.cd) and list(a.q14) == list(b.q14), k
+                        assert list(a.thigh.S) == list(b.thigh.S)
+                        assert ra.take() == rb.take()
+                        ra.pop()
+                        rb.pop()
+                        continue
+                a.update_fx(G, A, 5000, PG if pel else None, PA if pel else None)
+                b.update_fx(G, A, 5000, PG if pel else None, PA if pel else None)
+            assert fused > 400
+            assert ra.v == rb.v and list(ra.r) == list(rb.r) and list(ra.m) == list(rb.m)
+
+
+def a_mode(p: object) -> None:
+    """update_hot takes the aligned-pelvis branch only when calibrated and the alignment is
+    ready: stand in for both on the reference pipeline (the kernel gets K[0] = 1)."""
+    p.cal.has_mount = p.cal.has_neutral = True  # type: ignore[attr-defined]
+    p.palign.ready = True  # type: ignore[attr-defined]
