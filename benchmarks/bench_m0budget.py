@@ -76,8 +76,11 @@ def run(quick: bool = False) -> str:
         configs += [
             ("thigh", False, (), 100),
             ("thigh + pelvis", True, (), 100),
-            ("thigh, fusion modules native", False, NATIVE, 200),
         ]
+        # ("thigh, fusion modules native", False, NATIVE, 200): fusion/quat/hip/pelvis/
+        # pipeline as -X emit=native crash this port since the per-sample path became one
+        # viper call ("uncaught NLR", not investigated); that variant was slower anyway
+        # (156 k vs 136 k instructions per sample before).
     viper = None
     for label, pelvis, native, rate in configs:
         r = measure(pelvis, native, rate)

@@ -299,6 +299,14 @@ if framing.NATIVE:
     framing._crc_native = framing._cobs_native = None
     part("Encoder.sample (frame: CRC + COBS, pure Python)", frame)
     framing._crc_native, framing._cobs_native = cn, on
+part("STATUS frame (once a second)", lambda app=app: app._send_ctl(app.enc.status, None, 0, *app._status_args(0)))
+def tick1(fbs=fbs, timer=timer, clock=clock, app=app):
+    clock.sleep_us(timer.period * 1000)
+    for fb in fbs:
+        fb.avail = 1
+    timer.cb(None)
+    app.step()
+part("one timer period with 1 sample (timer callback + main-loop pass, stand-ins in)", tick1)
 fr = bytes(enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
 part("UsbIO.write_nb (one frame, port free)", lambda u=usb, fr=fr: u.write_nb(fr))
 if app._frames is not None:
