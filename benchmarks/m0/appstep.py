@@ -91,7 +91,9 @@ class FifoBus:
     # packets, set per drain by the harness) and FIFO_R_W (one fixed 12-byte packet). Its
     # own bytecode per transfer kind is measured below and subtracted (C + I2C on a board).
     def __init__(self, pkt):
-        self.pkt = pkt
+        # FIFO_R_W streams packets: a read of 12 k bytes pops k of them (the driver's
+        # batched drain). One source view per length, made here (no allocation per read).
+        self.pkt = {12 * k: memoryview(pkt * k) for k in range(1, 9)}
         self.avail = 0
         self.nd = 0
         self.nc = 0
@@ -99,7 +101,7 @@ class FifoBus:
     def readfrom_mem_into(self, addr, reg, buf):
         if reg == 0x74:
             self.nd += 1
-            buf[:] = self.pkt
+            buf[:] = self.pkt[len(buf)]
         elif reg == 0x72:
             self.nc += 1
             c = self.avail * 12

@@ -92,8 +92,12 @@ def agree(nat):
     a1 = array("i", (0, 0, 0))
     g2 = array("i", (0, 0, 0))
     a2 = array("i", (0, 0, 0))
-    be6_into(pk, g1, a1, 2000, 16)
-    nat.be6_into(pk, g2, a2, 2000, 16)
+    be6_into(pk, g1, a1, 2000, 16, 0)
+    nat.be6_into(pk, g2, a2, 2000, 16, 0)
+    if list(g1) != list(g2) or list(a1) != list(a2):
+        return False
+    be6_into(pk + pk[3:], g1, a1, 250, 2, 3)
+    nat.be6_into(pk + pk[3:], g2, a2, 250, 2, 3)
     if list(g1) != list(g2) or list(a1) != list(a2):
         return False
     for seq in range(2):

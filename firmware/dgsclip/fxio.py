@@ -272,15 +272,15 @@ def fuse_push(L, K, dt, t, extra, errs, ovr, pel):
     return flags
 
 
-def be6_into(BUF, G, A, gs, as_):
-    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) into A and G in
-    the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
+def be6_into(BUF, G, A, gs, as_, at):
+    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) at BUF[at:] into
+    A and G in the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
     b = BUF  # viper: ptr8
     g = G  # viper: ptr32
     a = A  # viper: ptr32
     j = 0
     while j < 6:
-        x = (b[2 * j] << 8) | b[2 * j + 1]
+        x = (b[at + 2 * j] << 8) | b[at + 2 * j + 1]
         if x >= 32768:
             x = x - 65536
         if j < 3:

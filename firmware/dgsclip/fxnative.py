@@ -816,15 +816,15 @@ def fuse_push(L, K, dt: int, t: int, extra: int, errs: int, ovr: int, pel: int) 
 
 
 @micropython.viper
-def be6_into(BUF, G, A, gs: int, as_: int) -> int:
-    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) into A and G in
-    the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
+def be6_into(BUF, G, A, gs: int, as_: int, at: int) -> int:
+    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) at BUF[at:] into
+    A and G in the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
     b = ptr8(BUF)  # noqa: F821  (viper built-in)
     g = ptr32(G)  # noqa: F821  (viper built-in)
     a = ptr32(A)  # noqa: F821  (viper built-in)
     j = 0
     while j < 6:
-        x = (b[2 * j] << 8) | b[2 * j + 1]
+        x = (b[at + 2 * j] << 8) | b[at + 2 * j + 1]
         if x >= 32768:
             x = x - 65536
         if j < 3:

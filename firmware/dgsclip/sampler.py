@@ -160,20 +160,56 @@ class Sampler(Output):
             # The pelvis helper's relative-bias snapshot (pipeline.update_hot's hook, which
             # fuse_push bypasses): the same call after each fused thigh + pelvis sample.
             rb = getattr(pipe, "relbias", None)
+            # Drivers that pop several packets per transfer (MPU: fifo_read_batch) are read
+            # up to fifo_batch packets at a time and decoded in place by the kernel.
+            bt = imu.fifo_batch if imu._be6 is not None else 0
+            if pel is not None and (pel.fifo_batch == 0 or pel._be6 is None):
+                bt = 0
+            if bt:
+                be6 = imu._be6
+                fb = imu.fbatch
+                gs = imu._g_scale
+                as_ = imu._a_scale
+                if pel is not None:
+                    pfb = pel.fbatch
+                    pgs = pel._g_scale
+                    pas = pel._a_scale
+                j = kk = 0
+                pok = False
+        else:
+            bt = 0
         nf = 0
+        failed = False
         while n > 0:
             n -= 1
-            if not imu.fifo_read(g, a):
-                self._bus_failed(now)
-                self._t_fifo = None
-                return
             pg = pa = None
-            e = imu.i2c_errors
-            if pel is not None:
+            if bt:
+                if j == kk:  # this chunk is used up: the next one in one transfer each
+                    kk = n + 1 if n < bt else bt
+                    j = 0
+                    if not imu.fifo_read_batch(kk):
+                        failed = True
+                        break
+                    if pel is not None:
+                        pok = pel.fifo_read_batch(kk)
+                be6(fb, g, a, gs, as_, 12 * j)
+                if pel is not None:
+                    if pok:
+                        be6(pfb, self.pgyro, self.paccel, pgs, pas, 12 * j)
+                        pg, pa = self.pgyro, self.paccel
+                    else:
+                        self._flags_extra |= FLAG_PELVIS_ERROR
+                j += 1
+            elif not imu.fifo_read(g, a):
+                failed = True
+                break
+            elif pel is not None:
                 if pel.fifo_read(self.pgyro, self.paccel):
                     pg, pa = self.pgyro, self.paccel
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
+            e = imu.i2c_errors
+            if pel is not None:
                 e += pel.i2c_errors
             t = clock.ticks_add(t, period)
             dt = period
@@ -207,6 +243,10 @@ class Sampler(Output):
         if nf:
             self.fused += nf
             pipe.flags = K[4]
+        if failed:
+            self._bus_failed(now)
+            self._t_fifo = None
+            return
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now

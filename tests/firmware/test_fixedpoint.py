@@ -151,8 +151,10 @@ def test_fifo_packet_decode_kernel_matches_struct() -> None:
     a = array("i", (0, 0, 0))
     for _ in range(50):
         vals = [int(x) for x in rng.integers(-32768, 32768, 6)]
-        fxio.be6_into(struct.pack(">6h", *vals), g, a, 500, 4)
+        fxio.be6_into(struct.pack(">6h", *vals), g, a, 500, 4, 0)
         assert list(a) == [v * 4 for v in vals[:3]] and list(g) == [v * 500 for v in vals[3:]]
+        fxio.be6_into(b"\x01" * 24 + struct.pack(">6h", *vals), g, a, 16, 2000, 24)
+        assert list(a) == [v * 2000 for v in vals[:3]] and list(g) == [v * 16 for v in vals[3:]]
 
 
 def test_self_check_runs_clean_against_the_twins() -> None:
