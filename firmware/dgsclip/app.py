@@ -28,26 +28,24 @@ half the watchdog period the firmware resets the board itself (counted, with the
 """
 
 from array import array
-from gc import collect
 
-from dgsclip import VERSION, config, fxcore, output, persist
+from dgsclip import VERSION, config, persist
 from dgsclip import protocol as P
 from dgsclip.compat import json
 from dgsclip.drivers.base import ImuError
-from dgsclip.framing import _crc_table
 from dgsclip.pipeline import (
     MODE_FUNCTIONAL,
     MODE_NEUTRAL,
     MODE_RUN,
     Pipeline,
 )
-from dgsclip.ring import SampleRing
+from dgsclip.ring import make_ring
 from dgsclip.sampler import Sampler
 
 SELF_TEST_SAMPLES = 20
 TIMER_PERIOD_MS = 20  # FIFO drain period (the MPU FIFO holds 850 ms at 100 Hz)
 IDLE_MAX_US = 20000  # longest idle sleep of the main loop: command latency bound
-RING_SPARE = 8192  # heap left in one piece after the ring (see _make_ring)
+RING_SPARE = 8192  # heap left in one piece after the ring (dgsclip.ring.make_ring)
 
 
 class App(Sampler):
@@ -86,7 +84,7 @@ class App(Sampler):
         self.reader = P.CommandReader()
         self.pipe = Pipeline(cfg["side"], pelvis_imu is not None, config.fusion_settings(cfg))
         cal_problem = persist.load_calibration(fs, self.pipe.cal, config.CALIBRATION_FILE)
-        self.ring = self._make_ring(cfg["ring_samples"], pelvis_imu is not None)
+        self.ring = make_ring(cfg["ring_samples"], pelvis_imu is not None, RING_SPARE)
         # Samples in the fixed-point units of dgsclip.fxcore (2**-15 deg/s, 2**-15 g): the
         # drivers decode into them and the whole sampling path stays in ints (no heap).
         for d in (imu, pelvis_imu):
@@ -114,18 +112,8 @@ class App(Sampler):
         self.alloc_faults = 0  # allocations met there (a bug): locking then switched off
         self._frame_faults = 0  # framing redone unlocked (first frame of each length)
         self._drain_lock = None  # FIFO drains with the heap locked: None = not probed yet
-        # fxio.fuse_push's arrays and modes (the heap-locked FIFO drain cannot allocate them)
-        self._hot_L = self.pipe.hot_arrays(
-            self.gyro, self.accel, self.pgyro, self.paccel, self.ring
-        )
-        self._hot_K = array("i", (0, 0, 0, 0, 0))
-        k = fxcore.load()
-        self._fuse_push = k[8]
-        self._frames = k[9] if k[3] else None  # batch framing only as viper (dgsclip.output)
-        self._batch = bytearray(output.BATCH_BYTES)
-        self._bmv = memoryview(self._batch)
-        self._bviews = {}
-        self._crc_tab = _crc_table() if self._frames else None
+        self._init_hot()  # the one-call-per-sample kernels (sampler, output)
+        self._init_batch()
         self._write_nb = getattr(io, "write_nb", None)
         self._txbuf = bytearray(P.MAX_ENCODED)
         self._tx = None  # the rest of a frame the port took only partly, and progress
@@ -168,24 +156,6 @@ class App(Sampler):
             ms = TIMER_PERIOD_MS if self.fifo else max(1, self.period_us // 1000)
             self._tick_us = ms * 1000
             timer.init(period=ms, callback=self._on_timer)
-
-    def _make_ring(self, n, pelvis):
-        """The largest ring up to n slots that leaves RING_SPARE bytes in one piece for
-        everything else (commands, logs): a spare block is held while the ring's blocks are
-        allocated, then freed (the ring's small blocks would otherwise fill every hole)."""
-        hold = []
-        while True:
-            try:
-                hold.append(bytearray(RING_SPARE))
-                ring = SampleRing(n, pelvis)
-                hold.clear()
-                collect()
-                return ring
-            except MemoryError:
-                hold.clear()  # (the spare too, before the smaller try)
-                if n <= 64:
-                    raise
-                n //= 2
 
     def log(self, text, level=20):
         self._send_ctl(self.enc.log, None, self.clock.ticks_us(), text, level)

@@ -142,3 +142,24 @@ class SampleRing:
         i = r[R_TAIL] + 1
         r[R_TAIL] = 0 if i == self.capacity else i
         r[R_OUT] = (r[R_OUT] + 1) & _MASK
+
+
+def make_ring(n, pelvis, spare):
+    """The largest ring up to n slots (halving) that leaves `spare` bytes in one piece for
+    everything else (commands, logs): a spare block is held while the ring's blocks are
+    allocated, then freed (the ring's small blocks would otherwise fill every hole)."""
+    from gc import collect
+
+    hold = []
+    while True:
+        try:
+            hold.append(bytearray(spare))
+            ring = SampleRing(n, pelvis)
+            hold.clear()
+            collect()
+            return ring
+        except MemoryError:
+            hold.clear()  # (the spare too, before the smaller try)
+            if n <= 64:
+                raise
+            n //= 2

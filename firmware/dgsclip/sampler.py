@@ -5,6 +5,9 @@ with micropython.schedule (or from `step()` when no timer is injected); it never
 the port (replies and LOGs belong to the main loop) and is held while commands run.
 """
 
+from array import array
+
+from dgsclip import fxcore
 from dgsclip.compat import const, heap_lock, heap_unlock
 from dgsclip.drivers.base import ImuError
 from dgsclip.output import Output
@@ -15,6 +18,14 @@ BACKOFF_MAX_US = const(500000)
 
 
 class Sampler(Output):
+    def _init_hot(self):
+        # fxio.fuse_push's arrays and modes, made once (the heap-locked FIFO drain cannot)
+        self._hot_L = self.pipe.hot_arrays(
+            self.gyro, self.accel, self.pgyro, self.paccel, self.ring
+        )
+        self._hot_K = array("i", (0, 0, 0, 0, 0))
+        self._fuse_push = fxcore.load()[8]
+
     def _start_fifo(self):
         pel = self.pelvis_imu
         # Thigh and pelvis samples are paired one to one: only with equal output data rates
