@@ -91,7 +91,9 @@ class FifoBus:
     # packets, set per drain by the harness) and FIFO_R_W (one fixed 12-byte packet). Its
     # own bytecode per transfer kind is measured below and subtracted (C + I2C on a board).
     def __init__(self, pkt):
-        self.pkt = pkt
+        # FIFO_R_W streams packets: a read of 12 k bytes pops k of them (the driver's
+        # batched drain). One source view per length, made here (no allocation per read).
+        self.pkt = {12 * k: memoryview(pkt * k) for k in range(1, 9)}
         self.avail = 0
         self.nd = 0
         self.nc = 0
@@ -99,7 +101,7 @@ class FifoBus:
     def readfrom_mem_into(self, addr, reg, buf):
         if reg == 0x74:
             self.nd += 1
-            buf[:] = self.pkt
+            buf[:] = self.pkt[len(buf)]
         elif reg == 0x72:
             self.nc += 1
             c = self.avail * 12
@@ -168,6 +170,7 @@ for d in imus:
 del bus, devs, fake_i2c
 sys.modules.pop("fake_i2c", None)
 gc.collect()
+print("PREAPP", gc.mem_free())
 timer = Timer()
 app = App(imu, usb, clock, FS(), wdt=wdt, pelvis_imu=pimu, cfg=cfg, mem_free=gc.mem_free,
           timer=timer)
@@ -298,8 +301,47 @@ if framing.NATIVE:
     framing._crc_native = framing._cobs_native = None
     part("Encoder.sample (frame: CRC + COBS, pure Python)", frame)
     framing._crc_native, framing._cobs_native = cn, on
+part("STATUS frame (once a second)", lambda app=app: app._send_ctl(app.enc.status, None, 0, *app._status_args(0)))
+def tick1(fbs=fbs, timer=timer, clock=clock, app=app):
+    clock.sleep_us(timer.period * 1000)
+    for fb in fbs:
+        fb.avail = 1
+    timer.cb(None)
+    app.step()
+part("one timer period with 1 sample (timer callback + main-loop pass, stand-ins in)", tick1)
 fr = bytes(enc.sample(None, 1, 1, 2, 3, q14, 1, 0, 0, None))
 part("UsbIO.write_nb (one frame, port free)", lambda u=usb, fr=fr: u.write_nb(fr))
+if app._frames is not None:
+    # The two calls per sample that replaced the per-sample bytecode: the sampler's
+    # fuse_push (fusion + hip angles + ring push) and the main loop's frames_out (per
+    # sample of a 4-sample batch), each with the ring released again.
+    def fuse_one(f=app._fuse_push, L=app._hot_L, K=app._hot_K, ring=ring):
+        f(L, K, 5000, 1000, 0, 0, 0, 0)
+        ring.take()
+        ring.pop()
+    app.pipe.hot_mode(app._hot_K)
+    app._hot_K[3] = 1
+    part("fxio.fuse_push (one sample: Mahony, hip angles, ring push; one call)", fuse_one)
+    for i in range(4):
+        app._fuse_push(app._hot_L, app._hot_K, 5000, 1000, 0, 0, 0, 0)
+    r = ring.r
+    sa = enc.seqa
+    keep = (r[1], r[3], r[10], r[12], sa[0], sa[1])
+    def rewind(r=r, sa=sa, k=keep):
+        r[1] = k[0]
+        r[3] = k[1]
+        r[10] = k[2]
+        r[12] = k[3]
+        sa[0] = k[4]
+        sa[1] = k[5]
+    def frames4(f=app._frames, enc=enc, ring=ring, app=app, rewind=rewind):
+        f(app._batch, enc._raw, ring.v, ring.r, ring.m, enc.seqa, enc._ver, app._crc_tab, 192)
+        rewind()
+    print("PART fxio.frames_out (per sample of a 4-sample batch)",
+          (cost(frames4) - cost(rewind)) // 4)
+    for i in range(4):
+        ring.take()
+        ring.pop()
 # The unit everything above is made of: one float multiply of two locals (a new heap box).
 def fmul(n, x, y):
     for i in range(n):
@@ -362,7 +404,17 @@ IMPORT_ORDER = (
     (("/dgsclip/quat.mpy",), "dgsclip.quat"),
     # fxcore.load() decides once whether the viper kernels (fxnative) pass the self-check
     # against the pure-Python twins: both files must be there then.
-    (("/dgsclip/fxnative.mpy", "/dgsclip/fxcore.mpy"), "dgsclip.fxcore"),
+    (
+        (
+            "/dgsclip/fxnative.mpy",
+            "/dgsclip/fxmahony.mpy",
+            "/dgsclip/fxgeom.mpy",
+            "/dgsclip/fxio.mpy",
+            "/dgsclip/fxcheck.mpy",
+            "/dgsclip/fxcore.mpy",
+        ),
+        "dgsclip.fxcore",
+    ),
     (("/dgsclip/fusion.mpy",), "dgsclip.fusion"),
     (("/dgsclip/hip.mpy",), "dgsclip.hip"),
     (("/dgsclip/calib.mpy",), "dgsclip.calib"),

@@ -39,12 +39,13 @@ from dgsclip.pipeline import (
     MODE_RUN,
     Pipeline,
 )
-from dgsclip.ring import SampleRing
+from dgsclip.ring import make_ring
 from dgsclip.sampler import Sampler
 
 SELF_TEST_SAMPLES = 20
 TIMER_PERIOD_MS = 20  # FIFO drain period (the MPU FIFO holds 850 ms at 100 Hz)
 IDLE_MAX_US = 20000  # longest idle sleep of the main loop: command latency bound
+RING_SPARE = 8192  # heap left in one piece after the ring (dgsclip.ring.make_ring)
 
 
 class App(Sampler):
@@ -83,7 +84,7 @@ class App(Sampler):
         self.reader = P.CommandReader()
         self.pipe = Pipeline(cfg["side"], pelvis_imu is not None, config.fusion_settings(cfg))
         cal_problem = persist.load_calibration(fs, self.pipe.cal, config.CALIBRATION_FILE)
-        self.ring = self._make_ring(cfg["ring_samples"], pelvis_imu is not None)
+        self.ring = make_ring(cfg["ring_samples"], pelvis_imu is not None, RING_SPARE)
         # Samples in the fixed-point units of dgsclip.fxcore (2**-15 deg/s, 2**-15 g): the
         # drivers decode into them and the whole sampling path stays in ints (no heap).
         for d in (imu, pelvis_imu):
@@ -111,6 +112,8 @@ class App(Sampler):
         self.alloc_faults = 0  # allocations met there (a bug): locking then switched off
         self._frame_faults = 0  # framing redone unlocked (first frame of each length)
         self._drain_lock = None  # FIFO drains with the heap locked: None = not probed yet
+        self._init_hot()  # the one-call-per-sample kernels (sampler, output)
+        self._init_batch()
         self._write_nb = getattr(io, "write_nb", None)
         self._txbuf = bytearray(P.MAX_ENCODED)
         self._tx = None  # the rest of a frame the port took only partly, and progress
@@ -153,15 +156,6 @@ class App(Sampler):
             ms = TIMER_PERIOD_MS if self.fifo else max(1, self.period_us // 1000)
             self._tick_us = ms * 1000
             timer.init(period=ms, callback=self._on_timer)
-
-    def _make_ring(self, n, pelvis):
-        while True:
-            try:
-                return SampleRing(n, pelvis)
-            except MemoryError:
-                if n <= 64:
-                    raise
-                n //= 2
 
     def log(self, text, level=20):
         self._send_ctl(self.enc.log, None, self.clock.ticks_us(), text, level)

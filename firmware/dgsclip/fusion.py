@@ -5,7 +5,7 @@ mounting remap of the board, see drivers). The reference frame is gravity-aligne
 +z up; heading (rotation about +z) starts at zero and is only kept by the gyroscope, which
 is why the bias is re-estimated whenever the clip is still.
 
-The per-sample step is fixed-point (dgsclip.fxcore.mahony_step: integers only, viper
+The per-sample step is fixed-point (dgsclip.fxmahony.mahony_step: integers only, viper
 machine code where the port has a native emitter), so that the sampling path allocates
 nothing; this class holds its state and settings, does the rare float work (start-up tilt
 from gravity, the accel bias once, the neutral-window offset) and offers a float interface

@@ -1,4 +1,4 @@
-"""GENERATED from dgsclip/fxcore.py by `python -m tests.firmware.test_fxnative`: do not edit.
+"""GENERATED from dgsclip/fxmahony.py, fxgeom.py, fxio.py by `python -m tests.firmware.test_fxnative`: do not edit.
 
 The fixed-point kernels as @micropython.viper machine code, for ports with a native emitter
 (RP2040, ESP32). fxcore.load() imports this in a try/except and uses it only if it gives
@@ -536,59 +536,70 @@ def hip_cd(R, Q, T, mirror: int) -> int:
 
 
 @micropython.viper
-def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
-    """A whole SAMPLE frame of ring slot i (dgsclip.ring), as protocol.Encoder.sample
-    builds it: header, payload, CRC-16/CCITT-FALSE into RAW, COBS + delimiter into OUT.
-    PQ: the ring's pelvis quaternions, or None-like V when the slot has none (then pass
-    V; `i` selects the slot; the flag 0x20 in U says which). Returns the encoded length
-    including the 0x00 delimiter. TAB: the CRC table (array 'H')."""
+def q14_into(Q14, Q) -> int:
+    """Q14[0..3] = Q (Q28) in the wire's Q14 unit, rounded."""
+    o = ptr16(Q14)  # noqa: F821  (viper built-in)
+    q = ptr32(Q)  # noqa: F821  (viper built-in)
+    o[0] = (q[0] + 8192) >> 14
+    o[1] = (q[1] + 8192) >> 14
+    o[2] = (q[2] + 8192) >> 14
+    o[3] = (q[3] + 8192) >> 14
+    return 0
+
+
+@micropython.viper
+def sample_frame(OUT, RAW, V, R, i: int, SEQ, ver: int, TAB, at: int) -> int:
+    """A whole SAMPLE frame of ring slot i (dgsclip.ring: V the blocks of packed slots, R
+    the ring state with the consumer's current I2C-error and overrun counters) with the
+    sequence number SEQ (array 'H': low, high half), as protocol.Encoder.sample builds it:
+    header, payload, CRC-16/CCITT-FALSE into RAW, COBS + delimiter into OUT from index
+    `at`. Returns the encoded length including the 0x00 delimiter. TAB: the CRC table
+    (array 'H')."""
     out = ptr8(OUT)  # noqa: F821  (viper built-in)
     r = ptr8(RAW)  # noqa: F821  (viper built-in)
-    t = ptr32(T)  # noqa: F821  (viper built-in)
-    v = ptr16(V)  # noqa: F821  (viper built-in)
-    u = ptr16(U)  # noqa: F821  (viper built-in)
-    pq = ptr16(PQ)  # noqa: F821  (viper built-in)
+    st = ptr32(R)  # noqa: F821  (viper built-in)
     tb = ptr16(TAB)  # noqa: F821  (viper built-in)
-    k = i * 3
-    flags = u[k]
+    sq = ptr16(SEQ)  # noqa: F821  (viper built-in)
+    sh = st[18]
+    v = ptr8(V[i >> sh])  # noqa: F821  (viper built-in)
+    w = st[8]
+    b = (i & ((1 << sh) - 1)) * w
+    flags = v[b + 18]
     pel = flags & 32
+    if w < 28:
+        pel = 0
     plen = 20
     if pel != 0:
         plen = 28
     r[0] = ver & 255
     r[1] = 2
-    r[2] = seq & 255
-    r[3] = (seq >> 8) & 255
-    r[4] = (seq >> 16) & 255
-    r[5] = (seq >> 24) & 255
-    x = t[i] & 1073741823
-    r[6] = x & 255
-    r[7] = (x >> 8) & 255
-    r[8] = (x >> 16) & 255
-    r[9] = (x >> 24) & 255
+    x = sq[0]
+    r[2] = x & 255
+    r[3] = (x >> 8) & 255
+    x = sq[1]
+    r[4] = x & 255
+    r[5] = (x >> 8) & 255
+    r[6] = v[b]
+    r[7] = v[b + 1]
+    r[8] = v[b + 2]
+    r[9] = v[b + 3] & 63
     r[10] = plen
-    r[11] = flags & 255
-    r[12] = (flags >> 8) & 255
-    b = i * 7
+    r[11] = flags
+    r[12] = 0
     j = 0
-    while j < 7:
-        x = v[b + j]
-        r[13 + 2 * j] = x & 255
-        r[14 + 2 * j] = (x >> 8) & 255
+    while j < 14:
+        r[13 + j] = v[b + 4 + j]
         j += 1
-    x = u[k + 1]
+    x = st[16]
     r[27] = x & 255
     r[28] = (x >> 8) & 255
-    x = u[k + 2]
+    x = st[17]
     r[29] = x & 255
     r[30] = (x >> 8) & 255
     if pel != 0:
-        b = i * 4
         j = 0
-        while j < 4:
-            x = pq[b + j]
-            r[31 + 2 * j] = x & 255
-            r[32 + 2 * j] = (x >> 8) & 255
+        while j < 8:
+            r[31 + j] = v[b + 20 + j]
             j += 1
     m = 11 + plen
     c = 65535
@@ -600,9 +611,9 @@ def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
     r[m + 1] = (c >> 8) & 255
     m += 2
     # COBS (frames are far below 254 bytes: one code byte per zero, no 0xFF runs)
-    code_pos = 0
+    code_pos = at
     code = 1
-    o = 1
+    o = at + 1
     j = 0
     while j < m:
         x = r[j]
@@ -618,64 +629,202 @@ def sample_frame(OUT, RAW, T, V, U, PQ, i: int, seq: int, ver: int, TAB) -> int:
         j += 1
     out[code_pos] = code
     out[o] = 0
-    return o + 1
+    return o + 1 - at
 
 
 @micropython.viper
-def ring_put(
-    T, V, U, SK, CD, Q14, i: int, t: int, flags: int, errs: int, ovr: int, skip: int
-) -> int:
-    """Copy one fused sample into ring slot i (dgsclip.ring): its time into T, angles
-    (centidegrees) and the Q14 quaternion into V (7 int16 per slot), flags / I2C errors /
-    overruns (u16) into U (3 per slot), the samples dropped before it into SK (u16,
-    saturating)."""
-    tt = ptr32(T)  # noqa: F821  (viper built-in)
-    v = ptr16(V)  # noqa: F821  (viper built-in)
-    u = ptr16(U)  # noqa: F821  (viper built-in)
-    sk = ptr16(SK)  # noqa: F821  (viper built-in)
+def frames_out(OUT, RAW, V, R, M, SEQ, ver: int, TAB, room: int) -> int:
+    """The SAMPLE frames of the queued slots, oldest first, back to back into OUT while a
+    frame of the largest size (48 bytes) still fits in `room`: each slot's mark applied
+    (counters; the samples dropped before it advance the sequence number, so the host
+    counts them as lost), framed with the next sequence number (SEQ, array 'H': low, high
+    half), released. Returns the bytes written. Everything the main loop did per sample
+    (dgsclip.output), in one call per pass."""
+    st = ptr32(R)  # noqa: F821  (viper built-in)
+    m = ptr32(M)  # noqa: F821  (viper built-in)
+    sq = ptr16(SEQ)  # noqa: F821  (viper built-in)
+    o = 0
+    while o + 48 <= room:
+        if ((st[2] - st[3]) & 16777215) == 0:
+            break
+        i = st[1]
+        sh = st[18]
+        v = ptr8(V[i >> sh])  # noqa: F821  (viper built-in)
+        if v[(i & ((1 << sh) - 1)) * st[8] + 19] != 0:
+            j = st[10] * 3
+            st[16] = m[j]
+            st[17] = m[j + 1]
+            x = sq[0] + m[j + 2]
+            sq[0] = x & 65535
+            sq[1] = (sq[1] + (x >> 16)) & 65535
+            k = st[10] + 1
+            if k == st[13]:
+                k = 0
+            st[10] = k
+            st[12] = (st[12] + 1) & 16777215
+        o += int(sample_frame(OUT, RAW, V, R, i, SEQ, ver, TAB, o))
+        x = sq[0] + 1
+        sq[0] = x & 65535
+        sq[1] = (sq[1] + (x >> 16)) & 65535
+        i += 1
+        if i == st[7]:
+            i = 0
+        st[1] = i
+        st[3] = (st[3] + 1) & 16777215
+    return o
+
+
+@micropython.viper
+def ring_push(V, R, M, CD, Q14, PQ, t: int, flags: int, errs: int, ovr: int) -> int:
+    """Queue one fused sample in the ring (dgsclip.ring: V blocks of packed slots, R state,
+    M marks):
+    time t (µs, < 2**30), angles CD (centidegrees), thigh quaternion Q14 and, when flags
+    has 0x20 and the ring has room for it, the pelvis quaternion PQ. The I2C-error and
+    overrun counters and the samples dropped just before are kept per change, not per
+    slot: a mark (M) when they differ from the last queued sample's. Returns 1, or 0 when
+    the sample was dropped whole (ring or marks full; counted in R)."""
+    st = ptr32(R)  # noqa: F821  (viper built-in)
+    m = ptr32(M)  # noqa: F821  (viper built-in)
     cd = ptr32(CD)  # noqa: F821  (viper built-in)
     q = ptr16(Q14)  # noqa: F821  (viper built-in)
-    tt[i] = t
-    b = i * 7
-    v[b] = cd[0]
-    v[b + 1] = cd[1]
-    v[b + 2] = cd[2]
-    v[b + 3] = q[0]
-    v[b + 4] = q[1]
-    v[b + 5] = q[2]
-    v[b + 6] = q[3]
-    b = i * 3
-    u[b] = flags & 65535
-    u[b + 1] = errs & 65535
-    u[b + 2] = ovr & 65535
-    if skip > 65535:
-        skip = 65535
-    sk[i] = skip
-    return 0
+    pq = ptr16(PQ)  # noqa: F821  (viper built-in)
+    n = (st[2] - st[3]) & 16777215
+    if n >= st[7]:
+        st[5] = (st[5] + 1) & 1073741823
+        st[6] = st[6] + 1
+        return 0
+    mark = 0
+    if st[6] != 0:
+        mark = 1
+    if errs != st[14]:
+        mark = 1
+    if ovr != st[15]:
+        mark = 1
+    if mark != 0:
+        if ((st[11] - st[12]) & 16777215) >= st[13]:
+            st[5] = (st[5] + 1) & 1073741823
+            st[6] = st[6] + 1
+            return 0
+        k = st[9]
+        j = k * 3
+        m[j] = errs & 65535
+        m[j + 1] = ovr & 65535
+        x = st[6]
+        if x > 65535:
+            x = 65535
+        m[j + 2] = x
+        k += 1
+        if k == st[13]:
+            k = 0
+        st[9] = k
+        st[11] = (st[11] + 1) & 16777215
+        st[14] = errs
+        st[15] = ovr
+        st[6] = 0
+    w = st[8]
+    i = st[0]
+    sh = st[18]
+    v = ptr8(V[i >> sh])  # noqa: F821  (viper built-in)
+    b = (i & ((1 << sh) - 1)) * w
+    v[b] = t & 255
+    v[b + 1] = (t >> 8) & 255
+    v[b + 2] = (t >> 16) & 255
+    v[b + 3] = (t >> 24) & 63
+    j = 0
+    while j < 3:
+        x = cd[j]
+        v[b + 4 + 2 * j] = x & 255
+        v[b + 5 + 2 * j] = (x >> 8) & 255
+        j += 1
+    j = 0
+    while j < 4:
+        x = q[j]
+        v[b + 10 + 2 * j] = x & 255
+        v[b + 11 + 2 * j] = (x >> 8) & 255
+        j += 1
+    v[b + 18] = flags & 255
+    v[b + 19] = mark
+    if w > 20:
+        if (flags & 32) != 0:
+            j = 0
+            while j < 4:
+                x = pq[j]
+                v[b + 20 + 2 * j] = x & 255
+                v[b + 21 + 2 * j] = (x >> 8) & 255
+                j += 1
+    i += 1
+    if i == st[7]:
+        i = 0
+    st[0] = i
+    st[2] = (st[2] + 1) & 16777215
+    n += 1
+    if n > st[4]:
+        st[4] = n
+    return 1
 
 
 @micropython.viper
-def q14_into(Q14, Q) -> int:
-    """Q14[0..3] = Q (Q28) in the wire's Q14 unit, rounded."""
-    o = ptr16(Q14)  # noqa: F821  (viper built-in)
-    q = ptr32(Q)  # noqa: F821  (viper built-in)
-    o[0] = (q[0] + 8192) >> 14
-    o[1] = (q[1] + 8192) >> 14
-    o[2] = (q[2] + 8192) >> 14
-    o[3] = (q[3] + 8192) >> 14
-    return 0
+def fuse_push(L, K, dt: int, t: int, extra: int, errs: int, ovr: int, pel: int) -> int:
+    """One whole sample of a settled pipeline (dgsclip.pipeline.update_hot followed by the
+    sampler's ring push), in one call: Mahony step(s), thigh segment, hip rotation and
+    angles, Q14 quaternions, then (K[3] != 0: streaming) the ring push. L: the arrays
+    (dgsclip.pipeline.Pipeline.hot_arrays); K: [mode (0: pelvis frame from the reference,
+    1: aligned pelvis clip), mirror, calibrated, streaming, flags of the pipeline (out)];
+    pel != 0: the pelvis sample of this period was read (L[2], L[3] hold it). Returns the
+    sample's flags (pipeline flags | extra), or -1 with nothing done when a filter has
+    once-only work pending (its S_EVENT: the caller runs that sample on the general
+    path)."""
+    k = ptr32(K)  # noqa: F821  (viper built-in)
+    ts = L[4]
+    ps = L[6]
+    s1 = ptr32(ts)  # noqa: F821  (viper built-in)
+    s2 = ptr32(ps)  # noqa: F821  (viper built-in)
+    if s1[22] != 0:
+        return -1
+    if s2[22] != 0:
+        return -1
+    flags = int(mahony_step(ts, L[0], L[1], L[5], dt))
+    if pel != 0:
+        flags = flags | (int(mahony_step(ps, L[2], L[3], L[7], dt)) & 4) | 32
+    seg = L[8]
+    rel = L[9]
+    cd = L[16]
+    q14 = L[17]
+    pq14 = L[18]
+    qmul(seg, ts, L[12], 0)
+    if k[0] != 0:
+        tmp = L[10]
+        pseg = L[11]
+        qmul(tmp, ps, L[13], 0)
+        qmul(pseg, L[15], tmp, 0)
+        qmul(rel, pseg, seg, 1)
+        q14_into(pq14, pseg)
+    else:
+        qmul(rel, L[14], seg, 1)
+    hip_cd(cd, rel, L[19], k[1])
+    q14_into(q14, seg)
+    if k[2] != 0:
+        flags = flags | 1
+    k[4] = flags
+    flags = flags | extra
+    if k[3] != 0:
+        f = flags & 255
+        if pel == 0:
+            f = f & 223
+        ring_push(L[20], L[21], L[22], cd, q14, pq14, t, f, errs, ovr)
+    return flags
 
 
 @micropython.viper
-def be6_into(BUF, G, A, gs: int, as_: int) -> int:
-    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) into A and G in
-    the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
+def be6_into(BUF, G, A, gs: int, as_: int, at: int) -> int:
+    """An MPU-6050 FIFO packet (accel x y z, gyro x y z: big-endian int16) at BUF[at:] into
+    A and G in the fixed-point units (count x full-scale range: 2**-15 g and 2**-15 deg/s)."""
     b = ptr8(BUF)  # noqa: F821  (viper built-in)
     g = ptr32(G)  # noqa: F821  (viper built-in)
     a = ptr32(A)  # noqa: F821  (viper built-in)
     j = 0
     while j < 6:
-        x = (b[2 * j] << 8) | b[2 * j + 1]
+        x = (b[at + 2 * j] << 8) | b[at + 2 * j + 1]
         if x >= 32768:
             x = x - 65536
         if j < 3:

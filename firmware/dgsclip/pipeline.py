@@ -249,6 +249,27 @@ class Pipeline:
         self.flags = flags
         return flags
 
+    def hot_arrays(self, G, A, PG, PA, ring):
+        """The arrays dgsclip.fxio.fuse_push works on (its L), in its order; built once by
+        the sampler (none of them is ever replaced)."""
+        th = self.thigh
+        pel = th if self.pelvis is None else self.pelvis
+        return (
+            G, A, PG, PA, th.S, th.C, pel.S, pel.C, self.seg, self._rel, self._t, self.pseg,
+            self._mount, self._pmount, self._pref, self._pframe, self.cd, self.q14, self.pq14,
+            self._tab, ring.v, ring.r, ring.m,
+        )  # fmt: skip
+
+    def hot_mode(self, K):
+        """fuse_push's K[0..2] (pelvis frame mode, mirror, calibrated) from the current
+        calibration, as update_hot decides them; valid while settled() holds."""
+        cal = self.cal
+        calibrated = cal.has_mount and cal.has_neutral
+        pa = self.palign
+        K[0] = 1 if pa is not None and calibrated and pa.ready else 0
+        K[1] = self._mirror
+        K[2] = 1 if calibrated else 0
+
     def _calibrating(self, G, A, PG):
         """A calibration step collects this sample (floats: a few seconds, allocates)."""
         th = self.thigh

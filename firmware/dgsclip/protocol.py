@@ -41,7 +41,7 @@ from dgsclip.framing import (  # noqa: F401  (re-exported: one import for the cl
     unframe,
 )
 
-_slot_native = None  # fxcore.sample_frame as viper, once checked (False: not available)
+_slot_native = None  # fxio.sample_frame as viper, once checked (False: not available)
 _CRC_TAB = None
 
 TICKS_PERIOD = const(0x40000000)  # MicroPython ticks_us wraps at 2**30
@@ -216,6 +216,7 @@ class Encoder:
         self._raw = bytearray(MAX_FRAME)
         self._out = bytearray(MAX_ENCODED)
         self._mv = memoryview(self._out)
+        self.seqa = array("H", (0, 0))  # seq as two halves for the viper framing kernels
         self.seq = 0
         self._views = {}
         self._q14 = array("h", (0, 0, 0, 0))
@@ -302,7 +303,7 @@ class Encoder:
     def sample_slot(self, ring, i):
         """The SAMPLE frame of ring slot i (dgsclip.ring.SampleRing), byte for byte what
         sample() makes of the same values: where the port has a native emitter one viper
-        call builds it (dgsclip.fxcore.sample_frame, checked against its twin at boot, and
+        call builds it (dgsclip.fxio.sample_frame, checked against its twin at boot, and
         the twin against sample() by the tests); elsewhere through sample()."""
         global _slot_native
         if _slot_native is None:
@@ -311,39 +312,37 @@ class Encoder:
             global _CRC_TAB
             _CRC_TAB = _crc_table()
             _slot_native = fxcore.load()[4] or False
-        u = ring.u
-        p = ring.p
-        pel = p is not None and u[i * 3] & FLAG_PELVIS_PRESENT
         if _slot_native:
             seq = self.seq  # _next_seq(None) inlined (once per sample)
             self.seq = 0 if seq >= 0xFFFFFFFF else seq + 1
-            n = _slot_native(
-                self._out, self._raw, ring.t, ring.v, u, p if pel else ring.v, i, seq,
-                self._ver, _CRC_TAB,
-            )  # fmt: skip
+            sa = self.seqa
+            sa[0] = seq & 0xFFFF
+            sa[1] = seq >> 16
+            n = _slot_native(self._out, self._raw, ring.v, ring.r, i, sa, self._ver, _CRC_TAB, 0)
             v = self._views.get(n)
             if v is None:
                 v = self._mv[:n]
                 self._views[n] = v
             return v
-        b = i * 7
-        v = ring.v
+        # The packed slot (dgsclip.ring: little-endian bytes) unpacked into sample()'s
+        # arguments.
+        v = ring.v[i >> ring.shift]
+        b = (i & ring.mask) * ring.slot
+        flags = v[b + 18]
         q = self._q14
-        q[0] = v[b + 3]
-        q[1] = v[b + 4]
-        q[2] = v[b + 5]
-        q[3] = v[b + 6]
+        for k in range(4):
+            q[k] = _le16(v, b + 10 + 2 * k)
         pq = None
-        if pel:
+        if ring.slot > 20 and flags & FLAG_PELVIS_PRESENT:
             pq = self._pq14
-            pq[0] = p[i * 4]
-            pq[1] = p[i * 4 + 1]
-            pq[2] = p[i * 4 + 2]
-            pq[3] = p[i * 4 + 3]
-        k = i * 3
+            for k in range(4):
+                pq[k] = _le16(v, b + 20 + 2 * k)
+        r = ring.r
+        t = v[b] | (v[b + 1] << 8) | (v[b + 2] << 16) | (v[b + 3] << 24)
         return self.sample(
-            None, ring.t[i], v[b], v[b + 1], v[b + 2], q, u[k], u[k + 1], u[k + 2], pq
-        )
+            None, t, _le16(v, b + 4), _le16(v, b + 6), _le16(v, b + 8), q, flags, r[16], r[17],
+            pq,
+        )  # fmt: skip
 
     def hello(
         self,
@@ -542,6 +541,12 @@ class Encoder:
         )
         n = self._status_payload(HEADER_SIZE + ACK_FIXED_SIZE, fields)
         return self._finish(MSG_ACK, seq, t_us, ACK_FIXED_SIZE + n)
+
+
+def _le16(v, o):
+    """The int16 at v[o] (little-endian bytes)."""
+    x = v[o] | (v[o + 1] << 8)
+    return x - 65536 if x > 32767 else x
 
 
 def _i16(v):

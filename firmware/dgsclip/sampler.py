@@ -5,6 +5,9 @@ with micropython.schedule (or from `step()` when no timer is injected); it never
 the port (replies and LOGs belong to the main loop) and is held while commands run.
 """
 
+from array import array
+
+from dgsclip import fxcore
 from dgsclip.compat import const, heap_lock, heap_unlock
 from dgsclip.drivers.base import ImuError
 from dgsclip.output import Output
@@ -15,6 +18,14 @@ BACKOFF_MAX_US = const(500000)
 
 
 class Sampler(Output):
+    def _init_hot(self):
+        # fxio.fuse_push's arrays and modes, made once (the heap-locked FIFO drain cannot)
+        self._hot_L = self.pipe.hot_arrays(
+            self.gyro, self.accel, self.pgyro, self.paccel, self.ring
+        )
+        self._hot_K = array("i", (0, 0, 0, 0, 0))
+        self._fuse_push = fxcore.load()[8]
+
     def _start_fifo(self):
         pel = self.pelvis_imu
         # Thigh and pelvis samples are paired one to one: only with equal output data rates
@@ -149,21 +160,67 @@ class Sampler(Output):
         # Locked drains start settled (checked by the caller; commands, which could change
         # that, run in the main loop while the sampler is held): per sample only a filter's
         # once-only work (fxcore.S_EVENT = S[22], set by the previous step) can appear.
-        ts = pipe.thigh.S
-        ps = ts if pipe.pelvis is None else pipe.pelvis.S
+        if locked:
+            # One kernel call per sample (dgsclip.fxio.fuse_push: fusion, hip angles, ring
+            # push) instead of _process -> update_hot -> ring.push and their kernel calls.
+            L = self._hot_L
+            K = self._hot_K
+            pipe.hot_mode(K)
+            K[3] = 1 if self.streaming else 0
+            fuse = self._fuse_push
+            # The pelvis helper's relative-bias snapshot (pipeline.update_hot's hook, which
+            # fuse_push bypasses): the same call after each fused thigh + pelvis sample.
+            rb = getattr(pipe, "relbias", None)
+            # Drivers that pop several packets per transfer (MPU: fifo_read_batch) are read
+            # up to fifo_batch packets at a time and decoded in place by the kernel.
+            bt = imu.fifo_batch if imu._be6 is not None else 0
+            if pel is not None and (pel.fifo_batch == 0 or pel._be6 is None):
+                bt = 0
+            if bt:
+                be6 = imu._be6
+                fb = imu.fbatch
+                gs = imu._g_scale
+                as_ = imu._a_scale
+                if pel is not None:
+                    pfb = pel.fbatch
+                    pgs = pel._g_scale
+                    pas = pel._a_scale
+                j = kk = 0
+                pok = False
+        else:
+            bt = 0
+        nf = 0
+        failed = False
         while n > 0:
             n -= 1
-            if not imu.fifo_read(g, a):
-                self._bus_failed(now)
-                self._t_fifo = None
-                return
             pg = pa = None
-            e = imu.i2c_errors
-            if pel is not None:
+            if bt:
+                if j == kk:  # this chunk is used up: the next one in one transfer each
+                    kk = n + 1 if n < bt else bt
+                    j = 0
+                    if not imu.fifo_read_batch(kk):
+                        failed = True
+                        break
+                    if pel is not None:
+                        pok = pel.fifo_read_batch(kk)
+                be6(fb, g, a, gs, as_, 12 * j)
+                if pel is not None:
+                    if pok:
+                        be6(pfb, self.pgyro, self.paccel, pgs, pas, 12 * j)
+                        pg, pa = self.pgyro, self.paccel
+                    else:
+                        self._flags_extra |= FLAG_PELVIS_ERROR
+                j += 1
+            elif not imu.fifo_read(g, a):
+                failed = True
+                break
+            elif pel is not None:
                 if pel.fifo_read(self.pgyro, self.paccel):
                     pg, pa = self.pgyro, self.paccel
                 else:
                     self._flags_extra |= FLAG_PELVIS_ERROR
+            e = imu.i2c_errors
+            if pel is not None:
                 e += pel.i2c_errors
             t = clock.ticks_add(t, period)
             dt = period
@@ -179,8 +236,13 @@ class Sampler(Output):
                 errs = e
             if not locked:
                 self._fuse(t, dt, pg, pa)
-            elif not ts[22] and not ps[22]:
-                self._process(t, dt, pg, pa, e, True)
+            elif fuse(L, K, dt, t, self._flags_extra, e, self.overruns, pg is not None) >= 0:
+                self._flags_extra = 0
+                nf += 1
+                if rb is not None and pg is not None:
+                    rb.us += dt
+                    if rb.us >= 50000:
+                        rb.take(g, pg, L[4], L[6])
             else:
                 # The fusion has once-only float work to do (e.g. the accel bias as the
                 # first bias learning ends): this sample runs unlocked.
@@ -189,6 +251,13 @@ class Sampler(Output):
                     self._process(t, dt, pg, pa, e, False)
                 finally:
                     heap_lock()
+        if nf:
+            self.fused += nf
+            pipe.flags = K[4]
+        if failed:
+            self._bus_failed(now)
+            self._t_fifo = None
+            return
         self._t_fifo = t
         self._backoff = 0
         self.t_sample = now

@@ -117,8 +117,9 @@ def test_second_flash_copies_nothing_and_force_copies_everything(board):
 
     assert flash_and_settle(board, None) == []
     # Only the version query, manifest rewrite, verification and reset ran on the board;
-    # copying one file alone takes several code blocks per 256 bytes.
-    assert board.execs - execs < 20
+    # copying one file alone takes several code blocks per 256 bytes. (The verification's
+    # import list grows with the number of modules: 20 blocks for 31 of them.)
+    assert board.execs - execs < 30
     assert board.read_file("/" + MANIFEST) == manifest
 
     # Same size, other content, manifest untouched: only --force notices.

@@ -1,4 +1,5 @@
-"""dgsclip/fxnative.py (viper) is generated from dgsclip/fxcore.py (the pure-Python twins):
+"""dgsclip/fxnative.py (viper) is generated from the pure-Python twins in dgsclip/fxmahony.py,
+fxgeom.py and fxio.py:
 the two must not drift apart. Regenerate with `python -m tests.firmware.test_fxnative`."""
 
 from __future__ import annotations
@@ -8,9 +9,15 @@ import sys
 from pathlib import Path
 
 FW = Path(__file__).resolve().parents[2] / "firmware" / "dgsclip"
-KERNELS = ("mahony_step", "qmul", "hip_cd", "sample_frame", "ring_put", "be6_into", "q14_into")
+# Twin modules and their kernels, in the order they appear in fxnative.py (one module: a
+# kernel may call another by its global name).
+KERNELS = {
+    "fxmahony": ("mahony_step",),
+    "fxgeom": ("qmul", "hip_cd", "q14_into"),
+    "fxio": ("sample_frame", "frames_out", "ring_push", "fuse_push", "be6_into"),
+}
 
-HEADER = '''"""GENERATED from dgsclip/fxcore.py by `python -m tests.firmware.test_fxnative`: do not edit.
+HEADER = '''"""GENERATED from dgsclip/fxmahony.py, fxgeom.py, fxio.py by `python -m tests.firmware.test_fxnative`: do not edit.
 
 The fixed-point kernels as @micropython.viper machine code, for ports with a native emitter
 (RP2040, ESP32). fxcore.load() imports this in a try/except and uses it only if it gives
@@ -22,12 +29,21 @@ import micropython
 
 
 def generate() -> str:
-    src = (FW / "fxcore.py").read_text()
-    tree = ast.parse(src)
     out = [HEADER]
+    for module, names in KERNELS.items():
+        out.extend(_module(module, names))
+    return "".join(out)
+
+
+def _module(module: str, names: tuple[str, ...]) -> list[str]:
+    src = (FW / f"{module}.py").read_text()
+    tree = ast.parse(src)
+    out = []
+    found = set()
     for node in tree.body:
-        if not isinstance(node, ast.FunctionDef) or node.name not in KERNELS:
+        if not isinstance(node, ast.FunctionDef) or node.name not in names:
             continue
+        found.add(node.name)
         seg = ast.get_source_segment(src, node)
         assert seg is not None
         lines = seg.splitlines()
@@ -45,7 +61,8 @@ def generate() -> str:
                 ln = f"{name.rstrip()} = {kind.strip()}({rhs.strip()})  # noqa: F821  (viper built-in)"
             body.append(ln)
         out.append("\n\n@micropython.viper\n" + "\n".join([lines[0], *body]) + "\n")
-    return "".join(out)
+    assert found == set(names), f"{module}: missing {set(names) - found}"
+    return out
 
 
 def test_fxnative_is_generated_from_fxcore() -> None:

@@ -308,11 +308,11 @@ class FifoBus:
         self.pkt = pkt
         self.avail = 0
     def readfrom_mem_into(self, addr, reg, buf):
-        if reg == 0x74:
+        if reg == 0x74:  # k packets per read of 12 k bytes (the batched drain)
             p = self.pkt
-            for i in range(12):
-                buf[i] = p[i]
-            self.avail -= 1
+            for i in range(len(buf)):
+                buf[i] = p[i % 12]
+            self.avail -= len(buf) // 12
         elif reg == 0x72:
             n = self.avail * 12
             buf[0] = n >> 8

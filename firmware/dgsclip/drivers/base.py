@@ -111,6 +111,7 @@ class ImuBase:
 
     _be6 = None
     defer_recovery = False
+    fifo_batch = 0  # packets per transfer of fifo_read_batch (0: one at a time only)
 
     def raw_units(self):
         """Decode into the fixed-point units of dgsclip.fxcore from now on: ints in

@@ -18,6 +18,7 @@ _FIFO_R_W = const(0x74)
 _FIFO_ACCEL_GYRO = const(0x78)  # XG, YG, ZG, ACCEL: 12 bytes per sample, accel first
 _FIFO_OFLOW = const(0x10)
 _FIFO_BYTES = const(12)
+FIFO_BATCH = const(8)  # packets per transfer in a batched drain
 _PWR_MGMT_1 = const(0x6B)
 _WHO_AM_I = const(0x75)
 
@@ -43,6 +44,12 @@ class MPU6050(ImuBase):
         self.odr_hz = odr_hz
         self._buf = bytearray(14)
         self._fbuf = bytearray(_FIFO_BYTES)
+        # Several FIFO packets in one transfer (the sampler's locked drain): the register
+        # streams the FIFO, so k packets are one read of 12k bytes. Views made once (the
+        # drain runs with the heap locked).
+        self.fbatch = bytearray(_FIFO_BYTES * FIFO_BATCH)
+        mv = memoryview(self.fbatch)
+        self._fviews = tuple(mv[: _FIFO_BYTES * k] for k in range(FIFO_BATCH + 1))
         self._b2 = bytearray(2)
         self._g_scale = gyro_range_dps / 32768.0
         self._a_scale = accel_range_g / 32768.0
@@ -76,13 +83,20 @@ class MPU6050(ImuBase):
         self.i2c.readfrom_mem_into(self.address, _FIFO_COUNTH, b2)
         return ((b2[0] << 8) | b2[1]) // _FIFO_BYTES
 
+    fifo_batch = FIFO_BATCH
+
+    def fifo_read_batch(self, k):
+        """Pop k (1..fifo_batch) packets in one transfer into `fbatch` (packet j at 12 j,
+        decode with the fxio.be6_into kernel); False on a bus error."""
+        return self._read_block(_FIFO_R_W, self._fviews[k])
+
     def fifo_read(self, gyro, accel):
         """Pop one sample (call at most fifo_level() times); False on a bus error."""
         buf = self._fbuf
         if not self._read_block(_FIFO_R_W, buf):
             return False
         if self._be6 is not None:  # raw_units: one call, no per-value bytecode
-            self._be6(buf, gyro, accel, self._g_scale, self._a_scale)
+            self._be6(buf, gyro, accel, self._g_scale, self._a_scale, 0)
             return True
         a = self._a_scale
         g = self._g_scale
