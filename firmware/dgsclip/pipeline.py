@@ -20,7 +20,7 @@ from dgsclip.calib import Calibration, CalibrationError, Calibrator
 from dgsclip.compat import const
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
-from dgsclip.pelvis import PelvisAlign
+from dgsclip.pelvis import REL_PERIOD_US, PelvisAlign, RelBias
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
@@ -55,6 +55,9 @@ class Pipeline:
         self.thigh = Mahony(**fusion)
         self.pelvis = Mahony(**fusion) if pelvis else None
         self.palign = PelvisAlign() if pelvis else None
+        # pelvis: relative gyro-bias learner (dgsclip.pelvis.RelBias; snapshot here, the
+        # float work in slow())
+        self.relbias = RelBias() if pelvis else None
         self.cal = Calibration()
         self.calibrator = Calibrator()
         self.hip = HipAngles(side)
@@ -163,6 +166,7 @@ class Pipeline:
                 PG[i] = int(round(pg[i] * 32768.0))
                 PA[i] = int(round(pa[i] * 32768.0))
         flags = self.update_fx(G, A, int(round(dt * 1e6)), PG, PA)
+        self.slow()  # on the clip the main loop calls it (low rate, outside the heap lock)
         self.thigh.sync()
         if self.pelvis is not None:
             self.pelvis.sync()
@@ -183,6 +187,12 @@ class Pipeline:
         if pel is not None and PG is not None:
             flags |= pel.update_fx(PG, PA, dt_us) & FLAG_ACCEL_REJECTED
             flags |= FLAG_PELVIS
+            # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): ints only
+            rb = self.relbias
+            rb.us += dt_us
+            if rb.us >= REL_PERIOD_US:
+                rb.take(G, PG, th.S, pel.S)
+            # <<< pelvis relative-bias hook
         cal = self.cal
         if self.mode != MODE_RUN:
             flags |= FLAG_CALIBRATING
@@ -226,6 +236,12 @@ class Pipeline:
         pel = self.pelvis
         if pel is not None and PG is not None:
             flags |= (pel._step(pel.S, PG, PA, pel.C, dt_us) & FLAG_ACCEL_REJECTED) | FLAG_PELVIS
+            # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): ints only
+            rb = self.relbias
+            rb.us += dt_us
+            if rb.us >= 50000:  # REL_PERIOD_US (a literal: no global lookup per sample)
+                rb.take(G, PG, th.S, pel.S)
+            # <<< pelvis relative-bias hook
         qmul = self._qmul
         seg = self.seg
         qmul(seg, th.S, self._mount, 0)
@@ -248,6 +264,17 @@ class Pipeline:
             flags |= FLAG_CALIBRATED
         self.flags = flags
         return flags
+
+    def slow(self):
+        """Low-rate float work of the pelvis mode (main loop, heap unlocked, sampler held):
+        the relative gyro-bias learner's pending snapshot. True when biases changed."""
+        rb = self.relbias
+        if rb is None or not rb.snap[15]:
+            return False
+        pa = self.palign
+        cal = self.cal
+        active = self.mode == MODE_RUN and cal.has_mount and cal.has_neutral and pa.ready
+        return rb.process(self.thigh.S, self.pelvis.S, pa.frame, active)
 
     def _calibrating(self, G, A, PG):
         """A calibration step collects this sample (floats: a few seconds, allocates)."""
