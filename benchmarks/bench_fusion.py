@@ -116,7 +116,8 @@ def _calibrated_angles(s: ImuSamples, side: str, pelvis: bool, peer=None) -> np.
             p.pelvis = peer[1]
         # The relative-bias learner writes into dgsclip's own filter state; the peers'
         # biases live inside their libraries, so they run without it (as documented).
-        p.relbias = None
+        if p.relbias is not None:
+            p.relbias.enabled = False
     n0, n1 = (int(x * RATE) for x in CAL_NEUTRAL_S)
     f0, f1 = (int(x * RATE) for x in CAL_FUNCTIONAL_S)
     out = np.empty((len(s.t_s), 3))

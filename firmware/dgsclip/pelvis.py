@@ -208,6 +208,22 @@ REL_CONFIRM_S = 0.5  # a run counts after this long (its start may be a movement
 REL_CHUNK_S = 1.0  # apply what a hold taught every this much confirmed time
 REL_TAU_S = 0.3  # a chunk of T seconds moves the estimate by T / (T + tau)
 REL_THIGH_SHARE = 0.5  # share of a correction given to the thigh's bias
+# Heading already lost before the first hold (the ~25 s of calibration swings, no hold
+# in them): once REL_BRIDGE_S of holds have taught the bias difference, its change since
+# the neutral stand (where both biases were learnt) is known at both ends; the best
+# estimate of a drifting (random-walk / temperature) bias in between is the straight
+# line (Brownian bridge), so the filters integrated half the change over the gap. That
+# relative heading is turned out of the pelvis frame F once, capped at REL_BRIDGE_MAX_DEG.
+# Only holds near the neutral pose feed it: there R is what the calibration measured;
+# in other poses the mountings' residual errors turn the sway into a false difference,
+# which the gap (~25 s) would multiply.
+REL_BRIDGE_S = 2.0
+REL_BRIDGE_POSE_DEG = 15.0
+REL_BRIDGE_MAX_DPS = 10.0  # and the pelvis turning slower than this (R errors x rate)
+# The drift the bridge removes ends when the learner first corrects the biases (T1): it
+# is estimated from holds within REL_BRIDGE_WINDOW_S after that, or not at all.
+REL_BRIDGE_WINDOW_S = 8.0
+REL_BRIDGE_MAX_DEG = 5.0
 
 _QF = 1.0 / (1 << 28)
 _GF = 1.0 / 32768.0  # raw gyro unit -> deg/s
@@ -238,6 +254,15 @@ class RelBias:
         self.enabled = True
         self.reset()
         self.n_applied = 0  # chunks moved into the biases (diagnostics)
+        self._b0 = array("i", [0] * 6)  # both biases at the anchor (fxcore units)
+        self._q0 = array("i", (1 << 28, 0, 0, 0))  # thigh filter at the anchor (Q28)
+        self._gap = 0.0  # s since the anchor
+        self._bconf = 0.0  # confirmed hold time since the anchor
+        self._dsum = array("f", (0.0, 0.0, 0.0))  # bias-difference changes, summed
+        self._dn = 0
+        self._t1 = -1.0  # gap at the first correction after the anchor
+        self.bridge_pending = False
+        self.bridge_deg = 0.0  # heading turned out of the frame by the bridge (diagnostics)
         self.applied = array("f", (0.0, 0.0, 0.0))  # total correction (thigh frame, deg/s)
 
     def reset(self):
@@ -245,9 +270,27 @@ class RelBias:
         self._t = 0.0
         self._cn = 0
         self._ct = 0.0
+        self._clean = True  # every sample of the current chunk fit for the bridge
         for i in range(3):
             self._run[i] = 0.0
             self._csum[i] = 0.0
+
+    def anchor(self, thigh_s, pelvis_s):
+        """At an accepted neutral stand: both biases were just learnt at rest."""
+        b = self._b0
+        for i in range(3):
+            b[i] = thigh_s[4 + i]
+            b[3 + i] = pelvis_s[4 + i]
+        q0 = self._q0
+        for i in range(4):
+            q0[i] = thigh_s[i]
+        self._gap = 0.0
+        self._bconf = 0.0
+        d = self._dsum
+        d[0] = d[1] = d[2] = 0.0
+        self._dn = 0
+        self._t1 = -1.0
+        self.bridge_pending = True
 
     def take(self, G, PG, ts, ps):
         """Hot path, every REL_PERIOD_US (ints only, allocates nothing)."""
@@ -270,18 +313,20 @@ class RelBias:
         s[15] = 1
         self.us = 0
 
-    def process(self, thigh_s, pelvis_s, frame, active):
+    def process(self, thigh_s, pelvis_s, frame, active, neutral=True):
         """Main loop, low rate (floats). thigh_s / pelvis_s: the filters' fixed-point
         states (biases updated in place); frame: PelvisAlign.frame; active: calibrated, the
-        frame known, no calibration step running. Returns True when the biases changed."""
+        frame known, no calibration step running; neutral: the hip within REL_BRIDGE_POSE_DEG
+        of neutral (only such holds feed the bridge). Returns True when the biases changed."""
         s = self.snap
         if not s[15]:
             return False
         s[15] = 0
+        dt = s[14] * 1e-6
+        self._gap += dt
         if not active or not self.enabled:
             self.reset()
             return False
-        dt = s[14] * 1e-6
         # Bias-corrected rates (deg/s) in each sensor's frame.
         tx = s[0] * _GF - thigh_s[4] * _BF
         ty = s[1] * _GF - thigh_s[5] * _BF
@@ -338,9 +383,73 @@ class RelBias:
         c[2] += rz
         self._cn += 1
         self._ct += dt
+        if neutral and px * px + py * py + pz * pz < REL_BRIDGE_MAX_DPS * REL_BRIDGE_MAX_DPS:
+            self._bconf += dt
+        else:
+            self._clean = False
         if self._ct >= REL_CHUNK_S:
-            return self._apply(thigh_s, pelvis_s, r)
+            clean = self._clean
+            self._apply(thigh_s, pelvis_s, r)
+            if self.bridge_pending:
+                if self._gap > self._t1 + REL_BRIDGE_WINDOW_S:
+                    self.bridge_pending = False  # too late: the biases have moved since
+                elif clean:
+                    self._bridge_add(thigh_s, pelvis_s, r)
+                    if self._bconf >= REL_BRIDGE_S:
+                        self._bridge(frame)
+            return True
         return False
+
+    def _bridge_add(self, thigh_s, pelvis_s, r):
+        """Sum the estimated change of the bias difference since the anchor (thigh
+        frame) after each chunk: the bridge uses their mean, not one chunk's estimate."""
+        b = self._b0
+        v = self._v
+        _rotate_into(
+            v,
+            r,
+            (pelvis_s[4] - b[3]) * _BF,
+            (pelvis_s[5] - b[4]) * _BF,
+            (pelvis_s[6] - b[5]) * _BF,
+            False,
+        )
+        d = self._dsum
+        d[0] += (thigh_s[4] - b[0]) * _BF - v[0]
+        d[1] += (thigh_s[5] - b[1]) * _BF - v[1]
+        d[2] += (thigh_s[6] - b[2]) * _BF - v[2]
+        self._dn += 1
+
+    def _bridge(self, frame):
+        """Turn the relative heading lost since the anchor out of the frame F."""
+        self.bridge_pending = False
+        v = self._v
+        d = self._dsum
+        # c: the integral of the bias-difference error over the gap (deg, thigh frame).
+        h = 0.5 * self._t1 / self._dn
+        cx = d[0] * h
+        cy = d[1] * h
+        cz = d[2] * h
+        # The error grew while the leg swung about the neutral pose: its heading part is
+        # the vertical component with the thigh as it stood at the anchor.
+        q0 = self._q0
+        q = self._q
+        q[0], q[1], q[2], q[3] = q0[0] * _QF, q0[1] * _QF, q0[2] * _QF, q0[3] * _QF
+        _rotate_into(v, q, cx, cy, cz, False)
+        d = v[2]  # about the thigh filter's vertical: the only part the accels leave
+        if d > REL_BRIDGE_MAX_DEG:
+            d = REL_BRIDGE_MAX_DEG
+        elif d < -REL_BRIDGE_MAX_DEG:
+            d = -REL_BRIDGE_MAX_DEG
+        self.bridge_deg = d
+        # F <- Rz(d) F: the pelvis turned by the same heading error as the thigh.
+        a = 0.5 * d * 0.017453292519943295
+        cw = math.cos(a)
+        sz = math.sin(a)
+        f0, f1, f2, f3 = frame[0], frame[1], frame[2], frame[3]
+        frame[0] = cw * f0 - sz * f3
+        frame[1] = cw * f1 - sz * f2
+        frame[2] = cw * f2 + sz * f1
+        frame[3] = cw * f3 + sz * f0
 
     def _end_run(self, thigh_s, pelvis_s, r):
         if self._ct > 0.0:
@@ -349,6 +458,8 @@ class RelBias:
 
     def _apply(self, thigh_s, pelvis_s, r):
         """Move the confirmed part's mean residual into the biases."""
+        if self.bridge_pending and self._t1 < 0.0:
+            self._t1 = self._gap  # the first correction: the drift the bridge sees ends
         c = self._csum
         w = self._ct / (self._ct + REL_TAU_S) / self._cn
         mx, my, mz = c[0] * w, c[1] * w, c[2] * w
@@ -377,4 +488,5 @@ class RelBias:
         c[0] = c[1] = c[2] = 0.0
         self._cn = 0
         self._ct = 0.0
+        self._clean = True
         return True
