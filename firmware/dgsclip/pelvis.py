@@ -277,6 +277,8 @@ class RelBias:
 
     def anchor(self, thigh_s, pelvis_s):
         """At an accepted neutral stand: both biases were just learnt at rest."""
+        if not self.enabled:
+            return
         b = self._b0
         for i in range(3):
             b[i] = thigh_s[4 + i]

