@@ -218,7 +218,7 @@ REL_THIGH_SHARE = 0.5  # share of a correction given to the thigh's bias
 # in other poses the mountings' residual errors turn the sway into a false difference,
 # which the gap (~25 s) would multiply.
 REL_BRIDGE_S = 2.0
-REL_BRIDGE_POSE_DEG = 15.0
+REL_BRIDGE_POSE_CD = 1500  # hip within 15 deg of neutral on every axis (centidegrees)
 REL_BRIDGE_MAX_DPS = 10.0  # and the pelvis turning slower than this (R errors x rate)
 # The drift the bridge removes ends when the learner first corrects the biases (T1): it
 # is estimated from holds within REL_BRIDGE_WINDOW_S after that, or not at all.
@@ -226,6 +226,7 @@ REL_BRIDGE_WINDOW_S = 8.0
 REL_BRIDGE_MAX_DEG = 5.0
 
 _QF = 1.0 / (1 << 28)
+_GAP_CAP_US = 1000000000  # ~17 min: an older anchor gets no bridge
 _GF = 1.0 / 32768.0  # raw gyro unit -> deg/s
 _BF = 1.0 / 524288.0  # fxcore bias unit (2**-19 deg/s) -> deg/s
 
@@ -256,7 +257,7 @@ class RelBias:
         self.n_applied = 0  # chunks moved into the biases (diagnostics)
         self._b0 = array("i", [0] * 6)  # both biases at the anchor (fxcore units)
         self._q0 = array("i", (1 << 28, 0, 0, 0))  # thigh filter at the anchor (Q28)
-        self._gap = 0.0  # s since the anchor
+        self._gap_us = 0  # µs since the anchor (an int: nothing allocated while idle)
         self._bconf = 0.0  # confirmed hold time since the anchor
         self._dsum = array("f", (0.0, 0.0, 0.0))  # bias-difference changes, summed
         self._dn = 0
@@ -286,7 +287,7 @@ class RelBias:
         q0 = self._q0
         for i in range(4):
             q0[i] = thigh_s[i]
-        self._gap = 0.0
+        self._gap_us = 0
         self._bconf = 0.0
         d = self._dsum
         d[0] = d[1] = d[2] = 0.0
@@ -318,17 +319,19 @@ class RelBias:
     def process(self, thigh_s, pelvis_s, frame, active, neutral=True):
         """Main loop, low rate (floats). thigh_s / pelvis_s: the filters' fixed-point
         states (biases updated in place); frame: PelvisAlign.frame; active: calibrated, the
-        frame known, no calibration step running; neutral: the hip within REL_BRIDGE_POSE_DEG
+        frame known, no calibration step running; neutral: the hip within REL_BRIDGE_POSE_CD
         of neutral (only such holds feed the bridge). Returns True when the biases changed."""
         s = self.snap
         if not s[15]:
             return False
         s[15] = 0
-        dt = s[14] * 1e-6
-        self._gap += dt
+        us = s[14]
+        if self._gap_us < _GAP_CAP_US:  # stays a small int on a 32-bit port
+            self._gap_us += us
         if not active or not self.enabled:
             self.reset()
             return False
+        dt = us * 1e-6
         # Bias-corrected rates (deg/s) in each sensor's frame.
         tx = s[0] * _GF - thigh_s[4] * _BF
         ty = s[1] * _GF - thigh_s[5] * _BF
@@ -393,7 +396,8 @@ class RelBias:
             clean = self._clean
             self._apply(thigh_s, pelvis_s, r)
             if self.bridge_pending:
-                if self._gap > self._t1 + REL_BRIDGE_WINDOW_S:
+                gap = self._gap_us * 1e-6
+                if gap > self._t1 + REL_BRIDGE_WINDOW_S or self._gap_us >= _GAP_CAP_US:
                     self.bridge_pending = False  # too late: the biases have moved since
                 elif clean:
                     self._bridge_add(thigh_s, pelvis_s, r)
@@ -461,7 +465,7 @@ class RelBias:
     def _apply(self, thigh_s, pelvis_s, r):
         """Move the confirmed part's mean residual into the biases."""
         if self.bridge_pending and self._t1 < 0.0:
-            self._t1 = self._gap  # the first correction: the drift the bridge sees ends
+            self._t1 = self._gap_us * 1e-6  # the first correction: the drift the bridge sees ends
         c = self._csum
         w = self._ct / (self._ct + REL_TAU_S) / self._cn
         mx, my, mz = c[0] * w, c[1] * w, c[2] * w

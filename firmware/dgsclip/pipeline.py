@@ -20,7 +20,7 @@ from dgsclip.calib import Calibration, CalibrationError, Calibrator
 from dgsclip.compat import const
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
-from dgsclip.pelvis import REL_BRIDGE_POSE_DEG, REL_PERIOD_US, PelvisAlign, RelBias
+from dgsclip.pelvis import REL_BRIDGE_POSE_CD, REL_PERIOD_US, PelvisAlign, RelBias
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
@@ -276,7 +276,7 @@ class Pipeline:
         cal = self.cal
         active = self.mode == MODE_RUN and cal.has_mount and cal.has_neutral and pa.ready
         cd = self.cd
-        lim = int(REL_BRIDGE_POSE_DEG * 100)
+        lim = REL_BRIDGE_POSE_CD
         neutral = -lim < cd[0] < lim and -lim < cd[1] < lim and -lim < cd[2] < lim
         if rb.process(self.thigh.S, self.pelvis.S, pa.frame, active, neutral):
             _to_fx(self._pframe, pa.frame)  # the bridge may have turned the frame
