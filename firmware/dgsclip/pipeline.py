@@ -20,7 +20,7 @@ from dgsclip.calib import Calibration, CalibrationError, Calibrator
 from dgsclip.compat import const
 from dgsclip.fusion import FLAG_ACCEL_REJECTED, FLAG_INITIALISING, FLAG_STATIONARY, Mahony
 from dgsclip.hip import HipAngles
-from dgsclip.pelvis import REL_BRIDGE_POSE_CD, REL_PERIOD_US, PelvisAlign, RelBias
+from dgsclip.pelvis import PelvisAlign
 
 # Sample status flags: the protocol's SAMPLE flag bits (stationary/accel_rejected come
 # from the fusion with the same values).
@@ -57,7 +57,11 @@ class Pipeline:
         self.palign = PelvisAlign() if pelvis else None
         # pelvis: relative gyro-bias learner (dgsclip.pelvis.RelBias; snapshot here, the
         # float work in slow())
-        self.relbias = RelBias() if pelvis else None
+        self.relbias = None
+        if pelvis:
+            from dgsclip.relbias import RelBias  # only in pelvis mode (see its docstring)
+
+            self.relbias = RelBias()
         self.cal = Calibration()
         self.calibrator = Calibrator()
         self.hip = HipAngles(side)
@@ -191,7 +195,7 @@ class Pipeline:
             # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): ints only
             rb = self.relbias
             rb.us += dt_us
-            if rb.us >= REL_PERIOD_US:
+            if rb.us >= 50000:  # relbias.REL_PERIOD_US
                 rb.take(G, PG, th.S, pel.S)
             # <<< pelvis relative-bias hook
         cal = self.cal
@@ -274,11 +278,12 @@ class Pipeline:
             return False
         pa = self.palign
         cal = self.cal
-        active = self.mode == MODE_RUN and cal.has_mount and cal.has_neutral and pa.ready
+        if self.mode != MODE_RUN or not (cal.has_mount and cal.has_neutral and pa.ready):
+            return rb.idle()
         cd = self.cd
-        lim = REL_BRIDGE_POSE_CD
+        lim = rb.POSE_CD
         neutral = -lim < cd[0] < lim and -lim < cd[1] < lim and -lim < cd[2] < lim
-        if rb.process(self.thigh.S, self.pelvis.S, pa.frame, active, neutral):
+        if rb.process(self.thigh.S, self.pelvis.S, pa.frame, True, neutral):
             _to_fx(self._pframe, pa.frame)  # the bridge may have turned the frame
             return True
         return False

@@ -210,7 +210,7 @@ def _bridge_rig(dz_dps: float, neutral: bool) -> tuple[object, list[float], floa
     from array import array
 
     from dgsclip import fxcore as fx
-    from dgsclip.pelvis import REL_PERIOD_US, RelBias
+    from dgsclip.relbias import REL_PERIOD_US, RelBias
 
     rb = RelBias()
     ts = array("i", [0] * fx.S_SIZE)
