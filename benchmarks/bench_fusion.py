@@ -304,7 +304,7 @@ def run(quick: bool = False) -> str:
         "",
         f"Peers: {SETTINGS} Every filter gets the same start-up gyro offset (the mean over the",
         "neutral window) and goes through dgsclip's calibration and angle code. dgsclip's",
-        "pelvis rows include its relative gyro-bias learner (dgsclip.pelvis.RelBias: the bias",
+        "pelvis rows include its relative gyro-bias learner (dgsclip.relbias.RelBias: the bias",
         "difference of the two sensors learnt during hip holds, writing into dgsclip's own",
         "filter state); the peers keep their own bias handling (their state is internal).",
         "Seeds: these rows are seeds 0-5 (sim seeds 100-105); the learner's settings were",

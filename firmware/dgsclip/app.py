@@ -277,7 +277,7 @@ class App(Sampler):
             # Here, not in the sampler: replies and the flash write belong to the main loop
             # (a frame written from the timer could land inside one the loop is writing).
             self._calibration_finished()
-        # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): its float work, at the
+        # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): its float work, at the
         # snapshot rate (20 Hz), here outside the heap lock; the sampler is held meanwhile.
         rb = self.pipe.relbias
         if rb is not None and rb.snap[15]:

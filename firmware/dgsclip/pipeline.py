@@ -55,7 +55,7 @@ class Pipeline:
         self.thigh = Mahony(**fusion)
         self.pelvis = Mahony(**fusion) if pelvis else None
         self.palign = PelvisAlign() if pelvis else None
-        # pelvis: relative gyro-bias learner (dgsclip.pelvis.RelBias; snapshot here, the
+        # pelvis: relative gyro-bias learner (dgsclip.relbias.RelBias; snapshot here, the
         # float work in slow())
         self.relbias = None
         if pelvis:
@@ -192,7 +192,7 @@ class Pipeline:
         if pel is not None and PG is not None:
             flags |= pel.update_fx(PG, PA, dt_us) & FLAG_ACCEL_REJECTED
             flags |= FLAG_PELVIS
-            # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): ints only
+            # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): ints only
             rb = self.relbias
             rb.us += dt_us
             if rb.us >= 50000:  # relbias.REL_PERIOD_US
@@ -241,7 +241,7 @@ class Pipeline:
         pel = self.pelvis
         if pel is not None and PG is not None:
             flags |= (pel._step(pel.S, PG, PA, pel.C, dt_us) & FLAG_ACCEL_REJECTED) | FLAG_PELVIS
-            # >>> pelvis relative-bias hook (dgsclip.pelvis.RelBias): ints only
+            # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): ints only
             rb = self.relbias
             rb.us += dt_us
             if rb.us >= 50000:  # REL_PERIOD_US (a literal: no global lookup per sample)

@@ -1,6 +1,6 @@
 """Pelvis mode with the pelvis swaying and both gyro biases drifting (issue 15): neither
 sensor is ever at rest after the neutral stand, so only the relative gyro-bias learner
-(dgsclip.pelvis.RelBias) keeps the two filters' headings together."""
+(dgsclip.relbias.RelBias) keeps the two filters' headings together."""
 
 from __future__ import annotations
 
