@@ -419,6 +419,9 @@ IMPORT_ORDER = (
     (("/dgsclip/hip.mpy",), "dgsclip.hip"),
     (("/dgsclip/calib.mpy",), "dgsclip.calib"),
     (("/dgsclip/pelvis.mpy",), "dgsclip.pelvis"),
+    # pelvis hook: the relative gyro-bias learner, imported only in pelvis mode (as the
+    # Pipeline does on a board)
+    (("/dgsclip/relbias.mpy",), "dgsclip.relbias"),
     (("/dgsclip/pipeline.mpy",), "dgsclip.pipeline"),
     # framing imports fastpath (viper) at import time and keeps it only if it passes the
     # self-check against the pure-Python CRC/COBS: both must be there then.
@@ -457,6 +460,8 @@ def chunks(pelvis: bool, rate_hz: int, n: int, native: tuple[str, ...] = ()) -> 
     files = mpy_files(native)
     parts = [USERFS]
     for names, module in IMPORT_ORDER:
+        if module == "dgsclip.relbias" and not pelvis:
+            continue  # pelvis hook: thigh mode never imports it
         for k in names:
             data = files.pop(k)
             for o in range(0, len(data), PIECE):

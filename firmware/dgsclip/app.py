@@ -271,6 +271,16 @@ class App(Sampler):
             # Here, not in the sampler: replies and the flash write belong to the main loop
             # (a frame written from the timer could land inside one the loop is writing).
             self._calibration_finished()
+        # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): its float work, at the
+        # snapshot rate (20 Hz), here outside the heap lock; the sampler is held meanwhile.
+        rb = self.pipe.relbias
+        if rb is not None and rb.snap[15]:
+            self._hold = True
+            try:
+                self.pipe.slow()
+            finally:
+                self._hold = False
+        # <<< pelvis relative-bias hook
         now = clock.ticks_us()
         if self.wdt is not None and clock.ticks_diff(now, self.t_sample) < self._feed_window():
             self.wdt.feed()  # only while samples flow: a dead bus ends in a watchdog reset

@@ -55,6 +55,13 @@ class Pipeline:
         self.thigh = Mahony(**fusion)
         self.pelvis = Mahony(**fusion) if pelvis else None
         self.palign = PelvisAlign() if pelvis else None
+        # pelvis: relative gyro-bias learner (dgsclip.relbias.RelBias; snapshot here, the
+        # float work in slow())
+        self.relbias = None
+        if pelvis:
+            from dgsclip.relbias import RelBias  # only in pelvis mode (see its docstring)
+
+            self.relbias = RelBias()
         self.cal = Calibration()
         self.calibrator = Calibrator()
         self.hip = HipAngles(side)
@@ -113,6 +120,7 @@ class Pipeline:
                 self.thigh.window_seed_bias()
                 if self.pelvis is not None:
                     self.pelvis.window_seed_bias()
+                    self.relbias.anchor(self.thigh.S, self.pelvis.S)  # pelvis hook
             else:
                 self.calibrator.finish_functional(self.cal)
                 pa = self.palign
@@ -163,6 +171,7 @@ class Pipeline:
                 PG[i] = int(round(pg[i] * 32768.0))
                 PA[i] = int(round(pa[i] * 32768.0))
         flags = self.update_fx(G, A, int(round(dt * 1e6)), PG, PA)
+        self.slow()  # on the clip the main loop calls it (low rate, outside the heap lock)
         self.thigh.sync()
         if self.pelvis is not None:
             self.pelvis.sync()
@@ -183,6 +192,12 @@ class Pipeline:
         if pel is not None and PG is not None:
             flags |= pel.update_fx(PG, PA, dt_us) & FLAG_ACCEL_REJECTED
             flags |= FLAG_PELVIS
+            # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): ints only
+            rb = self.relbias
+            rb.us += dt_us
+            if rb.us >= 50000:  # relbias.REL_PERIOD_US
+                rb.take(G, PG, th.S, pel.S)
+            # <<< pelvis relative-bias hook
         cal = self.cal
         if self.mode != MODE_RUN:
             flags |= FLAG_CALIBRATING
@@ -226,6 +241,12 @@ class Pipeline:
         pel = self.pelvis
         if pel is not None and PG is not None:
             flags |= (pel._step(pel.S, PG, PA, pel.C, dt_us) & FLAG_ACCEL_REJECTED) | FLAG_PELVIS
+            # >>> pelvis relative-bias hook (dgsclip.relbias.RelBias): ints only
+            rb = self.relbias
+            rb.us += dt_us
+            if rb.us >= 50000:  # REL_PERIOD_US (a literal: no global lookup per sample)
+                rb.take(G, PG, th.S, pel.S)
+            # <<< pelvis relative-bias hook
         qmul = self._qmul
         seg = self.seg
         qmul(seg, th.S, self._mount, 0)
@@ -269,6 +290,24 @@ class Pipeline:
         K[0] = 1 if pa is not None and calibrated and pa.ready else 0
         K[1] = self._mirror
         K[2] = 1 if calibrated else 0
+
+    def slow(self):
+        """Low-rate float work of the pelvis mode (main loop, heap unlocked, sampler held):
+        the relative gyro-bias learner's pending snapshot. True when biases changed."""
+        rb = self.relbias
+        if rb is None or not rb.snap[15]:
+            return False
+        pa = self.palign
+        cal = self.cal
+        if self.mode != MODE_RUN or not (cal.has_mount and cal.has_neutral and pa.ready):
+            return rb.idle()
+        cd = self.cd
+        lim = rb.POSE_CD
+        neutral = -lim < cd[0] < lim and -lim < cd[1] < lim and -lim < cd[2] < lim
+        if rb.process(self.thigh.S, self.pelvis.S, pa.frame, True, neutral):
+            _to_fx(self._pframe, pa.frame)  # the bridge may have turned the frame
+            return True
+        return False
 
     def _calibrating(self, G, A, PG):
         """A calibration step collects this sample (floats: a few seconds, allocates)."""
