@@ -3,8 +3,8 @@
 A needle that stops moving loses the learned locator's strongest cue (the frame
 differences), and a bolus at the tip changes the image around it: the tip heat map's peak
 then often falls below the detection threshold although the needle has not gone anywhere.
-Once a needle is confirmed (edge_service.needle.track), it is kept at its place while there
-is evidence of it THERE, either
+Once a needle is confirmed (edge_service.needle.track) and has been seen travelling at
+least HOLD_MIN_TRAVEL_MM, it is kept at its place while there is evidence of it THERE, either
 
 - tip evidence: the tip heat map's peak within HOLD_RADIUS_MM of the last kept tip reaches
   HOLD_TIP_THRESHOLD (below the detection threshold: hysteresis); the tip follows that
@@ -13,7 +13,13 @@ is evidence of it THERE, either
   at least HOLD_SHAFT_SUPPORT of the image samples are brighter than the 90th percentile of
   the samples on two parallel lines HOLD_OFFSET_MM to either side (a bright specular line
   exactly where the shaft was; measured on the B-mode image itself, so a bolus that confuses
-  the model's difference channels does not remove it). The tip stays where it was.
+  the model's difference channels does not remove it). The tip stays where it was in the
+  tissue: it follows the image patch around it (normalised cross-correlation within
+  HOLD_TRACK_MM), since the tissue and the probe move a little even while the needle rests.
+
+While the kept shaft is in place, a detection further from the kept tip than a needle can
+move in the time since (HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * dt) is not taken as the tip (the
+heat map's peak jumps onto a bolus or a bright edge by a resting tip); the hold applies.
 
 Without either, nothing is reported for that frame (no tip is invented), and after
 track.LOST_FRAMES such frames in a row the needle is dropped. Nothing here can confirm a
@@ -30,12 +36,24 @@ import cv2
 import numpy as np
 
 HOLD_TIP_THRESHOLD = 0.15
+# Only a needle seen travelling this far since it was confirmed is held: a still bright line
+# (fascia, bone edge) confirmed by the jitter of its heat-map peak would otherwise be held by
+# its own "shaft" evidence for ever.
+HOLD_MIN_TRAVEL_MM = 4.0
 HOLD_RADIUS_MM = 3.0
 HOLD_SHAFT_SUPPORT = 0.5
 HOLD_NEAR_MM = 3.0
 HOLD_FAR_MM = 15.0
 HOLD_OFFSET_MM = 1.5
 MIN_SAMPLES = 12
+HOLD_PATCH_MM = 4.0
+HOLD_TRACK_MM = 1.0  # per frame
+HOLD_MATCH = 0.5
+# A held needle's tip does not jump: a detection further than this + speed * dt from the
+# kept tip, while the kept shaft is still in place, is not the tip (phantom passes move at
+# <= 6 mm/s; redirects ~4 mm/s at the tip).
+HOLD_STEP_MM = 1.0
+MAX_TIP_SPEED_MM_S = 8.0
 
 
 def local_peak(heat: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:
@@ -100,3 +118,36 @@ def shaft_support(
     if float(np.nanmax(on)) <= 0.0:
         return 0.0
     return float(np.mean(on[valid] > np.percentile(off, 90)))
+
+
+def patch(pixels: np.ndarray, center: tuple[float, float], px_mm: float) -> np.ndarray | None:
+    """The image around a kept tip (HOLD_PATCH_MM square), the template that follows it."""
+    half = max(3, round(HOLD_PATCH_MM / 2 / px_mm))
+    r, c = round(center[0]), round(center[1])
+    h, w = pixels.shape
+    if r - half < 0 or c - half < 0 or r + half + 1 > h or c + half + 1 > w:
+        return None
+    return pixels[r - half : r + half + 1, c - half : c + half + 1].copy()
+
+
+def follow(
+    pixels: np.ndarray, template: np.ndarray, center: tuple[float, float], px_mm: float
+) -> tuple[float, float] | None:
+    """Shift (rows, cols) of the template's best match within HOLD_TRACK_MM of where it was
+    (normalised cross-correlation): a resting needle moves with the tissue and the probe.
+    None when the match is poor (correlation below HOLD_MATCH) or out of the image."""
+    half = template.shape[0] // 2
+    reach = max(1, round(HOLD_TRACK_MM / px_mm))
+    r, c = round(center[0]), round(center[1])
+    h, w = pixels.shape
+    y0, y1 = r - half - reach, r + half + reach + 1
+    x0, x1 = c - half - reach, c + half + reach + 1
+    if y0 < 0 or x0 < 0 or y1 > h or x1 > w:
+        return None
+    res = cv2.matchTemplate(
+        pixels[y0:y1, x0:x1].astype(np.float32), template.astype(np.float32), cv2.TM_CCOEFF_NORMED
+    )
+    _, best, _, loc = cv2.minMaxLoc(res)
+    if not math.isfinite(best) or best < HOLD_MATCH:
+        return None
+    return float(loc[1] - reach), float(loc[0] - reach)

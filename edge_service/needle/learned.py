@@ -25,10 +25,15 @@ from edge_service.detector.model import models_dir
 from edge_service.detector.preprocess import content_roi
 from edge_service.errors import ModelError
 from edge_service.needle.hold import (
+    HOLD_MIN_TRAVEL_MM,
     HOLD_RADIUS_MM,
     HOLD_SHAFT_SUPPORT,
+    HOLD_STEP_MM,
     HOLD_TIP_THRESHOLD,
+    MAX_TIP_SPEED_MM_S,
+    follow,
     local_peak,
+    patch,
     shaft_support,
 )
 from edge_service.needle.postprocess import (
@@ -50,6 +55,10 @@ SHAFT_MIN_MM = 4.0  # a fitted visible shaft at least this long -> cue "shaft"
 TRACK_S = 1.0  # tip track window for the angle of a shaft-less (motion-cue) tip
 TRACK_MIN_MM = 2.0
 EDGE_MM = 4.0  # a shaft whose far end is this close to the image/fan edge enters from the skin
+
+
+def _moved(p: tuple[float, float] | None, dr: float, dc: float) -> tuple[float, float] | None:
+    return None if p is None else (p[0] + dr, p[1] + dc)
 
 
 def shipped_needle_model() -> Path:
@@ -107,6 +116,12 @@ class LearnedLocator:
         self.confirm = TipConfirm()
         self.last_raw = NeedleResult()
         self._kept: NeedleResult | None = None  # the last reported (confirmed) needle
+        self._patch: np.ndarray | None = None  # the image around it (hold.follow)
+        # where the confirmed track was first reported and how far it got from there: only
+        # a needle that was seen travelling is held (a still reflector that got confirmed
+        # by its jitter is not)
+        self._origin: tuple[float, float] | None = None
+        self._travel_mm = 0.0
         self._auto_roi: tuple[tuple[int, ...], Roi | None] | None = None
         self.last_latency_ms = 0.0
         # Warm-up: allocates buffers and proves the output shape before the first frame.
@@ -127,6 +142,9 @@ class LearnedLocator:
         self.confirm.reset()
         self.last_raw = NeedleResult()
         self._kept = None
+        self._patch = None
+        self._origin = None
+        self._travel_mm = 0.0
         self._auto_roi = None
 
     def maps(self, frame: Frame) -> np.ndarray:
@@ -153,8 +171,10 @@ class LearnedLocator:
         prob = self.maps(frame)
         raw = self._detect(prob, frame)
         tip = raw.tip_px if raw.found else None
-        if self.confirm.confirmed is not None and (
-            tip is None or not self.confirm.near_confirmed(tip, px_mm)
+        if self._travel_mm >= HOLD_MIN_TRAVEL_MM and (
+            tip is None
+            or not self.confirm.near_confirmed(tip, px_mm)
+            or self._too_fast(frame, tip, px_mm)
         ):
             # Hysteresis (edge_service.needle.hold): the confirmed needle stays while there
             # is tip or shaft evidence at its place; a detection elsewhere does not replace
@@ -168,6 +188,9 @@ class LearnedLocator:
         if not ok:
             if self.confirm.confirmed is None:
                 self._kept = None
+                self._patch = None
+                self._origin = None
+                self._travel_mm = 0.0
             return NeedleResult(confidence=raw.confidence)
         if raw.cue == "held":
             raw = dataclasses.replace(raw, cue=self._kept.cue if self._kept else "shaft")
@@ -175,8 +198,29 @@ class LearnedLocator:
             # a kept needle's confidence is the stronger of its two kinds of evidence
             support = self._support(frame, raw, px_mm)
             raw = dataclasses.replace(raw, confidence=max(raw.confidence, support))
+        if raw.tip_px is not None:
+            if self._origin is None:
+                self._origin = raw.tip_px
+            self._travel_mm = max(
+                self._travel_mm,
+                math.dist(raw.tip_px, self._origin) * (px_mm or DEFAULT_PX_MM),
+            )
+        if raw.tip_px is not None and (self._kept is None or raw.tip_px != self._kept.tip_px):
+            self._patch = patch(frame.pixels, raw.tip_px, px_mm or DEFAULT_PX_MM)
         self._kept = raw
         return raw
+
+    def _too_fast(self, frame: Frame, tip: tuple[float, float], px_mm: float | None) -> bool:
+        """A detection further from the kept tip than a needle moves in the time since
+        (HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * dt) while the kept shaft is still in place: the
+        heat map's peak jumped (a bolus, a bright edge by the tip), the needle did not."""
+        kept, conf = self._kept, self.confirm.confirmed
+        if kept is None or kept.tip_px is None or conf is None:
+            return False
+        mm = px_mm or DEFAULT_PX_MM
+        dist = math.hypot(tip[0] - kept.tip_px[0], tip[1] - kept.tip_px[1]) * mm
+        allowed = HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * max(0.0, frame.t - conf[0])
+        return dist > allowed and self._support(frame, kept, px_mm) >= HOLD_SHAFT_SUPPORT
 
     def _direction(self, res: NeedleResult) -> tuple[float, float] | None:
         """Unit (row, col) along the shaft towards the tip of a reported needle."""
@@ -212,9 +256,22 @@ class LearnedLocator:
         peak = float(prob[1][r, c]) if r >= 0 else 0.0
         support = self._support(frame, kept, px_mm) if kept is not None else 0.0
         if kept is not None and support >= HOLD_SHAFT_SUPPORT:
-            # The shaft is still exactly where it was: the tip rests where it was (a weak
-            # tip peak beside it is the bolus or speckle, following it would walk away).
-            return dataclasses.replace(kept, confidence=max(support, peak), cue="held")
+            # The shaft is still exactly where it was: the tip rests where it was in the
+            # tissue (a weak tip peak beside it is the bolus or speckle: following it would
+            # walk away); the image patch around it says how the tissue moved.
+            held = dataclasses.replace(kept, confidence=max(support, peak), cue="held")
+            shift = None
+            if self._patch is not None and kept.tip_px is not None:
+                shift = follow(frame.pixels, self._patch, kept.tip_px, mm)
+            if shift is not None and (shift[0] or shift[1]):
+                dr, dc = shift
+                held = dataclasses.replace(
+                    held,
+                    tip_px=_moved(kept.tip_px, dr, dc),
+                    shaft_start_px=_moved(kept.shaft_start_px, dr, dc),
+                    trajectory_end_px=None,
+                )
+            return held
         if peak < HOLD_TIP_THRESHOLD:
             return None
         res = self._detect(prob, frame, HOLD_TIP_THRESHOLD, at=(r, c))
