@@ -17,10 +17,6 @@ least HOLD_MIN_TRAVEL_MM, it is kept at its place while there is evidence of it 
   tissue: it follows the image patch around it (normalised cross-correlation within
   HOLD_TRACK_MM), since the tissue and the probe move a little even while the needle rests.
 
-While the kept shaft is in place, a detection further from the kept tip than a needle can
-move in the time since (HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * dt) is not taken as the tip (the
-heat map's peak jumps onto a bolus or a bright edge by a resting tip); the hold applies.
-
 Without either, nothing is reported for that frame (no tip is invented), and after
 track.LOST_FRAMES such frames in a row the needle is dropped. Nothing here can confirm a
 needle: a static reflector or a speckle patch never gets past the confirmation.
@@ -49,11 +45,6 @@ MIN_SAMPLES = 12
 HOLD_PATCH_MM = 4.0
 HOLD_TRACK_MM = 1.0  # per frame
 HOLD_MATCH = 0.5
-# A held needle's tip does not jump: a detection further than this + speed * dt from the
-# kept tip, while the kept shaft is still in place, is not the tip (phantom passes move at
-# <= 6 mm/s; redirects ~4 mm/s at the tip).
-HOLD_STEP_MM = 1.0
-MAX_TIP_SPEED_MM_S = 8.0
 
 
 def local_peak(heat: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:

@@ -28,9 +28,7 @@ from edge_service.needle.hold import (
     HOLD_MIN_TRAVEL_MM,
     HOLD_RADIUS_MM,
     HOLD_SHAFT_SUPPORT,
-    HOLD_STEP_MM,
     HOLD_TIP_THRESHOLD,
-    MAX_TIP_SPEED_MM_S,
     follow,
     local_peak,
     patch,
@@ -172,9 +170,7 @@ class LearnedLocator:
         raw = self._detect(prob, frame)
         tip = raw.tip_px if raw.found else None
         if self._travel_mm >= HOLD_MIN_TRAVEL_MM and (
-            tip is None
-            or not self.confirm.near_confirmed(tip, px_mm)
-            or self._too_fast(frame, tip, px_mm)
+            tip is None or not self.confirm.near_confirmed(tip, px_mm)
         ):
             # Hysteresis (edge_service.needle.hold): the confirmed needle stays while there
             # is tip or shaft evidence at its place; a detection elsewhere does not replace
@@ -209,18 +205,6 @@ class LearnedLocator:
             self._patch = patch(frame.pixels, raw.tip_px, px_mm or DEFAULT_PX_MM)
         self._kept = raw
         return raw
-
-    def _too_fast(self, frame: Frame, tip: tuple[float, float], px_mm: float | None) -> bool:
-        """A detection further from the kept tip than a needle moves in the time since
-        (HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * dt) while the kept shaft is still in place: the
-        heat map's peak jumped (a bolus, a bright edge by the tip), the needle did not."""
-        kept, conf = self._kept, self.confirm.confirmed
-        if kept is None or kept.tip_px is None or conf is None:
-            return False
-        mm = px_mm or DEFAULT_PX_MM
-        dist = math.hypot(tip[0] - kept.tip_px[0], tip[1] - kept.tip_px[1]) * mm
-        allowed = HOLD_STEP_MM + MAX_TIP_SPEED_MM_S * max(0.0, frame.t - conf[0])
-        return dist > allowed and self._support(frame, kept, px_mm) >= HOLD_SHAFT_SUPPORT
 
     def _direction(self, res: NeedleResult) -> tuple[float, float] | None:
         """Unit (row, col) along the shaft towards the tip of a reported needle."""
