@@ -24,14 +24,25 @@ from edge_service.acquisition.frame import Frame, Roi
 from edge_service.detector.model import models_dir
 from edge_service.detector.preprocess import content_roi
 from edge_service.errors import ModelError
+from edge_service.needle.hold import (
+    HOLD_MIN_TRAVEL_MM,
+    HOLD_RADIUS_MM,
+    HOLD_SHAFT_SUPPORT,
+    HOLD_TIP_THRESHOLD,
+    follow,
+    local_peak,
+    patch,
+    shaft_support,
+)
 from edge_service.needle.postprocess import (
     SHAFT_THRESHOLD,
+    direction_from_angle,
     fit_shaft,
     peak_subpixel,
     sigmoid,
 )
-from edge_service.needle.preprocess import LAGS, History, roi_scale, to_frame
-from edge_service.needle.track import TipConfirm
+from edge_service.needle.preprocess import LAGS, History, roi_scale, to_frame, to_input
+from edge_service.needle.track import DEFAULT_PX_MM, TipConfirm
 from edge_service.needle.types import NeedleResult
 
 log = logging.getLogger(__name__)
@@ -41,8 +52,11 @@ TIP_THRESHOLD = 0.3  # heat-map peak for "found" when the model file carries no 
 SHAFT_MIN_MM = 4.0  # a fitted visible shaft at least this long -> cue "shaft"
 TRACK_S = 1.0  # tip track window for the angle of a shaft-less (motion-cue) tip
 TRACK_MIN_MM = 2.0
-KEEP_THRESHOLD = 0.2  # heat-map peak that keeps an already confirmed needle
 EDGE_MM = 4.0  # a shaft whose far end is this close to the image/fan edge enters from the skin
+
+
+def _moved(p: tuple[float, float] | None, dr: float, dc: float) -> tuple[float, float] | None:
+    return None if p is None else (p[0] + dr, p[1] + dc)
 
 
 def shipped_needle_model() -> Path:
@@ -99,6 +113,13 @@ class LearnedLocator:
         self._track: deque[tuple[float, float, float]] = deque()
         self.confirm = TipConfirm()
         self.last_raw = NeedleResult()
+        self._kept: NeedleResult | None = None  # the last reported (confirmed) needle
+        self._patch: np.ndarray | None = None  # the image around it (hold.follow)
+        # where the confirmed track was first reported and how far it got from there: only
+        # a needle that was seen travelling is held (a still reflector that got confirmed
+        # by its jitter is not)
+        self._origin: tuple[float, float] | None = None
+        self._travel_mm = 0.0
         self._auto_roi: tuple[tuple[int, ...], Roi | None] | None = None
         self.last_latency_ms = 0.0
         # Warm-up: allocates buffers and proves the output shape before the first frame.
@@ -118,6 +139,10 @@ class LearnedLocator:
         self._track.clear()
         self.confirm.reset()
         self.last_raw = NeedleResult()
+        self._kept = None
+        self._patch = None
+        self._origin = None
+        self._travel_mm = 0.0
         self._auto_roi = None
 
     def maps(self, frame: Frame) -> np.ndarray:
@@ -141,28 +166,124 @@ class LearnedLocator:
             if self._auto_roi[1] is not None:
                 frame = dataclasses.replace(frame, roi=self._auto_roi[1])
         px_mm = float(frame.spacing_mm[1]) if frame.spacing_mm is not None else None
-        # Hysteresis: a confirmed needle is kept down to KEEP_THRESHOLD near where it was
-        # (a still needle loses the motion cue); a new one needs the full threshold.
-        keeping = self.confirm.confirmed is not None
-        raw = self.raw(frame, min(KEEP_THRESHOLD, self.tip_threshold) if keeping else None)
+        prob = self.maps(frame)
+        raw = self._detect(prob, frame)
         tip = raw.tip_px if raw.found else None
-        if (
-            tip is not None
-            and raw.confidence < self.tip_threshold
-            and not self.confirm.near_confirmed(tip, px_mm)
+        if self._travel_mm >= HOLD_MIN_TRAVEL_MM and (
+            tip is None or not self.confirm.near_confirmed(tip, px_mm)
         ):
-            tip = None
-        reaches = tip is not None and self._reaches_edge(frame, raw)
+            # Hysteresis (edge_service.needle.hold): the confirmed needle stays while there
+            # is tip or shaft evidence at its place; a detection elsewhere does not replace
+            # it while it is held.
+            held = self._hold(prob, frame, px_mm)
+            if held is not None:
+                raw, tip = held, held.tip_px
+        reaches = tip is not None and raw.cue != "held" and self._reaches_edge(frame, raw)
         ok = self.confirm.update(frame.t, tip, reaches, px_mm)
         self.last_raw = raw
         if not ok:
+            if self.confirm.confirmed is None:
+                self._kept = None
+                self._patch = None
+                self._origin = None
+                self._travel_mm = 0.0
             return NeedleResult(confidence=raw.confidence)
+        if raw.cue == "held":
+            raw = dataclasses.replace(raw, cue=self._kept.cue if self._kept else "shaft")
+        elif self._kept is not None and raw.confidence < self.tip_threshold:
+            # a kept needle's confidence is the stronger of its two kinds of evidence
+            support = self._support(frame, raw, px_mm)
+            raw = dataclasses.replace(raw, confidence=max(raw.confidence, support))
+        if raw.tip_px is not None:
+            if self._origin is None:
+                self._origin = raw.tip_px
+            self._travel_mm = max(
+                self._travel_mm,
+                math.dist(raw.tip_px, self._origin) * (px_mm or DEFAULT_PX_MM),
+            )
+        if raw.tip_px is not None and (self._kept is None or raw.tip_px != self._kept.tip_px):
+            self._patch = patch(frame.pixels, raw.tip_px, px_mm or DEFAULT_PX_MM)
+        self._kept = raw
         return raw
+
+    def _direction(self, res: NeedleResult) -> tuple[float, float] | None:
+        """Unit (row, col) along the shaft towards the tip of a reported needle."""
+        if res.tip_px is None:
+            return None
+        if res.cue == "shaft" and res.shaft_start_px is not None:
+            dr = res.tip_px[0] - res.shaft_start_px[0]
+            dc = res.tip_px[1] - res.shaft_start_px[1]
+            n = math.hypot(dr, dc)
+            if n >= 5.0:
+                return dr / n, dc / n
+        if res.angle_deg is not None:
+            return direction_from_angle(res.angle_deg)
+        return None
+
+    def _support(self, frame: Frame, res: NeedleResult, px_mm: float | None) -> float:
+        d = self._direction(res)
+        if d is None or res.tip_px is None:
+            return 0.0
+        return shaft_support(frame.pixels, res.tip_px, d, px_mm or DEFAULT_PX_MM)
+
+    def _hold(self, prob: np.ndarray, frame: Frame, px_mm: float | None) -> NeedleResult | None:
+        """The confirmed needle at its place when there is evidence of it (hold.py)."""
+        kept = self._kept
+        conf = self.confirm.confirmed
+        if conf is None:
+            return None
+        roi = frame.region
+        scale = roi_scale(roi, self.in_h, self.in_w)
+        mm = px_mm or DEFAULT_PX_MM
+        center = to_input(conf[1], conf[2], roi, scale)
+        r, c = local_peak(prob[1], center, HOLD_RADIUS_MM / (mm * scale[0]))
+        peak = float(prob[1][r, c]) if r >= 0 else 0.0
+        support = self._support(frame, kept, px_mm) if kept is not None else 0.0
+        if kept is not None and support >= HOLD_SHAFT_SUPPORT:
+            # The shaft is still exactly where it was: the tip rests where it was in the
+            # tissue (a weak tip peak beside it is the bolus or speckle: following it would
+            # walk away); the image patch around it says how the tissue moved.
+            held = dataclasses.replace(kept, confidence=max(support, peak), cue="held")
+            shift = None
+            if self._patch is not None and kept.tip_px is not None:
+                shift = follow(frame.pixels, self._patch, kept.tip_px, mm)
+            if shift is not None and (shift[0] or shift[1]):
+                dr, dc = shift
+                held = dataclasses.replace(
+                    held,
+                    tip_px=_moved(kept.tip_px, dr, dc),
+                    shaft_start_px=_moved(kept.shaft_start_px, dr, dc),
+                    trajectory_end_px=None,
+                )
+            return held
+        if peak < HOLD_TIP_THRESHOLD:
+            return None
+        res = self._detect(prob, frame, HOLD_TIP_THRESHOLD, at=(r, c))
+        if res.found and res.cue != "shaft" and kept is not None:
+            # no shaft fit at the weak peak: the shaft is still the kept one
+            res = dataclasses.replace(
+                res,
+                angle_deg=kept.angle_deg,
+                shaft_start_px=kept.shaft_start_px,
+                shaft_visible_fraction=kept.shaft_visible_fraction,
+                cue=kept.cue,
+            )
+        return res if res.found else None
 
     def raw(self, frame: Frame, threshold: float | None = None) -> NeedleResult:
         """This frame's detection before the confirmation over time (advances the history)."""
-        prob = self.maps(frame)
-        r, c, peak = peak_subpixel(prob[1])
+        return self._detect(self.maps(frame), frame, threshold)
+
+    def _detect(
+        self,
+        prob: np.ndarray,
+        frame: Frame,
+        threshold: float | None = None,
+        at: tuple[int, int] | None = None,
+    ) -> NeedleResult:
+        """The needle from this frame's maps: the tip at the heat map's peak (or at the
+        input pixel `at`, refined the same way)."""
+        r, c, peak = peak_subpixel(prob[1], at)
         if peak < (self.tip_threshold if threshold is None else threshold):
             self._track.clear()
             return NeedleResult(confidence=peak)

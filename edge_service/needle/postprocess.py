@@ -18,10 +18,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))).astype(np.float32)
 
 
-def peak_subpixel(heat: np.ndarray) -> tuple[float, float, float]:
-    """(row, col, value) of the heat map's maximum, refined by a parabola through the log
-    of the 3 neighbours on each axis (exact for a Gaussian peak)."""
-    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+def peak_subpixel(
+    heat: np.ndarray, at: tuple[int, int] | None = None
+) -> tuple[float, float, float]:
+    """(row, col, value) of the heat map's maximum (or of the local maximum at pixel `at`),
+    refined by a parabola through the log of the 3 neighbours on each axis (exact for a
+    Gaussian peak)."""
+    if at is None:
+        rr, cc = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        r, c = int(rr), int(cc)
+    else:
+        r, c = at
     v = float(heat[r, c])
     h, w = heat.shape
 

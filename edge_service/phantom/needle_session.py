@@ -10,6 +10,10 @@ Kinds:
   past the epineurium (truth: `epineurium_cross_t`), then stops.
 - "reflector": no needle, a static needle-like line (fascia, or a bone edge with shadow).
 - "none": no needle at all (still probe, normal scanning wander).
+- "faint": a pass held partly out of the scan plane (the shaft 1-2 elevation beam widths
+  off the plane, the tip 0.8-1.4): the shaft echoes over less than half its length or not
+  at all and the tip shows mostly by its motion; advance, pause, a short withdraw, readvance.
+  The path stays clear of the nerve (a benchmark of faint shafts, not of the alarm).
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from edge_service.phantom.simulator import PhantomFrame, PhantomSimulator
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["procedure", "intraneural", "reflector", "none"]
-KINDS: tuple[str, ...] = ("procedure", "intraneural", "reflector", "none")
+Kind = Literal["procedure", "intraneural", "reflector", "none", "faint"]
+# appended kinds keep the earlier kinds' seeds (the rng is seeded with the kind's index)
+KINDS: tuple[str, ...] = ("procedure", "intraneural", "reflector", "none", "faint")
 NERVE_CLEARANCE_MM = 5.0
 ALIQUOT_ML = 0.2
 
@@ -231,6 +236,46 @@ def _intraneural_plan(
     return plan, info
 
 
+def _faint_plan(
+    sim: PhantomSimulator, rng: np.random.Generator, ranges: GeneratorRanges, beam_mm: float
+) -> tuple[NeedlePlan, dict[str, Any]]:
+    an = sim.anatomy
+    e = an.nerve
+    angle = float(rng.uniform(*ranges.angle_deg))
+    # a target in the muscle lateral to the nerve, at about its depth
+    target = (e.cx + an.lat * float(rng.uniform(14.0, 22.0)), e.cy - float(rng.uniform(4.0, 10.0)))
+    entry = _entry_for(target, an.lat, angle)
+    total = _length_to(entry, target)
+    speed = float(rng.uniform(*ranges.speed_mm_s))
+    side = float(rng.choice([-1.0, 1.0]))
+    e_entry = side * beam_mm * float(rng.uniform(1.2, 2.0))
+    e_tip = side * beam_mm * float(rng.uniform(0.8, 1.4))
+    t = float(rng.uniform(0.5, 1.0))
+    t0 = t
+    l1 = max(8.0, total * float(rng.uniform(0.5, 0.7)))
+    ks = [Keyframe(t, 3.0, angle, e_entry, e_tip)]
+    t += (l1 - 3.0) / speed
+    ks.append(Keyframe(t, l1, angle, e_entry, e_tip))
+    t += float(rng.uniform(0.5, 1.5))
+    ks.append(Keyframe(t, l1, angle, e_entry, e_tip))
+    l2 = l1 - float(rng.uniform(3.0, 6.0))
+    t += (l1 - l2) / speed
+    ks.append(Keyframe(t, l2, angle, e_entry, e_tip))
+    e_tip2 = side * beam_mm * float(rng.uniform(0.8, 1.4))
+    t += (total - l2) / speed
+    ks.append(Keyframe(t, total, angle, e_entry, e_tip2))
+    t_end = t + 1.0
+    plan = NeedlePlan(entry, ks, [], t0)
+    info = {
+        "angle_from_skin_deg": angle,
+        "speed_mm_s": speed,
+        "elevation_entry_mm": e_entry,
+        "elevation_tip_mm": [e_tip, e_tip2],
+        "duration_s": t_end,
+    }
+    return plan, info
+
+
 def _reflector(sim: PhantomSimulator, rng: np.random.Generator) -> tuple[LineReflector, dict]:
     an = sim.anatomy
     lat = an.lat
@@ -285,6 +330,8 @@ def make_session(
         plan, info = _intraneural_plan(sim, rng, ranges)
     elif kind == "reflector":
         reflector, info = _reflector(sim, rng)
+    elif kind == "faint":
+        plan, info = _faint_plan(sim, rng, ranges, ncfg.elevation_beam_mm)
     scene = NeedleScene(sim, plan, ncfg, reflector, seed=seed)
     sim.overlays.append(scene)
     dur = duration_s if duration_s is not None else float(info.get("duration_s", 20.0))

@@ -11,6 +11,7 @@ further than caution_mm.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from typing import Any
 
@@ -23,6 +24,15 @@ from edge_service.procedure.settings import ProcedureSettings
 
 #: the share of the expected in-plane shaft that must be visible for "on target"
 MIN_SHAFT_FRACTION = 0.5
+#: A resting tip seen through a locator's jitter (a learned tip wanders 0.2-1 mm from frame
+#: to frame around a still needle, more than the motion state's stationary_mm over its short
+#: window): over the last REST_WINDOW_S, the median tip of the older half and of the newer
+#: half are within REST_SHIFT_MM and the tips' median distance from their median is within
+#: REST_SPREAD_MM. An advancing tip (>= 1 mm/s) shifts the halves by >= 0.5 mm.
+REST_WINDOW_S = 1.0
+REST_SHIFT_MM = 0.4
+REST_SPREAD_MM = 0.8
+REST_MIN_SAMPLES = 4
 
 
 def _direction(n: NeedleResult) -> tuple[float, float] | None:
@@ -56,6 +66,7 @@ class ProcedureTracker:
         self.first_on_target_t: float | None = None
         self._prev_t: float | None = None
         self._dist_hist: deque[tuple[float, float]] = deque()
+        self._rest_hist: deque[tuple[float, float, float]] = deque()  # t, depth, lateral
         self.q: dict[str, Any] = {
             "frames": 0,
             "frames_needle_found": 0,
@@ -109,6 +120,9 @@ class ProcedureTracker:
                 q["track_resets"] += 1
                 jumped = True
                 self._dist_hist.clear()  # no closing speed across a jump
+            if jumped:
+                self._rest_hist.clear()
+            self._rest_hist.append((o.t, tip[0], tip[1]))
             self.motion.add(o.t, tip, n.angle_deg, _direction(n))
             self._last_tip = tip
             self._last_seen_t = o.t
@@ -248,13 +262,31 @@ class ProcedureTracker:
                 # where it was: the spot holds for injection_end_s
                 seen = self._last_seen_t
                 return seen is not None and o.t - seen < self.s.injection_end_s
-            return motion == "stationary"
+            return motion == "stationary" or (tip is not None and self._resting(o.t))
         if tip is None:
             return (
                 self._last_seen_t is not None and o.t - self._last_seen_t < self.s.injection_end_s
             )
         start = cur.tip_mm or tip
         return math.dist(tip, start) < self.s.pass_min_mm
+
+    def _resting(self, t: float) -> bool:
+        """The tip rests although the locator's tip jitters (REST_* above)."""
+        h = self._rest_hist
+        while h and t - h[0][0] > REST_WINDOW_S:
+            h.popleft()
+        if len(h) < REST_MIN_SAMPLES or h[-1][0] - h[0][0] < 0.6 * REST_WINDOW_S:
+            return False
+        pts = [(d, lat) for _, d, lat in h]
+        half = len(pts) // 2
+
+        def med(p: list[tuple[float, float]]) -> tuple[float, float]:
+            return statistics.median(x[0] for x in p), statistics.median(x[1] for x in p)
+
+        if math.dist(med(pts[:half]), med(pts[half:])) > REST_SHIFT_MM:
+            return False
+        m = med(pts)
+        return statistics.median(math.dist(x, m) for x in pts) <= REST_SPREAD_MM
 
     def _closing_speed(self, t: float, d: float) -> float:
         """mm/s the tip approaches the epineurium, over the motion window (0 when not)."""

@@ -30,7 +30,8 @@ def test_bolus_area_and_volume() -> None:
     area, near = m.update(img, SP, tip, True)
     assert area is not None and 35.0 <= area <= 45.0
     assert near is None
-    assert 0.15 <= volume_ml(area) <= 0.25
+    # 41 mm2 changed: a bolus + the ring of tissue it pushed (injections.py): ~0.09 mL
+    assert 0.07 <= volume_ml(area) <= 0.11
 
 
 def test_noise_alone_is_no_spread_and_motion_resets() -> None:
