@@ -5,8 +5,12 @@
   looks like through a capture card. The phantom lives inside the service process, so this
   is the only way to freeze it from outside; the product code is not changed for it.
 - Memory diagnostics (DGS_SOAK_MEMDIAG=FILE): every DGS_SOAK_MEMDIAG_S seconds one JSON line
-  with RSS, glibc mallinfo2 (heap in use vs held), Python objects by type and, with
-  DGS_SOAK_TRACEMALLOC=1, the tracemalloc lines that grew most since the first sample.
+  with RSS, glibc mallinfo2 (heap in use vs held), malloc_info per arena, pymalloc arenas
+  (sys._debugmallocstats), every mapping's resident anonymous kB (/proc/self/smaps), Python
+  objects by type and, with DGS_SOAK_TRACEMALLOC=1, the tracemalloc lines that grew most
+  since the first sample. Per mapping is what found the last growth: mallinfo2 counts
+  malloc's mmap'd blocks at their full size, so a block whose pages are touched slowly (the
+  clip's angle ring) grew RSS while every malloc figure stayed flat.
 
 Usage: python -m benchmarks.soak_service run --config FILE --sessions 0
 """
