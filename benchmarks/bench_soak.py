@@ -144,6 +144,56 @@ def _floor(
     return [out[k] for k in sorted(out)]
 
 
+def _vma_class(v: list[Any]) -> str:
+    """A mapping from soak_service._vmas(): what it most likely is (see that docstring)."""
+    start, name, guard = int(v[0], 16), v[3], v[5]
+    if name == "[heap]":
+        return "malloc main heap ([heap])"
+    if name:
+        return "file-backed (copy-on-write)"
+    if guard:
+        return "thread stacks"
+    if start % (64 << 20) == 0:
+        return "malloc thread arenas"
+    return "other anonymous mmaps"
+
+
+def _memdiag_table(path: Path) -> list[str]:
+    """In-service breakdown (DGS_SOAK_MEMDIAG): resident anonymous memory by kind, the
+    lowest of the first and of the last five samples (a sample inside an analysis carries
+    its transient arrays)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    if len(rows) < 10:
+        return []
+    series: dict[str, list[float]] = {}
+    for r in rows:
+        agg: dict[str, float] = {}
+        for v in r.get("vmas", []):
+            k = _vma_class(v)
+            agg[k] = agg.get(k, 0.0) + v[4] / 1024
+        agg["all anonymous (smaps_rollup)"] = r.get("anon_mb", float("nan"))
+        agg["malloc in use (mallinfo2)"] = r.get("heap_used_mb", float("nan"))
+        agg["Python small-object arenas (count)"] = r.get("py_arenas", float("nan"))
+        agg["Python objects tracked by gc (k)"] = r.get("gc_objects", 0) / 1000
+        for k, val in agg.items():
+            series.setdefault(k, []).append(val)
+    span = f"{rows[0]['t'] / 60:.0f}–{rows[-1]['t'] / 60:.0f} min"
+    out = [
+        "",
+        f"In-service memory by kind ({len(rows)} samples, {span}; MB unless stated; lowest of "
+        "the first 5 → lowest of the last 5 samples):",
+        "",
+        "| kind | first | last |",
+        "|---|---|---|",
+    ]
+    for k, vals in sorted(series.items()):
+        out.append(f"| {k} | {min(vals[:5]):.1f} | {min(vals[-5:]):.1f} |")
+    return out
+
+
 def run(quick: bool = False) -> str:
     from edge_service.mqtt.broker import Mosquitto
     from edge_service.sim.motion import manoeuvre
@@ -329,6 +379,11 @@ check_interval_s = 1.0
         "Events:",
         "",
         *(f"- {e}" for e in events),
+        *(
+            _memdiag_table(Path(os.environ["DGS_SOAK_MEMDIAG"]))
+            if os.environ.get("DGS_SOAK_MEMDIAG")
+            else []
+        ),
         "",
         ratio,
     ]

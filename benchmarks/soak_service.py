@@ -5,8 +5,12 @@
   looks like through a capture card. The phantom lives inside the service process, so this
   is the only way to freeze it from outside; the product code is not changed for it.
 - Memory diagnostics (DGS_SOAK_MEMDIAG=FILE): every DGS_SOAK_MEMDIAG_S seconds one JSON line
-  with RSS, glibc mallinfo2 (heap in use vs held), Python objects by type and, with
-  DGS_SOAK_TRACEMALLOC=1, the tracemalloc lines that grew most since the first sample.
+  with RSS, glibc mallinfo2 (heap in use vs held), malloc_info per arena, pymalloc arenas
+  (sys._debugmallocstats), every mapping's resident anonymous kB (/proc/self/smaps), Python
+  objects by type and, with DGS_SOAK_TRACEMALLOC=1, the tracemalloc lines that grew most
+  since the first sample. Per mapping is what found the last growth: mallinfo2 counts
+  malloc's mmap'd blocks at their full size, so a block whose pages are touched slowly (the
+  clip's angle ring) grew RSS while every malloc figure stayed flat.
 
 Usage: python -m benchmarks.soak_service run --config FILE --sessions 0
 """
@@ -93,6 +97,97 @@ def _rollup() -> dict[str, float]:
     return out
 
 
+def _vmas() -> list[list[Any]]:
+    """Every mapping with resident anonymous memory: [start, kB size, perms, name, kB anon,
+    kB of the mapping just below it if that is a PROT_NONE guard]. Which mapping grows says
+    what grows: [heap] (glibc main arena), a 64 MiB-aligned anonymous mapping (a glibc
+    thread arena), a mapping right above a guard page (a thread stack), other anonymous
+    mmaps (malloc's big blocks, Python's object arenas, library pools)."""
+    out: list[list[Any]] = []
+    cur: list[Any] | None = None
+    prev_end, prev_perm, prev_size = 0, "", 0
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            guard = prev_size // 1024 if prev_end == lo and prev_perm.startswith("---") else 0
+            cur = [hex(lo), (hi - lo) // 1024, head[1], head[5] if len(head) > 5 else "", 0, guard]
+            prev_end, prev_perm, prev_size = hi, head[1], hi - lo
+        elif head[0] == "Anonymous:" and cur is not None:
+            cur[4] = int(head[1])
+            if cur[4] > 0:
+                out.append(cur)
+    return out
+
+
+def _pymalloc() -> dict[str, float]:
+    """sys._debugmallocstats' arena lines (it writes to C stderr: fd 2 is borrowed)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode(errors="replace")
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        key, _, val = line.partition("=")
+        val = val.strip().replace(",", "")
+        if not val.isdigit():
+            continue
+        if key.startswith("# arenas allocated current"):
+            out["py_arenas"] = int(val)
+        elif key.startswith("# bytes in allocated blocks"):
+            out["py_used_mb"] = round(int(val) / (1 << 20), 1)
+        elif key.startswith("# bytes in available blocks"):
+            out["py_avail_mb"] = round(int(val) / (1 << 20), 1)
+        elif key.startswith("# bytes lost to"):
+            out["py_lost_mb"] = round(out.get("py_lost_mb", 0) + int(val) / (1 << 20), 1)
+    return out
+
+
+def _malloc_arenas() -> list[dict[str, int]]:
+    """glibc malloc_info() per arena: kB the arena holds from the system, kB free in it."""
+    import re
+    import tempfile
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return []
+    with tempfile.NamedTemporaryFile(suffix=".xml") as tmp:
+        fp = libc.fopen(tmp.name.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        xml = Path(tmp.name).read_text()
+    arenas = []
+    for m in re.finditer(r'<heap nr="(\d+)">(.*?)</heap>', xml, re.S):
+        body = m.group(2)
+        cur = re.search(r'<system type="current" size="(\d+)"', body)
+        free = sum(
+            int(x)
+            for x in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', body)
+        )
+        arenas.append({"nr": int(m.group(1)), "sys_kb": int(cur.group(1)) // 1024 if cur else 0,
+                       "free_kb": free // 1024})  # fmt: skip
+    return arenas
+
+
 def _memdiag(out: Path, every_s: float, trace: bool) -> None:
     import tracemalloc
 
@@ -113,6 +208,9 @@ def _memdiag(out: Path, every_s: float, trace: bool) -> None:
                 "gc_objects": sum(types.values()),
                 "top_types": types.most_common(12),
                 "threads": threading.active_count(),
+                **_pymalloc(),
+                "arenas": _malloc_arenas(),
+                "vmas": _vmas(),
             }
             if trace:
                 snap = tracemalloc.take_snapshot()

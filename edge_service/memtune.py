@@ -18,6 +18,10 @@ through MALLOC_MMAP_THRESHOLD_ / NUMPY_MADVISE_HUGEPAGE, which also covers alloc
 before this module runs. Elsewhere (not glibc) these are no-ops. Cost: every block >= 256 KiB
 is a fresh mmap (page faults); a session's analysis took 1.06-1.29x as long, measured side
 by side on the shared development machine.
+
+Not here: buffers that are allocated once and filled slowly (the clip's angle ring) are
+written at allocation where they are made (edge_service/clip/timeline.py), else their pages
+become resident one by one and RSS rises for as long as they fill.
 """
 
 from __future__ import annotations
