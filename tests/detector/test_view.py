@@ -18,19 +18,19 @@ import pytest
 from benchmarks.bench_ood import real_files
 from benchmarks.ood_negatives import colour_doppler, negatives, phantom_frame
 from edge_service.acquisition.factory import open_path
-from edge_service.detector import Detector, DetectorSettings
 from edge_service.acquisition.frame import Frame
+from edge_service.detector import Detector, DetectorSettings
 from edge_service.detector.model import models_dir, shipped_model
-from edge_service.detector.view_classifier import (
-    CLASSIFIER_FILE,
-    ViewClassifier,
-    classifier_calibration_path,
-)
 from edge_service.detector.view import (
     REASONS,
     ViewCalibration,
     calibration_path,
     file_sha256,
+)
+from edge_service.detector.view_classifier import (
+    CLASSIFIER_FILE,
+    ViewClassifier,
+    classifier_calibration_path,
 )
 from edge_service.errors import DgsError, InputError, ModelError
 
@@ -108,7 +108,8 @@ def _as_frame(img: np.ndarray, index: int = 0) -> Frame:
 def test_other_anatomy_from_the_negative_generator_is_refused(det: Detector) -> None:
     """Cardiac, fetal, abdominal, linear vessel, lung, gel-only ... images from
     models/view_negatives.py at a seed neither training nor calibration uses."""
-    from models.view_negatives import CATEGORIES, negatives as gen_negatives
+    from models.view_negatives import CATEGORIES
+    from models.view_negatives import negatives as gen_negatives
 
     imgs, cats = gen_negatives(2 * len(CATEGORIES), 9_191_919)
     refused = []
@@ -119,7 +120,9 @@ def test_other_anatomy_from_the_negative_generator_is_refused(det: Detector) -> 
         if d.view_ok:
             continue
         _gate_refused(d)
-    assert np.mean(refused) >= 0.9, [CATEGORIES[c] for c, r in zip(cats, refused) if not r]
+    assert np.mean(refused) >= 0.9, [
+        CATEGORIES[c] for c, r in zip(cats, refused, strict=True) if not r
+    ]
 
 
 def test_features_gate_still_selectable() -> None:
