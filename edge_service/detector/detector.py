@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_service.acquisition.frame import Frame
 from edge_service.detector import measure
-from edge_service.detector.model import OnnxSegmenter, shipped_model, softmax
+from edge_service.detector.model import OnnxSegmenter, models_dir, shipped_model, softmax
 from edge_service.detector.preprocess import content_roi, input_scale, prepare_input
 from edge_service.detector.settings import DetectorSettings
 from edge_service.detector.view import (
@@ -25,6 +25,7 @@ from edge_service.detector.view import (
     calibration_path,
     file_sha256,
 )
+from edge_service.detector.view_classifier import CLASSIFIER_FILE, ViewClassifier
 from edge_service.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,22 @@ class Detector:
 
     @staticmethod
     def _load_gate(seg: OnnxSegmenter, s: DetectorSettings) -> ViewGate:
+        checks = ViewChecks(
+            min_size_px=s.view_min_size_px,
+            blank_std=s.view_blank_std,
+            contact_echo_level=s.view_contact_echo,
+            contact_min_fraction=s.view_contact_fraction,
+            colour_max_fraction=s.view_colour_fraction,
+        )
+        if s.view_method == "classifier":
+            path = s.view_classifier_path or models_dir() / CLASSIFIER_FILE
+            clf = ViewClassifier(path, threads=s.threads)
+            if (clf.in_h, clf.in_w) != (seg.in_h, seg.in_w):
+                raise ModelError(
+                    f"{path}: view classifier input {clf.in_h}x{clf.in_w} differs from the "
+                    f"segmentation model's {seg.in_h}x{seg.in_w}"
+                )
+            return ViewGate(None, checks, s.view_min_score, classifier=clf)
         fix = "run `python -m models.calibrate_view` for this model, or set view_gate: false"
         if not seg.has_features:
             raise ModelError(f"{seg.path}: no 'features' output for the view gate ({fix})")
@@ -149,13 +166,6 @@ class Detector:
             )
         if cal.n_features != seg.n_features:
             raise ModelError(f"{calibration_path(seg.path)}: feature count mismatch ({fix})")
-        checks = ViewChecks(
-            min_size_px=s.view_min_size_px,
-            blank_std=s.view_blank_std,
-            contact_echo_level=s.view_contact_echo,
-            contact_min_fraction=s.view_contact_fraction,
-            colour_max_fraction=s.view_colour_fraction,
-        )
         return ViewGate(cal, checks, s.view_min_score)
 
     @classmethod
@@ -195,7 +205,7 @@ class Detector:
         prob = softmax(logits[0])
         if self.gate is None:
             return ViewResult(reason is None, 1.0 if reason is None else 0.0, reason), prob
-        return self.gate.judge(frame, feats, reason), prob
+        return self.gate.judge(frame, feats, reason, x), prob
 
     def detect(self, frame: Frame, *, require_spacing: bool = True) -> Detection:
         """Gate, segment and measure one frame.

@@ -33,8 +33,15 @@ class DetectorSettings(BaseModel):
     view_gate: run the view / out-of-distribution gate (docs/model.md "View gate"); off only
         for models without a `features` output and its calibration (then every frame is
         taken as a valid view: use for development only).
+    view_method: the gate's learned score: "classifier" (default: the auxiliary view
+        classifier models/view_cls.onnx with models/view_cls.calibration.json, independent
+        of the segmentation model) or "features" (the Mahalanobis distance of the
+        segmentation model's features, calibrated in <model>.view.json; needs a model with a
+        `features` output and a rerun of models.calibrate_view after every retraining).
+    view_classifier_path: the view classifier's ONNX file (None = models/view_cls.onnx; its
+        calibration is the .calibration.json next to it).
     view_min_score: frames whose view_score is below this get no measurements (None = the
-        calibrated alpha stored in <model>.view.json).
+        calibrated alpha of the chosen method).
     view_min_size_px / view_blank_std / view_contact_echo / view_contact_fraction /
         view_colour_fraction: the explicit checks (ROI smaller than this; ROI grey-level
         standard deviation below this; fewer than view_contact_fraction of the deep two
@@ -56,6 +63,8 @@ class DetectorSettings(BaseModel):
     nerve_size_from: Literal["mask", "rim"] = "mask"
     calcification_max_extent_mm: float | None = Field(default=25.0, gt=0.0)
     view_gate: bool = True
+    view_method: Literal["classifier", "features"] = "classifier"
+    view_classifier_path: str | None = None
     view_min_score: float | None = Field(default=None, gt=0.0, lt=1.0)
     view_min_size_px: int = Field(default=32, ge=1)
     view_blank_std: float = Field(default=3.0, ge=0.0)

@@ -8,7 +8,12 @@ Two layers (docs/model.md, "View gate"):
    ROI are black: the probe lost contact), `colour` (chroma inside the B-mode region: colour
    or power Doppler, colour maps; the source reports it in `frame.meta["chroma_fraction"]`),
    `frozen` (byte-identical to the previous frame of the same source: a frozen scanner).
-2. A learned score (Lee et al. 2018): the Mahalanobis distance of the network's pooled
+2. A learned score, by `DetectorSettings.view_method`:
+   - `classifier` (default; edge_service/detector/view_classifier.py): an auxiliary view
+     classifier (a small CNN, models/view_cls.onnx) trained with outlier exposure on
+     synthetic other-anatomy negatives; `view_score` is the conformal p-value of its logit
+     against held-out phantom frames. Independent of the segmentation model.
+   - `features` (the previous gate, Lee et al. 2018): the Mahalanobis distance of the network's pooled
    encoder features (the model's `features` output, models/view_features.py) to the
    in-distribution Gaussian fitted on simulated training-like frames, turned into a
    conformal p-value against distances of held-out in-distribution frames
@@ -28,12 +33,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_service.acquisition.frame import Frame
 from edge_service.errors import ModelError
+
+if TYPE_CHECKING:
+    from edge_service.detector.view_classifier import ViewClassifier
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +147,8 @@ class ViewResult:
     ok: bool
     score: float  # [0, 1], higher = more like the frames the model was made for
     reason: str | None  # one of REASONS when not ok
-    distance: float | None = None  # Mahalanobis distance (None when the model did not run)
+    distance: float | None = None  # Mahalanobis distance (`features` method)
+    logit: float | None = None  # view classifier logit (`classifier` method)
 
 
 @dataclass(frozen=True)
@@ -173,15 +182,32 @@ def cheap_reason(
 
 
 class ViewGate:
-    """Per-source state (the previous frame, for `frozen`) + the calibrated learned score."""
+    """Per-source state (the previous frame, for `frozen`) + the calibrated learned score:
+    exactly one of `calibration` (method `features`) or `classifier` (method `classifier`)."""
 
     def __init__(
-        self, calibration: ViewCalibration, checks: ViewChecks, alpha: float | None = None
+        self,
+        calibration: ViewCalibration | None,
+        checks: ViewChecks,
+        alpha: float | None = None,
+        classifier: ViewClassifier | None = None,
     ) -> None:
+        if (calibration is None) == (classifier is None):
+            raise ValueError("ViewGate needs exactly one of calibration / classifier")
         self.cal = calibration
+        self.classifier = classifier
         self.checks = checks
-        self.alpha = calibration.alpha if alpha is None else alpha
+        if classifier is not None:
+            calibrated = classifier.alpha
+        else:
+            assert calibration is not None
+            calibrated = calibration.alpha
+        self.alpha = calibrated if alpha is None else alpha
         self._prev: tuple[int, bytes] | None = None
+
+    @property
+    def method(self) -> str:
+        return "classifier" if self.classifier is not None else "features"
 
     def reset(self) -> None:
         self._prev = None
@@ -203,8 +229,24 @@ class ViewGate:
             reason = "frozen"
         return reason
 
-    def judge(self, frame: Frame, features: np.ndarray | None, reason: str | None) -> ViewResult:
-        """Combine the explicit reason (from pre_check) with the learned score."""
+    def judge(
+        self,
+        frame: Frame,
+        features: np.ndarray | None,
+        reason: str | None,
+        x: np.ndarray | None = None,
+    ) -> ViewResult:
+        """Combine the explicit reason (from pre_check) with the learned score. x: the
+        prepared model input (1, 1, H, W), needed by the classifier method."""
+        if self.classifier is not None:
+            if x is None:
+                return ViewResult(False, 0.0, reason or "ood")
+            logit = self.classifier.logit(x)
+            score = self.classifier.score(logit)
+            if reason is None and score < self.alpha:
+                reason = "ood"
+            return ViewResult(reason is None, score, reason, None, logit)
+        assert self.cal is not None
         if features is None:
             return ViewResult(False, 0.0, reason or "ood", None)
         dist = self.cal.distance(features)
