@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_service.errors import ModelError
+from edge_service.ortsession import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +43,11 @@ class OnnxSegmenter:
     """An onnxruntime session checked against the contract and warmed up."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        import onnxruntime as ort
 
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"model file not found: {self.path}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
+        self.session = cpu_session(self.path, threads)
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         out_names = [o.name for o in outputs]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_service.errors import ModelError
+from edge_service.ortsession import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ class ViewClassifier:
     """The ONNX view classifier with its calibration, checked and warmed up at load."""
 
     def __init__(self, path: str | os.PathLike[str], threads: int = 1) -> None:
-        import onnxruntime as ort
 
         from edge_service.detector.view import file_sha256
 
@@ -71,16 +71,7 @@ class ViewClassifier:
                 f"{cal_path} was calibrated for another classifier file "
                 "(run `python -m models.view_train`)"
             )
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
+        self.session = cpu_session(self.path, threads)
         inp = self.session.get_inputs()
         if len(inp) != 1 or list(inp[0].shape) != [1, 1, self.in_h, self.in_w]:
             raise ModelError(

@@ -44,6 +44,7 @@ from edge_service.needle.postprocess import (
 from edge_service.needle.preprocess import LAGS, History, roi_scale, to_frame, to_input
 from edge_service.needle.track import DEFAULT_PX_MM, TipConfirm
 from edge_service.needle.types import NeedleResult
+from edge_service.ortsession import cpu_session
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +75,11 @@ class LearnedLocator:
         threads: int = 1,
         tip_threshold: float | None = None,
     ) -> None:
-        import onnxruntime as ort
 
         self.path = Path(path) if path is not None else shipped_needle_model()
         if not self.path.is_file():
             raise ModelError(f"needle model not found: {self.path}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), so, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises several unrelated types
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({exc})") from exc
+        self.session = cpu_session(self.path, threads)
         inp = self.session.get_inputs()
         if len(inp) != 1 or len(inp[0].shape) != 4 or inp[0].shape[1] != 1 + len(LAGS):
             raise ModelError(
