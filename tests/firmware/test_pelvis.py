@@ -33,8 +33,10 @@ def _sim(kind: str, seed: int, posture: float = 0.0):
     return s, side, offset
 
 
-def _pipeline_angles(s, side: str) -> tuple[np.ndarray, Pipeline]:
-    p = Pipeline(side, pelvis=True)
+def _pipeline_angles(s, side: str, p: Pipeline | None = None) -> tuple[np.ndarray, Pipeline]:
+    """Hip angles of `s` through a pelvis-mode Pipeline (a fresh one unless `p` is given),
+    with the neutral and functional calibrations at their scripted times."""
+    p = p or Pipeline(side, pelvis=True)
     n0, n1 = (int(x * RATE) for x in CAL_NEUTRAL_S)
     f0, f1 = (int(x * RATE) for x in CAL_FUNCTIONAL_S)
     out = np.empty((len(s.t_s), 3))

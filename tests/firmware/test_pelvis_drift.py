@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dgsclip.pipeline import MODE_FUNCTIONAL, MODE_NEUTRAL, Pipeline
+from dgsclip.pipeline import Pipeline
 
 from edge_service.sim.body import BodyConditions
 from edge_service.sim.imu import (
@@ -19,6 +19,7 @@ from edge_service.sim.imu import (
     with_calibration,
 )
 from edge_service.sim.motion import manoeuvre
+from tests.firmware.test_pelvis import _pipeline_angles
 
 RATE = 100
 # Three times the benchmark's bias random walk: over a 70 s session each bias wanders
@@ -46,19 +47,8 @@ def _run(s: ImuSamples, side: str, learner: bool) -> tuple[np.ndarray, Pipeline]
     p = Pipeline(side, pelvis=True)
     assert p.relbias is not None
     p.relbias.enabled = learner
-    n0, n1 = (int(x * RATE) for x in CAL_NEUTRAL_S)
-    f0, f1 = (int(x * RATE) for x in CAL_FUNCTIONAL_S)
-    out = np.empty((len(s.t_s), 3))
     assert s.pelvis_gyro_dps is not None and s.pelvis_accel_g is not None
-    for i in range(len(s.t_s)):
-        if i == n0:
-            p.begin_calibration(MODE_NEUTRAL, n1 - n0)
-        if i == f0:
-            p.begin_calibration(MODE_FUNCTIONAL, f1 - f0)
-        p.update(s.gyro_dps[i], s.accel_g[i], 1.0 / RATE, s.pelvis_gyro_dps[i], s.pelvis_accel_g[i])
-        assert p.cal_done is None or p.cal_done[1] is None, p.cal_done
-        out[i] = p.angles
-    return out, p
+    return _pipeline_angles(s, side, p)
 
 
 def _rmse(got: np.ndarray, s: ImuSamples, offset: float) -> np.ndarray:
