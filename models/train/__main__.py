@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from edge_service.phantom import PHANTOM_REVISION
-from models.train.augment import augment
+from models.train.augment import augment, randomize_targets
 from models.train.data import (
     TRAIN_SEED_BASE,
     VAL_REAL_SEED_BASE,
@@ -117,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         "validation split (seeds 7000+)",
     )
     ap.add_argument(
+        "--targets",
+        type=float,
+        default=0.0,
+        help="fraction of each batch whose nerve appearance (contrast to the tissue, inner "
+        "texture, epineurial rim) is redrawn (augment.randomize_targets); >0 adds a "
+        "validation split: the realism split with every nerve redrawn once (fixed seed)",
+    )
+    ap.add_argument(
         "--base-cache",
         type=Path,
         default=None,
@@ -134,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--own-tolerance",
         type=float,
         default=-1.0,
-        help=">=0: select the step with the best mean Dice over the realism/RF splits among "
+        help=">=0: select the step with the best mean Dice over the realism/RF/target splits among "
         "those whose plain-phantom nerve and calcification Dice stay within this of the "
         "start (keeps the own-phantom accuracy); <0: best mean Dice over all splits",
     )
@@ -229,6 +237,20 @@ def main(argv: list[str] | None = None) -> int:
         gen_s,
     )
 
+    xvt = xvr[:0]
+    if args.targets > 0:
+        # Own data only: the realism validation frames with the nerve redrawn (fixed seed).
+        xvt = (
+            randomize_targets(
+                torch.from_numpy(xvr.astype(np.float32))[:, None],
+                torch.from_numpy(yvr.astype(np.float32) / 255.0),
+                torch.Generator().manual_seed(8_000 + args.seed),
+                p=1.0,
+            )[:, 0]
+            .numpy()
+            .astype(np.float16)
+        )
+
     def validate() -> dict[str, float]:
         """Dice on the own-generator validation splits; `score` (their mean) selects."""
         a = dice_scores(model, xva, yva)
@@ -237,9 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(xvf):
             c = dice_scores(model, xvf, yvf)
             out.update({"rf_nerve": c["nerve"], "rf_calcification": c["calcification"]})
+        if len(xvt):
+            t = dice_scores(model, xvt, yvr)
+            out.update({"tgt_nerve": t["nerve"], "tgt_calcification": t["calcification"]})
         out["score"] = float(np.mean(list(out.values())))
         if args.own_tolerance >= 0:
-            shifted = [v for k, v in out.items() if k.startswith(("real_", "rf_"))]
+            shifted = [v for k, v in out.items() if k.startswith(("real_", "rf_", "tgt_"))]
             out["transfer_score"] = float(np.mean(shifted))
         return out
 
@@ -281,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             idx = rng.integers(0, len(xtr), args.batch)
         xb = torch.from_numpy(xtr[idx].astype(np.float32))[:, None]
         yb = torch.from_numpy(ytr[idx].astype(np.float32) / 255.0)
-        xb, yb = augment(xb, yb, g, randomize=not args.no_randomize)
+        xb, yb = augment(xb, yb, g, randomize=not args.no_randomize, targets=args.targets)
         loss = loss_fn(model(xb), soft_targets(yb))
         opt.zero_grad()
         loss.backward()
@@ -357,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_frames": len(xva) + len(xvr) + len(xvf),
         "realism_fraction": args.realism,
         "rf_family_fraction": args.rf_family,
+        "target_randomisation": args.targets,
         "base_cache_frames": len(xtr) - n_new if args.base_cache is not None else 0,
         "new_weight": args.new_weight,
         "own_tolerance": args.own_tolerance,

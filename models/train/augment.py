@@ -38,11 +38,16 @@ def _pick(g: torch.Generator, n: int, p: float) -> torch.Tensor:
 
 
 def augment(
-    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, randomize: bool = True
+    x: torch.Tensor,
+    y: torch.Tensor,
+    g: torch.Generator,
+    randomize: bool = True,
+    targets: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x: (N,1,H,W) in [0,1]; y: (N,2,H,W) soft nerve/calcification fractions.
 
-    randomize=False gives the original (pre domain-randomisation) augmentation only."""
+    randomize=False gives the original (pre domain-randomisation) augmentation only;
+    targets: fraction of the batch whose nerve appearance is redrawn (randomize_targets)."""
     n = x.shape[0]
     # geometry
     scale = _rand(g, n, 0.85, 1.2)
@@ -65,6 +70,8 @@ def augment(
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if randomize:
         x, y = randomize_geometry(x, y, g)
+    if targets > 0:
+        x = randomize_targets(x, y, g, targets)
     # speckle size / resolution: down-up sample a random subset
     sel = torch.rand(n, generator=g) < 0.3
     if sel.any():
@@ -161,6 +168,69 @@ def randomize_geometry(
     x = F.grid_sample(x, gr, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, gr, mode="bilinear", padding_mode="zeros", align_corners=False)
     return x, y
+
+
+# -- target appearance: nerve contrast, texture and epineurial rim -------------------------
+def randomize_targets(
+    x: torch.Tensor, y: torch.Tensor, g: torch.Generator, p: float = 0.5
+) -> torch.Tensor:
+    """Redraw how the nerve looks on a random subset p of the batch, labels unchanged.
+
+    Real nerves range from a bright fascicular "honeycomb" to a faint hypoechoic oval that
+    differs from the muscle around it mostly by a thin rim (obesity, depth, low frequency,
+    another scanner's dynamic range): a model that keys on one contrast finds only the
+    part of the nerve that looks like its training phantom. Per image: the mean level
+    inside the nerve is moved towards (or past) that of its neighbourhood (contrast factor
+    -0.4..1.1 of the original difference), the inner texture is scaled 0.5-1.3x or replaced
+    by tissue speckle from elsewhere in the frame, and a thin bright rim (strongest where
+    the beam meets the boundary at right angles, top and bottom) is added or not (always
+    when little contrast is left)."""
+    n = x.shape[0]
+    out = x.clone()
+    for i in range(n):
+        if float(torch.rand(1, generator=g)) >= p:
+            continue
+        m = y[i : i + 1, 0:1]
+        if float(m.sum()) < 6.0:
+            continue
+        xi = out[i : i + 1]
+        ms = _blur(m, 0.7, 0.7).clamp(0, 1)
+        near = (_blur(m, 4.0, 4.0) * 4).clamp(0, 1) * (1 - _blur(m, 1.5, 1.5) * 2).clamp(0, 1)
+        near = near * (xi > 0.004).float()
+        if float(near.sum()) < 6.0:
+            continue
+        mu_in = float((xi * ms).sum() / ms.sum())
+        mu_out = float((xi * near).sum() / near.sum())
+        c = float(_rand(g, 1, -0.4, 1.1))
+        s = float(_rand(g, 1, 0.5, 1.3))
+        if float(torch.rand(1, generator=g)) < 0.35:
+            # Texture of other tissue: the same frame shifted by 12-30 px, high-passed.
+            dy, dx = (
+                int(v) * int(w)
+                for v, w in zip(
+                    torch.randint(12, 31, (2,), generator=g),
+                    torch.where(torch.rand(2, generator=g) < 0.5, -1, 1),
+                    strict=True,
+                )
+            )
+            tex = torch.roll(xi, (dy, dx), (2, 3))
+            detail = tex - _blur(tex, 3.0, 3.0)
+        else:
+            detail = xi - mu_in
+        inner = mu_out + c * (mu_in - mu_out) + s * detail
+        xi = xi * (1 - ms) + inner * ms
+        # A nerve with no contrast left must keep a visible boundary: a label on an
+        # invisible structure would teach the network to guess from context.
+        if abs(c) < 0.3 or float(torch.rand(1, generator=g)) < 0.45:
+            # Epineurial rim: bright on the boundary, more at top/bottom (specular).
+            mb = _blur(m, 1.0, 1.0)
+            gy = (mb - torch.roll(mb, 1, 2)).abs() + (mb - torch.roll(mb, -1, 2)).abs()
+            gx = (mb - torch.roll(mb, 1, 3)).abs() + (mb - torch.roll(mb, -1, 3)).abs()
+            rim = gy + float(_rand(g, 1, 0.2, 1.0)) * gx
+            rim = rim / rim.max().clamp_min(1e-6)
+            xi = xi + float(_rand(g, 1, 0.06, 0.22)) * rim
+        out[i : i + 1] = xi
+    return (out * (x > 0.004).float()).clamp(0, 1)
 
 
 # -- appearance: TGC, frequency, speckle, compounding, filtering, persistence -------------

@@ -96,3 +96,25 @@ def test_randomize_false_is_the_previous_augmentation() -> None:
     xa, ya = A.augment(x.clone(), y.clone(), torch.Generator().manual_seed(9), randomize=False)
     xb, yb = A.augment(x.clone(), y.clone(), torch.Generator().manual_seed(9), randomize=False)
     assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_target_randomisation_changes_only_the_nerve_region() -> None:
+    x, y = _batch()
+    g = torch.Generator().manual_seed(11)
+    xt = A.randomize_targets(x.clone(), y, g, p=1.0)
+    assert xt.shape == x.shape and float(xt.min()) >= 0 and float(xt.max()) <= 1
+    far = (A._blur(y[:, 0:1], 6.0, 6.0) < 1e-3).expand_as(x)
+    near_nerve = y[:, 0:1] > 0.5
+    # Far from the nerve nothing moves (labels unchanged, so they must stay aligned) ...
+    assert torch.allclose(xt[far], x[far])
+    # ... inside it the appearance is redrawn: contrast to the tissue is no longer the
+    # constant 0.95-vs-0.35 of the input on most images.
+    changed = [abs(float(xt[i][near_nerve[i]].mean()) - 0.95) > 0.05 for i in range(x.shape[0])]
+    assert sum(changed) >= x.shape[0] // 2
+
+
+def test_target_randomisation_off_by_default() -> None:
+    x, y = _batch(2)
+    xa, _ = A.augment(x.clone(), y.clone(), torch.Generator().manual_seed(4))
+    xb, _ = A.augment(x.clone(), y.clone(), torch.Generator().manual_seed(4), targets=0.0)
+    assert torch.equal(xa, xb)
