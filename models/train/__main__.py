@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         help="validate every N steps and keep the best weights (own generator only)",
     )
     ap.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="also save the weights of every validated step to --out (stepNNNNNN.pt)",
+    )
+    ap.add_argument(
         "--export-dir",
         type=Path,
         default=HERE.parent,
@@ -356,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             d = validate()
             history.append({"step": step, "loss": float(loss.item()), **d})
             log.info("val dice %s", d)
+            if args.keep_checkpoints:
+                torch.save(
+                    {"state": model.state_dict(), "widths": widths, "input": [in_h, in_w]},
+                    args.out / f"step{step:06d}.pt",
+                )
             if better(d):
                 best, best_step = d, step
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
