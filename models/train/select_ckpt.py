@@ -138,18 +138,30 @@ def score(det: Detector, data: list[dict[str, Any]]) -> Scores:
     )
 
 
-def detector_for(ckpt: Path) -> Detector:
-    """The shipped detector's pre/post-processing around a checkpoint's torch weights."""
-    model, _ = load_model(ckpt)
-    det = Detector.load(threads=2, settings=DetectorSettings(view_gate=False))
+def detector_for(ckpt: Path, tmp: Path) -> Detector:
+    """The shipped detector's pre/post-processing and onnxruntime around a checkpoint's
+    weights (exported to a temporary fp32 ONNX file, as the shipped export does)."""
+    import onnx
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out: np.ndarray = model(torch.from_numpy(x)).numpy()
-        return out
+    from models.train.export import INPUT_NAME, OPSET, OUTPUT_NAME
 
-    det.seg.run = run  # type: ignore[method-assign]
-    return det
+    model, (h, w) = load_model(ckpt)
+    path = tmp / f"{ckpt.stem}.onnx"
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 1, h, w),),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    m = onnx.load(str(path))
+    for k, v in {"dgs.model": "dgs-seg/1", "dgs.input_hw": json.dumps([h, w])}.items():
+        p = m.metadata_props.add()
+        p.key, p.value = k, v
+    onnx.save(m, str(path))
+    return Detector.load(path=path, threads=2, settings=DetectorSettings(view_gate=False))
 
 
 def choose(rows: dict[str, dict[str, Scores]], start: str) -> str:
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ckpts = [c for c in ckpts if int(c.stem[4:]) >= args.from_step][::-1][:: args.every][::-1]
     rows: dict[str, dict[str, Scores]] = {}
     for c in [args.start, *ckpts]:
-        det = detector_for(c)
+        det = detector_for(c, args.cache)
         rows[c.name] = {k: score(det, v) for k, v in data.items()}
         log.info("%s: %s", c.name, " | ".join(f"{k} {s.text()}" for k, s in rows[c.name].items()))
     pick = choose(rows, args.start.name)
