@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_service.detector.preprocess import crop_roi, prepare_input, resize_area
-from edge_service.phantom import PhantomConfig, PhantomSimulator
+from edge_service.phantom import PhantomConfig, PhantomFrame, PhantomSimulator
 from models.train.rf_family import RfRenderer
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,11 @@ class Batch:
     y: np.ndarray  # (N, 2, H, W) uint8: nerve and calcification area fraction * 255
 
 
-def _patient(
-    args: tuple[int, int, int, int, float] | tuple[int, int, int, int, float, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """(seed, frames, in_h, in_w, realism[, rf fraction]) -> one patient's inputs and labels."""
-    seed, frames, in_h, in_w, realism = args[:5]
-    rf = float(args[5]) if len(args) > 5 else 0.0
+def patient_frames(
+    seed: int, frames: int, realism: float, rf: float
+) -> tuple[PhantomConfig, PhantomSimulator, list[PhantomFrame]]:
+    """One patient's draws and frames at random hip angles: the configuration, the
+    simulator (its truth) and the rendered frames with their masks."""
     rng = np.random.default_rng(seed)
     cfg = PhantomConfig.randomized(rng)
     # Realism knobs from their own stream, so the revision-2 draws of a seed stay the same.
@@ -58,11 +57,24 @@ def _patient(
     # Second rendering family from its own stream too (same anatomy and labels).
     rf_rng = np.random.default_rng([seed, RF_STREAM])
     renderer = RfRenderer(sim, rf_rng) if rf_rng.random() < rf else None
-    xs, ys = [], []
+    out = []
     for _ in range(frames):
         ang = np.array([rng.uniform(0, 90), rng.uniform(0, 20), rng.uniform(-10, 40)])
         t_rel = float(rng.uniform(0, 40))
-        pf = sim.render(ang, t_rel=t_rel) if renderer is None else renderer.render(ang, t_rel)
+        out.append(
+            sim.render(ang, t_rel=t_rel) if renderer is None else renderer.render(ang, t_rel)
+        )
+    return cfg, sim, out
+
+
+def _patient(
+    args: tuple[int, int, int, int, float] | tuple[int, int, int, int, float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seed, frames, in_h, in_w, realism[, rf fraction]) -> one patient's inputs and labels."""
+    seed, frames, in_h, in_w, realism = args[:5]
+    rf = float(args[5]) if len(args) > 5 else 0.0
+    xs, ys = [], []
+    for pf in patient_frames(seed, frames, realism, rf)[2]:
         roi = pf.frame.roi
         xs.append(prepare_input(pf.frame.pixels, roi, in_h, in_w)[0, 0].astype(np.float16))
         y = np.stack(

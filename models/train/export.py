@@ -48,22 +48,18 @@ def load_model(ckpt: Path) -> tuple[UNet, tuple[int, int]]:
     return model, (int(d["input"][0]), int(d["input"][1]))
 
 
-def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, Path]:
-    model, (h, w) = load_model(ckpt)
-    fp32 = models_dir / f"{MODEL_NAME}.onnx"
-    int8 = models_dir / f"{MODEL_NAME}.int8.onnx"
-    tmp = models_dir / "runs" / "tmp.onnx"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+def to_onnx(model: UNet, h: int, w: int, path: Path) -> onnx.ModelProto:
+    """The fp32 graph with the I/O names and metadata of the model contract (not yet saved)."""
     torch.onnx.export(
         model,
         (torch.zeros(1, 1, h, w),),
-        str(tmp),
+        str(path),
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
         opset_version=OPSET,
         dynamo=False,
     )
-    m = onnx.load(str(tmp))
+    m = onnx.load(str(path))
     meta = {
         "dgs.model": "dgs-seg/1",
         "dgs.classes": json.dumps(list(CLASSES)),
@@ -74,6 +70,16 @@ def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, P
     for k, v in meta.items():
         p = m.metadata_props.add()
         p.key, p.value = k, v
+    return m
+
+
+def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, Path]:
+    model, (h, w) = load_model(ckpt)
+    fp32 = models_dir / f"{MODEL_NAME}.onnx"
+    int8 = models_dir / f"{MODEL_NAME}.int8.onnx"
+    tmp = models_dir / "runs" / "tmp.onnx"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    m = to_onnx(model, h, w, tmp)
     onnx.checker.check_model(m)
     onnx.save(m, str(fp32))
     pre = tmp.with_name("pre.onnx")
@@ -89,9 +95,9 @@ def export_all(ckpt: Path, models_dir: Path, calib_x: np.ndarray) -> dict[str, P
     )
     q = onnx.load(str(int8))
     del q.metadata_props[:]
-    for k, v in meta.items():
+    for prop in m.metadata_props:
         p = q.metadata_props.add()
-        p.key, p.value = k, v
+        p.key, p.value = prop.key, prop.value
     onnx.save(q, str(int8))
     # Parity fixture: torch logits for two held-out inputs, so CI (no torch) still checks
     # the ONNX numerics against the framework the model was trained in.

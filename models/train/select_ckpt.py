@@ -30,21 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edge_service.detector import Detector
 from edge_service.detector.settings import DetectorSettings
-from edge_service.phantom import PhantomConfig, PhantomSimulator
 from models.train.data import (
-    REALISM_STREAM,
-    RF_STREAM,
     VAL_REAL_SEED_BASE,
     VAL_RF_SEED_BASE,
     VAL_SEED_BASE,
+    patient_frames,
 )
-from models.train.export import load_model
-from models.train.rf_family import RfRenderer
+from models.train.export import load_model, to_onnx
 
 log = logging.getLogger("models.train.select_ckpt")
 # split -> (seed base, realism fraction, rf fraction), as models.train draws its val splits
@@ -58,24 +54,12 @@ CSA_SLACK_MM2 = 0.1
 
 
 def _patient(args: tuple[str, int, int]) -> dict[str, Any]:
-    """The same draws as models.train.data._patient (so the same patients and frames)."""
+    """The same draws as models.train.data (so the same patients and frames)."""
     split, seed, frames = args
     _, realism, rf = SPLITS[split]
-    rng = np.random.default_rng(seed)
-    cfg = PhantomConfig.randomized(rng)
-    real_rng = np.random.default_rng([seed, REALISM_STREAM])
-    if real_rng.random() < realism:
-        cfg = cfg.realistic(real_rng)
-    sim = PhantomSimulator(cfg, seed=seed)
-    rf_rng = np.random.default_rng([seed, RF_STREAM])
-    renderer = RfRenderer(sim, rf_rng) if rf_rng.random() < rf else None
-    out = []
-    for _ in range(frames):
-        ang = np.array([rng.uniform(0, 90), rng.uniform(0, 20), rng.uniform(-10, 40)])
-        t_rel = float(rng.uniform(0, 40))
-        pf = sim.render(ang, t_rel=t_rel) if renderer is None else renderer.render(ang, t_rel)
-        out.append(pf.frame)
-    return {"calc": bool(cfg.calcification), "nerve": sim.truth()["nerve"], "frames": out}
+    cfg, sim, pfs = patient_frames(seed, frames, realism, rf)
+    frs = [pf.frame for pf in pfs]
+    return {"calc": bool(cfg.calcification), "nerve": sim.truth()["nerve"], "frames": frs}
 
 
 def load_split(split: str, patients: int, frames: int, cache: Path) -> list[dict[str, Any]]:
@@ -143,24 +127,9 @@ def detector_for(ckpt: Path, tmp: Path) -> Detector:
     weights (exported to a temporary fp32 ONNX file, as the shipped export does)."""
     import onnx
 
-    from models.train.export import INPUT_NAME, OPSET, OUTPUT_NAME
-
     model, (h, w) = load_model(ckpt)
     path = tmp / f"{ckpt.stem}.onnx"
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, h, w),),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        opset_version=OPSET,
-        dynamo=False,
-    )
-    m = onnx.load(str(path))
-    for k, v in {"dgs.model": "dgs-seg/1", "dgs.input_hw": json.dumps([h, w])}.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    onnx.save(m, str(path))
+    onnx.save(to_onnx(model, h, w, path), str(path))
     return Detector.load(path=path, threads=2, settings=DetectorSettings(view_gate=False))
 
 
