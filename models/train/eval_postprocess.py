@@ -87,6 +87,14 @@ def load_set(name: str, cache: Path) -> list[dict[str, Any]]:
     return data
 
 
+def session_calls(sess: list[tuple[bool, bool]]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(truth, called) per session -> (right, of) for the calcified sessions (sensitivity)
+    and for the calcification-free ones (specificity)."""
+    pos = [d for t, d in sess if t]
+    neg = [d for t, d in sess if not t]
+    return (sum(pos), len(pos)), (sum(not d for d in neg), len(neg))
+
+
 def evaluate(det: Detector, data: list[dict[str, Any]], variant: dict[str, Any]) -> str:
     probs = [[det.probabilities(fr) for fr, _, _ in s["frames"]] for s in data]
     det.settings = DetectorSettings(view_gate=False, **variant)
@@ -108,15 +116,14 @@ def evaluate(det: Detector, data: list[dict[str, Any]], variant: dict[str, Any])
                 csa.append(abs(n.csa_mm2 - s["nerve"]["csa_mm2"]))
             hits += int(d.calcification.present)
         sess.append((s["calc"], hits >= len(s["frames"]) / 2))
-    pos = [d for t, d in sess if t]
-    neg = [d for t, d in sess if not t]
+    sens, spec = session_calls(sess)
 
     def med(v: list[float]) -> str:
         return f"{statistics.median(v):.2f}" if v else "n/a"
 
     return (
         f"{med(ap)} / {med(wd)} / {med(csa)}; found {found}/{frames}; "
-        f"calc {sum(pos)}/{len(pos)}, {sum(not d for d in neg)}/{len(neg)}"
+        f"calc {sens[0]}/{sens[1]}, {spec[0]}/{spec[1]}"
     )
 
 

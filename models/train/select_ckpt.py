@@ -40,6 +40,7 @@ from models.train.data import (
     VAL_SEED_BASE,
     patient_frames,
 )
+from models.train.eval_postprocess import session_calls
 from models.train.export import load_model, to_onnx
 
 log = logging.getLogger("models.train.select_ckpt")
@@ -110,15 +111,14 @@ def score(det: Detector, data: list[dict[str, Any]]) -> Scores:
                 csa.append(abs(n.csa_mm2 - s["nerve"]["csa_mm2"]))
             hits += int(d.calcification.present)
         sess.append((s["calc"], hits >= len(s["frames"]) / 2))
-    pos = [d for t, d in sess if t]
-    neg = [d for t, d in sess if not t]
+    sens, spec = session_calls(sess)
     return Scores(
         statistics.median(ap) if ap else float("inf"),
         statistics.median(csa) if csa else float("inf"),
         found,
         frames,
-        (sum(pos), len(pos)),
-        (sum(not d for d in neg), len(neg)),
+        sens,
+        spec,
     )
 
 
